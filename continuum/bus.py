@@ -1,0 +1,230 @@
+"""The one bus interface, and its embedded (in-process) implementation.
+
+Everything that moves events (sources, the learner service, the signal writer) talks to a
+:class:`Bus`. Two implementations exist: :class:`EmbeddedBus` here (one process, no broker: the
+default for ``continuum demo`` and tests of the pipeline) and ``continuum.kafka_bus.KafkaBus``
+(Apache Kafka). Nothing outside this module and ``kafka_bus`` knows which one runs.
+
+Semantics both implementations keep:
+- a topic is split into partitions; an event's ``partition_key()`` picks the partition, so order holds
+  per asset / address;
+- consumers belong to a group; a group's committed offset per partition is where a restarted consumer
+  resumes; offsets are committed explicitly, by the caller, only after its derived state is durable;
+- a message that does not decode goes to ``deadletter`` with the reason and the original bytes, the
+  consumer's ``deadletters`` counter goes up, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import zlib
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from continuum.schema import Event, SchemaError, decode, encode
+
+TOPICS = (
+    "market.candles",
+    "market.trades",
+    "chain.blocks",
+    "chain.transfers",
+    "chain.swaps",
+    "signals",
+    "deadletter",
+)
+TOPIC_OF_KIND = {
+    "candle": "market.candles",
+    "trade": "market.trades",
+    "block": "chain.blocks",
+    "retraction": "chain.blocks",
+    "transfer": "chain.transfers",
+    "swap": "chain.swaps",
+    "signal": "signals",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    event: Event
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Stable across processes and languages-independent (crc32), unlike Python's hash()."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def deadletter_record(topic: str, partition: int, offset: int, raw: bytes, reason: str) -> bytes:
+    """The body written to ``deadletter``: where the message came from, why, and its exact bytes."""
+    return json.dumps(
+        {
+            "source_topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "reason": reason,
+            "raw": raw.decode("latin-1"),
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_message(raw: bytes) -> tuple[Event | None, str | None]:
+    """(event, None) or (None, reason): the single place where bus payloads are decoded."""
+    try:
+        return decode(raw), None
+    except SchemaError as e:
+        return None, str(e)
+
+
+OnRevoke = Callable[[list[tuple[str, int]]], None]
+OnAssign = Callable[[list[tuple[str, int]]], None]
+
+
+class Consumer(ABC):
+    deadletters: int = 0
+
+    @abstractmethod
+    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
+        """Next decoded messages (malformed ones were dead-lettered and skipped)."""
+
+    @abstractmethod
+    def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
+        """Commit ``{(topic, partition): next_offset}`` (default: everything returned by poll)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return []
+
+    def __iter__(self) -> Iterator[Message]:
+        """Drains what is there now; stops when a poll returns nothing (embedded/batch use)."""
+        while True:
+            batch = self.poll(timeout_s=0.5)
+            if not batch:
+                return
+            yield from batch
+
+
+class Bus(ABC):
+    """Publish events; open consumers. ``partitions`` is the partition count of every topic."""
+
+    partitions: int = 1
+
+    @abstractmethod
+    def publish(self, event: Event, topic: str | None = None) -> None:
+        """Publish one event to its topic (by kind unless given), keyed by its partition key."""
+
+    @abstractmethod
+    def publish_raw(self, topic: str, key: str, value: bytes) -> None:
+        """Publish bytes as they are (dead letters; tests of malformed input)."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Block until everything published is acknowledged; raise if any delivery failed."""
+
+    @abstractmethod
+    def consumer(
+        self,
+        topics: Iterable[str],
+        group: str,
+        on_assign: OnAssign | None = None,
+        on_revoke: OnRevoke | None = None,
+    ) -> Consumer: ...
+
+    def publish_many(self, events: Iterable[Event], topic: str | None = None) -> int:
+        n = 0
+        for e in events:
+            self.publish(e, topic)
+            n += 1
+        return n
+
+    def close(self) -> None:
+        self.flush()
+
+
+# --------------------------------------------------------------------------- embedded
+class EmbeddedBus(Bus):
+    """In-process logs: append-only lists per (topic, partition), group offsets in a dict.
+
+    It is the embedded default, not a broker: one process, no persistence. It keeps the same
+    semantics as Kafka (per-key order, explicit commits, dead letters) so the pipeline code is the same.
+    """
+
+    def __init__(self, partitions: int = 1):
+        self.partitions = partitions
+        self._logs: dict[tuple[str, int], list[tuple[str, bytes]]] = defaultdict(list)
+        self._committed: dict[tuple[str, tuple[str, int]], int] = {}
+        self._lock = threading.Lock()
+
+    def publish(self, event: Event, topic: str | None = None) -> None:
+        topic = topic or TOPIC_OF_KIND[event.KIND]
+        self.publish_raw(topic, event.partition_key(), encode(event))
+
+    def publish_raw(self, topic: str, key: str, value: bytes) -> None:
+        with self._lock:
+            self._logs[(topic, partition_for(key, self.partitions))].append((key, value))
+
+    def flush(self) -> None:
+        return None
+
+    def log(self, topic: str) -> list[bytes]:
+        """Every value on a topic, partition by partition (tests and the dashboard read this)."""
+        return [v for p in range(self.partitions) for _, v in self._logs.get((topic, p), [])]
+
+    def consumer(self, topics, group, on_assign=None, on_revoke=None) -> Consumer:
+        return _EmbeddedConsumer(self, list(topics), group, on_assign, on_revoke)
+
+
+class _EmbeddedConsumer(Consumer):
+    def __init__(self, bus: EmbeddedBus, topics: list[str], group: str, on_assign, on_revoke):
+        self.bus, self.topics, self.group = bus, topics, group
+        self.deadletters = 0
+        self._parts = [(t, p) for t in topics for p in range(bus.partitions)]
+        self._pos = {tp: bus._committed.get((group, tp), 0) for tp in self._parts}
+        self._on_revoke = on_revoke
+        if on_assign:
+            on_assign(list(self._parts))
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return list(self._parts)
+
+    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
+        out: list[Message] = []
+        for tp in self._parts:
+            log = self.bus._logs.get(tp, [])
+            while self._pos[tp] < len(log) and len(out) < max_records:
+                off = self._pos[tp]
+                key, raw = log[off]
+                self._pos[tp] = off + 1
+                event, reason = decode_message(raw)
+                if event is None:
+                    self.deadletters += 1
+                    self.bus.publish_raw("deadletter", key, deadletter_record(tp[0], tp[1], off, raw, reason))
+                    continue
+                out.append(Message(tp[0], tp[1], off, key, event))
+        return out
+
+    def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
+        offsets = offsets if offsets is not None else dict(self._pos)
+        for tp, off in offsets.items():
+            self.bus._committed[(self.group, tp)] = off
+
+    def close(self) -> None:
+        if self._on_revoke:
+            self._on_revoke(list(self._parts))
+
+
+def make_bus(cfg) -> Bus:
+    """The bus the configuration asks for (``bus.kind = "embedded" | "kafka"``)."""
+    if cfg.bus.kind == "kafka":
+        from continuum.kafka_bus import KafkaBus
+
+        return KafkaBus(cfg.kafka)
+    return EmbeddedBus(partitions=cfg.bus.partitions)

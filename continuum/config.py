@@ -1,0 +1,224 @@
+"""One validated configuration: a TOML file, then ``CONTINUUM_<SECTION>__<KEY>`` environment variables.
+
+Precedence: defaults < TOML file (``--config`` or ``$CONTINUUM_CONFIG`` or ``./continuum.toml``)
+< environment. Every key is typed; an unknown section or key, or a value of the wrong type or out of
+range, is a :class:`ConfigError` that the command line prints as one line and exits with code 2.
+
+Example ``continuum.toml``::
+
+    [bus]
+    kind = "kafka"
+    [kafka]
+    bootstrap_servers = "broker-1:9092,broker-2:9092"
+    security_protocol = "SASL_SSL"
+    sasl_mechanism = "SCRAM-SHA-512"
+    sasl_username = "continuum"
+    # the password comes from CONTINUUM_KAFKA__SASL_PASSWORD, never from the file
+
+Secrets (``*password*``, ``*secret*``, ``api_key``) are redacted by :meth:`Config.redacted`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from continuum.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_DATA = REPO_ROOT / "data" / "binance"
+
+
+class ConfigError(UserError):
+    """A bad configuration value or key."""
+
+
+@dataclass
+class BusConfig:
+    kind: str = "embedded"  # embedded | kafka
+    partitions: int = 8  # partitions per topic
+
+    def check(self) -> None:
+        _choice("bus.kind", self.kind, ("embedded", "kafka"))
+        _range("bus.partitions", self.partitions, 1, 10_000)
+
+
+@dataclass
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "continuum"
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username: str = ""
+    sasl_password: str = ""  # from the environment
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    replication_factor: int = 1
+    linger_ms: int = 20
+    batch_size: int = 262_144
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+
+    def check(self) -> None:
+        _choice("kafka.security_protocol", self.security_protocol,
+                ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+        if self.sasl_mechanism:
+            _choice("kafka.sasl_mechanism", self.sasl_mechanism, ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+        if not self.bootstrap_servers.strip():
+            raise ConfigError("kafka.bootstrap_servers: must name at least one host:port")
+        for hp in self.bootstrap_servers.split(","):
+            host, _, port = hp.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"kafka.bootstrap_servers: {hp!r} is not host:port")
+        _range("kafka.replication_factor", self.replication_factor, 1, 10)
+        _range("kafka.linger_ms", self.linger_ms, 0, 60_000)
+
+
+@dataclass
+class LakeConfig:
+    root: str = ".continuum/lake"
+
+    def check(self) -> None:
+        if not self.root:
+            raise ConfigError("lake.root: must not be empty")
+
+
+@dataclass
+class LearnerConfig:
+    device: str = "cpu"  # cpu | cuda | auto
+    threads: int = 1  # torch threads; 1 is fastest on small shared machines
+    checkpoint_dir: str = ".continuum/checkpoints"
+    checkpoint_every: int = 24  # bars between checkpoints in the service
+    keep_checkpoints: int = 5
+    pretrained: str = ""  # path of a `continuum pretrain` checkpoint
+
+    def check(self) -> None:
+        _choice("learner.device", self.device, ("cpu", "cuda", "auto"))
+        _range("learner.threads", self.threads, 1, 256)
+        _range("learner.checkpoint_every", self.checkpoint_every, 1, 1_000_000)
+        _range("learner.keep_checkpoints", self.keep_checkpoints, 1, 1000)
+
+
+@dataclass
+class ExchangeConfig:
+    name: str = "binance"
+    timeframe: str = "1h"
+    symbols: str = "BTC/USDT,ETH/USDT"
+    rate_limit: bool = True
+
+    def check(self) -> None:
+        if not self.timeframe or not self.timeframe[:-1].isdigit() or self.timeframe[-1] not in "smhdwM":
+            raise ConfigError(f"exchange.timeframe: {self.timeframe!r} is not a timeframe like 1m, 1h, 1d")
+
+
+@dataclass
+class ChainConfig:
+    rpc: str = "http://127.0.0.1:8545"
+    chain: str = "ethereum"
+    confirmations: int = 12
+
+    def check(self) -> None:
+        _range("chain.confirmations", self.confirmations, 0, 10_000)
+
+
+@dataclass
+class Config:
+    bus: BusConfig = field(default_factory=BusConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    lake: LakeConfig = field(default_factory=LakeConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
+
+    def check(self) -> Config:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).check()
+        return self
+
+    def redacted(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for f in dataclasses.fields(self):
+            sec = dataclasses.asdict(getattr(self, f.name))
+            out[f.name] = {k: ("***" if _secret(k) and v else v) for k, v in sec.items()}
+        return out
+
+
+def _secret(key: str) -> bool:
+    return any(s in key for s in ("password", "secret", "api_key", "token"))
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _range(name: str, value: int, lo: int, hi: int) -> None:
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}: {value} is outside {lo}..{hi}")
+
+
+def _coerce(name: str, raw: Any, typ: type, from_env: bool) -> Any:
+    """TOML values must already have the right type; environment strings are parsed strictly."""
+    if from_env:
+        if typ is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{name}: {raw!r} is not a boolean (true/false)")
+        if typ is int:
+            try:
+                return int(raw)
+            except ValueError:
+                raise ConfigError(f"{name}: {raw!r} is not an integer") from None
+        return raw
+    ok = isinstance(raw, typ) and not (typ is int and isinstance(raw, bool))
+    if not ok:
+        raise ConfigError(f"{name}: expected {typ.__name__}, got {type(raw).__name__} {raw!r}")
+    return raw
+
+
+def _apply(cfg: Config, section: str, key: str, raw: Any, from_env: bool, where: str) -> None:
+    sections = {f.name: f for f in dataclasses.fields(cfg)}
+    if section not in sections:
+        raise ConfigError(f"{where}: unknown section [{section}]; known: {', '.join(sections)}")
+    sec = getattr(cfg, section)
+    fields = {f.name: f for f in dataclasses.fields(sec)}
+    if key not in fields:
+        raise ConfigError(f"{where}: unknown key {section}.{key}; known: {', '.join(fields)}")
+    typ = {"str": str, "int": int, "bool": bool, "float": float}[fields[key].type]
+    setattr(sec, key, _coerce(f"{section}.{key}", raw, typ, from_env))
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file, then the environment; validated. Raises ConfigError."""
+    env = dict(os.environ if env is None else env)
+    cfg = Config()
+    explicit = path or env.get("CONTINUUM_CONFIG")
+    p = Path(explicit) if explicit else Path("continuum.toml")
+    if explicit and not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    if p.is_file():
+        try:
+            doc = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML ({e})") from None
+        for section, body in doc.items():
+            if not isinstance(body, dict):
+                raise ConfigError(f"{p}: top-level key {section!r} must be a [section]")
+            for key, raw in body.items():
+                _apply(cfg, section, key, raw, False, str(p))
+    for name, raw in sorted(env.items()):
+        if not name.startswith("CONTINUUM_") or name == "CONTINUUM_CONFIG":
+            continue
+        rest = name[len("CONTINUUM_"):].lower()
+        if "__" not in rest:
+            continue  # other CONTINUUM_ variables (e.g. CONTINUUM_VENV) are not config keys
+        section, key = rest.split("__", 1)
+        _apply(cfg, section, key, raw, True, name)
+    return cfg.check()

@@ -1,0 +1,387 @@
+"""The one event schema: every event that crosses the bus or lands in the lake is defined here.
+
+Each event type is a frozen dataclass with
+- ``KIND``: the event name, also the lake partition ``kind=...``;
+- ``VERSION``: the schema version carried as ``v`` in the JSON encoding;
+- ``natural_key()``: the identity used to deduplicate (lake appends, at-least-once consumers);
+- ``partition_key()``: the Kafka message key, so order holds per asset / per address.
+
+Decoding is strict: a missing or unknown field, a wrong type, a value out of range or an unknown
+version raises :class:`SchemaError` naming the field. Nothing is coerced silently (a string "1.5" is
+not a float; a float 3.0 is not an int), because a silently coerced price is a wrong signal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+__all__ = [
+    "SchemaError",
+    "Event",
+    "Candle",
+    "Trade",
+    "Block",
+    "Transfer",
+    "Swap",
+    "Signal",
+    "Retraction",
+    "EVENT_TYPES",
+    "encode",
+    "decode",
+    "ts_from_ms",
+    "ms_from_ts",
+]
+
+_ADDRESS = re.compile(r"^0x[0-9a-f]{40}$")
+_HASH = re.compile(r"^0x[0-9a-f]{64}$")
+
+
+class SchemaError(ValueError):
+    """An event that does not match its schema. ``field`` names the offending field."""
+
+    def __init__(self, kind: str, field_name: str, reason: str):
+        self.kind, self.field, self.reason = kind, field_name, reason
+        super().__init__(f"{kind}.{field_name}: {reason}")
+
+
+def ts_from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def ms_from_ts(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+# --------------------------------------------------------------------------- field checks
+def _check_type(kind: str, name: str, value: Any, typ: type) -> None:
+    if typ is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise SchemaError(kind, name, f"must be finite, got {value!r}")
+    elif typ is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif typ is bool:
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, typ)
+    if not ok:
+        raise SchemaError(kind, name, f"expected {typ.__name__}, got {type(value).__name__} {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class. Subclasses declare typed fields; ``validate`` runs on construction."""
+
+    KIND: ClassVar[str] = "event"
+    VERSION: ClassVar[int] = 1
+    NATURAL_KEY: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        hints = {f.name: f.type for f in dataclasses.fields(self)}
+        for name, typ in hints.items():
+            value = getattr(self, name)
+            base = _TYPES[typ] if isinstance(typ, str) else typ
+            optional = isinstance(typ, str) and typ.endswith("| None")
+            if value is None and optional:
+                continue
+            _check_type(self.KIND, name, value, base)
+        self.validate()
+
+    def validate(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def natural_key(self) -> tuple:
+        return tuple(getattr(self, k) for k in self.NATURAL_KEY)
+
+    def partition_key(self) -> str:
+        raise NotImplementedError  # every concrete event defines its key
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.KIND, "v": self.VERSION, **dataclasses.asdict(self)}
+
+    def _fail(self, name: str, reason: str) -> None:
+        raise SchemaError(self.KIND, name, reason)
+
+    def _positive(self, *names: str, allow_zero: bool = False) -> None:
+        for n in names:
+            x = getattr(self, n)
+            if x is None:
+                continue
+            if x < 0 or (x == 0 and not allow_zero):
+                self._fail(n, f"must be {'>= 0' if allow_zero else '> 0'}, got {x!r}")
+
+    def _address(self, *names: str) -> None:
+        for n in names:
+            x = getattr(self, n)
+            if x is not None and not _ADDRESS.match(x):
+                self._fail(n, f"must be a lower-case 0x-prefixed 20-byte hex address, got {x!r}")
+
+    def _hash(self, *names: str) -> None:
+        for n in names:
+            x = getattr(self, n)
+            if x is not None and not _HASH.match(x):
+                self._fail(n, f"must be a lower-case 0x-prefixed 32-byte hex hash, got {x!r}")
+
+    def _ts(self, *names: str) -> None:
+        for n in names:
+            # 2009-01-01 .. 2100-01-01 in ms: catches seconds-vs-ms mix-ups
+            x = getattr(self, n)
+            if not 1_230_768_000_000 <= x <= 4_102_444_800_000:
+                self._fail(n, f"must be a UTC timestamp in milliseconds (2009..2100), got {x!r}")
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "str | None": str, "float | None": float,
+          "int | None": int}
+
+
+def _symbol_ok(ev: Event, name: str) -> None:
+    s = getattr(ev, name)
+    if not re.fullmatch(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}(:[A-Z0-9]+)?", s):
+        ev._fail(name, f"must look like BASE/QUOTE in upper case (e.g. BTC/USDT), got {s!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Candle(Event):
+    """One OHLCV bar. ``ts`` is the bar's open time (UTC ms), as in ccxt and freqtrade."""
+
+    KIND: ClassVar[str] = "candle"
+    NATURAL_KEY: ClassVar[tuple[str, ...]] = ("exchange", "symbol", "timeframe", "ts")
+    exchange: str
+    symbol: str
+    timeframe: str
+    ts: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    closed: bool = True
+
+    def validate(self) -> None:
+        _symbol_ok(self, "symbol")
+        self._ts("ts")
+        if not re.fullmatch(r"[0-9]+[smhdwM]", self.timeframe):
+            self._fail("timeframe", f"must look like 1m, 1h, 1d; got {self.timeframe!r}")
+        self._positive("open", "high", "low", "close")
+        self._positive("volume", allow_zero=True)
+        if self.high < max(self.open, self.close, self.low):
+            self._fail("high", f"{self.high} is below open/close/low")
+        if self.low > min(self.open, self.close):
+            self._fail("low", f"{self.low} is above open/close")
+
+    def partition_key(self) -> str:
+        return f"{self.exchange}:{self.symbol}"
+
+
+@dataclass(frozen=True, slots=True)
+class Trade(Event):
+    KIND: ClassVar[str] = "trade"
+    NATURAL_KEY: ClassVar[tuple[str, ...]] = ("exchange", "symbol", "trade_id")
+    exchange: str
+    symbol: str
+    trade_id: str
+    ts: int
+    price: float
+    amount: float
+    side: str
+
+    def validate(self) -> None:
+        _symbol_ok(self, "symbol")
+        self._ts("ts")
+        self._positive("price", "amount")
+        if self.side not in ("buy", "sell", "unknown"):
+            self._fail("side", f"must be buy, sell or unknown, got {self.side!r}")
+
+    def partition_key(self) -> str:
+        return f"{self.exchange}:{self.symbol}"
+
+
+@dataclass(frozen=True, slots=True)
+class Block(Event):
+    KIND: ClassVar[str] = "block"
+    NATURAL_KEY: ClassVar[tuple[str, ...]] = ("chain", "number", "hash")
+    chain: str
+    number: int
+    hash: str
+    parent_hash: str
+    ts: int
+    tx_count: int
+    gas_used: int
+    base_fee_gwei: float | None = None
+    final: bool = False
+
+    def validate(self) -> None:
+        self._hash("hash", "parent_hash")
+        self._ts("ts")
+        self._positive("tx_count", "gas_used", "number", allow_zero=True)
+
+    def partition_key(self) -> str:
+        return f"{self.chain}:blocks"
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer(Event):
+    """A native or ERC-20 transfer. ``token`` is None for the chain's native coin."""
+
+    KIND: ClassVar[str] = "transfer"
+    NATURAL_KEY: ClassVar[tuple[str, ...]] = ("chain", "tx_hash", "log_index")
+    chain: str
+    block_number: int
+    block_hash: str
+    ts: int
+    tx_hash: str
+    log_index: int  # -1 for a native transfer (the transaction itself)
+    token: str | None
+    symbol: str | None
+    from_address: str
+    to_address: str
+    value: float  # in token units (decimals applied)
+    raw_value: str  # exact integer amount as a decimal string
+    from_label: str | None = None
+    to_label: str | None = None
+
+    def validate(self) -> None:
+        self._hash("block_hash", "tx_hash")
+        self._address("token", "from_address", "to_address")
+        self._ts("ts")
+        self._positive("value", allow_zero=True)
+        if not self.raw_value.isdigit():
+            self._fail("raw_value", f"must be a non-negative integer string, got {self.raw_value!r}")
+        if self.log_index < -1:
+            self._fail("log_index", f"must be >= -1, got {self.log_index}")
+
+    def partition_key(self) -> str:
+        return f"{self.chain}:{self.from_address}"
+
+
+@dataclass(frozen=True, slots=True)
+class Swap(Event):
+    KIND: ClassVar[str] = "swap"
+    NATURAL_KEY: ClassVar[tuple[str, ...]] = ("chain", "tx_hash", "log_index")
+    chain: str
+    block_number: int
+    block_hash: str
+    ts: int
+    tx_hash: str
+    log_index: int
+    dex: str  # uniswap_v2 | uniswap_v3
+    pool: str
+    sender: str
+    recipient: str
+    token_in: str | None
+    token_out: str | None
+    amount_in: float
+    amount_out: float
+
+    def validate(self) -> None:
+        self._hash("block_hash", "tx_hash")
+        self._address("pool", "sender", "recipient", "token_in", "token_out")
+        self._ts("ts")
+        self._positive("amount_in", "amount_out", allow_zero=True)
+        if self.dex not in ("uniswap_v2", "uniswap_v3"):
+            self._fail("dex", f"must be uniswap_v2 or uniswap_v3, got {self.dex!r}")
+
+    def partition_key(self) -> str:
+        return f"{self.chain}:{self.pool}"
+
+
+@dataclass(frozen=True, slots=True)
+class Retraction(Event):
+    """Tells consumers and the lake to drop everything derived from an orphaned block (a reorg)."""
+
+    KIND: ClassVar[str] = "retraction"
+    NATURAL_KEY: ClassVar[tuple[str, ...]] = ("chain", "block_number", "block_hash")
+    chain: str
+    block_number: int
+    block_hash: str
+    ts: int
+
+    def validate(self) -> None:
+        self._hash("block_hash")
+        self._ts("ts")
+
+    def partition_key(self) -> str:
+        return f"{self.chain}:blocks"
+
+
+@dataclass(frozen=True, slots=True)
+class Signal(Event):
+    """One forecast for one asset at one bar, with its uncertainty and the model's memory activity."""
+
+    KIND: ClassVar[str] = "signal"
+    NATURAL_KEY: ClassVar[tuple[str, ...]] = ("model", "exchange", "symbol", "ts")
+    model: str
+    exchange: str
+    symbol: str
+    ts: int  # open time of the bar the forecast was made after (its close is the forecast time)
+    ret_1h: float
+    ret_24h: float
+    vol_24h: float  # forecast std-dev of the next-24h log return
+    ret_1h_std: float
+    ret_24h_std: float
+    regime: str = ""  # the model's own reading (e.g. calm/volatile), never a label fed to it
+    activity: dict = field(default_factory=dict)  # per-level update norms, effective lrs, surprise
+
+    def validate(self) -> None:
+        _symbol_ok(self, "symbol")
+        self._ts("ts")
+        self._positive("vol_24h", "ret_1h_std", "ret_24h_std")
+        for k, v in self.activity.items():
+            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)):
+                self._fail("activity", f"must map names to numbers, got {k!r}: {v!r}")
+            if not math.isfinite(v):
+                self._fail("activity", f"{k} must be finite, got {v!r}")
+
+    def partition_key(self) -> str:
+        return f"{self.exchange}:{self.symbol}"
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    c.KIND: c for c in (Candle, Trade, Block, Transfer, Swap, Signal, Retraction)
+}
+_TYPES["dict"] = dict
+
+
+def encode(event: Event) -> bytes:
+    """JSON bytes with ``kind`` and ``v``; compact, keys sorted so equal events encode equally."""
+    return json.dumps(event.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(data: bytes | str | dict) -> Event:
+    """Strict inverse of :func:`encode`. Raises :class:`SchemaError` naming the field at fault."""
+    if isinstance(data, dict):
+        obj = data
+    else:
+        try:
+            obj = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SchemaError("event", "json", f"not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise SchemaError("event", "json", f"expected a JSON object, got {type(obj).__name__}")
+    kind = obj.get("kind")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise SchemaError("event", "kind", f"unknown event kind {kind!r}; known: {sorted(EVENT_TYPES)}")
+    v = obj.get("v")
+    if v != cls.VERSION or isinstance(v, bool):
+        raise SchemaError(kind, "v", f"unsupported schema version {v!r} (this build reads v{cls.VERSION})")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    extra = set(obj) - set(fields) - {"kind", "v"}
+    if extra:
+        raise SchemaError(kind, sorted(extra)[0], "unknown field")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in obj:
+            kwargs[name] = obj[name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SchemaError(kind, name, "missing")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - guarded above
+        raise SchemaError(kind, "fields", str(e)) from None
