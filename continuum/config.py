@@ -65,8 +65,11 @@ class KafkaConfig:
     heartbeat_interval_ms: int = 3_000
 
     def check(self) -> None:
-        _choice("kafka.security_protocol", self.security_protocol,
-                ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+        _choice(
+            "kafka.security_protocol",
+            self.security_protocol,
+            ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        )
         if self.sasl_mechanism:
             _choice("kafka.sasl_mechanism", self.sasl_mechanism, ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
         if not self.bootstrap_servers.strip():
@@ -216,7 +219,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     for name, raw in sorted(env.items()):
         if not name.startswith("CONTINUUM_") or name == "CONTINUUM_CONFIG":
             continue
-        rest = name[len("CONTINUUM_"):].lower()
+        rest = name[len("CONTINUUM_") :].lower()
         if "__" not in rest:
             continue  # other CONTINUUM_ variables (e.g. CONTINUUM_VENV) are not config keys
         section, key = rest.split("__", 1)

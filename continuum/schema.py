@@ -136,8 +136,15 @@ class Event:
                 self._fail(n, f"must be a UTC timestamp in milliseconds (2009..2100), got {x!r}")
 
 
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "str | None": str, "float | None": float,
-          "int | None": int}
+_TYPES = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "str | None": str,
+    "float | None": float,
+    "int | None": int,
+}
 
 
 def _symbol_ok(ev: Event, name: str) -> None:

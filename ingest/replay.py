@@ -23,7 +23,9 @@ import polars as pl
 from continuum.errors import UserError
 from continuum.schema import Candle
 
-_FILE = re.compile(r"^(?P<base>[A-Za-z0-9]+)_(?P<quote>[A-Za-z0-9]+)-(?P<tf>\d+[smhdwM])\.(?P<ext>feather|parquet|json)$")
+_FILE = re.compile(
+    r"^(?P<base>[A-Za-z0-9]+)_(?P<quote>[A-Za-z0-9]+)-(?P<tf>\d+[smhdwM])\.(?P<ext>feather|parquet|json)$"
+)
 _TF_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -110,9 +112,13 @@ class Panel:
 
     def slice(self, start: int, end: int) -> Panel:
         return Panel(
-            self.symbols, self.timeframe, self.times[start:end],
-            *(a[start:end] for a in (self.open, self.high, self.low, self.close, self.volume,
-                                     self.present, self.listed)),
+            self.symbols,
+            self.timeframe,
+            self.times[start:end],
+            *(
+                a[start:end]
+                for a in (self.open, self.high, self.low, self.close, self.volume, self.present, self.listed)
+            ),
         )
 
     def datetimes(self) -> list[datetime]:
@@ -157,8 +163,18 @@ def load_panel(
             first = int(ms.min())
             listed[:, j] = times >= first
     present = ~np.isnan(arr["close"])
-    return Panel(list(pairs), timeframe, times, arr["open"], arr["high"], arr["low"], arr["close"],
-                 arr["volume"], present, listed)
+    return Panel(
+        list(pairs),
+        timeframe,
+        times,
+        arr["open"],
+        arr["high"],
+        arr["low"],
+        arr["close"],
+        arr["volume"],
+        present,
+        listed,
+    )
 
 
 def gap_report(panel: Panel) -> dict[str, dict]:
@@ -188,9 +204,17 @@ def replay_events(panel: Panel, exchange: str = "binance") -> Iterator[Candle]:
             yield (
                 int(panel.times[i]),
                 sym,
-                Candle(exchange, sym, panel.timeframe, int(panel.times[i]), float(panel.open[i, j]),
-                       float(panel.high[i, j]), float(panel.low[i, j]), float(panel.close[i, j]),
-                       float(panel.volume[i, j])),
+                Candle(
+                    exchange,
+                    sym,
+                    panel.timeframe,
+                    int(panel.times[i]),
+                    float(panel.open[i, j]),
+                    float(panel.high[i, j]),
+                    float(panel.low[i, j]),
+                    float(panel.close[i, j]),
+                    float(panel.volume[i, j]),
+                ),
             )
 
     for _, _, c in heapq.merge(*(one(j) for j in range(len(panel.symbols)))):
