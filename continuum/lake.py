@@ -163,9 +163,7 @@ class Lake:
         parts.append(f"{unit}={values['__part']}")
         return self.root.joinpath(*parts, "data.parquet")
 
-    def _files(
-        self, kind: str, equals: dict, start: datetime | None = None, end: datetime | None = None
-    ) -> list[Path]:
+    def _files(self, kind: str, equals: dict, start: datetime | None = None, end: datetime | None = None) -> list[Path]:
         base = self.root / f"kind={kind}"
         if not base.exists():
             return []

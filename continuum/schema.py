@@ -349,9 +349,7 @@ class Signal(Event):
         return f"{self.exchange}:{self.symbol}"
 
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    c.KIND: c for c in (Candle, Trade, Block, Transfer, Swap, Signal, Retraction)
-}
+EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (Candle, Trade, Block, Transfer, Swap, Signal, Retraction)}
 _TYPES["dict"] = dict
 
 
