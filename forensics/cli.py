@@ -1,0 +1,308 @@
+"""``continuum trace``, ``continuum counterparties``, ``continuum alerts``: forensics on the lake's transfers.
+
+Argument parsing is cheap (no polars import); the queries live in :mod:`forensics.queries`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from continuum.errors import UserError
+
+_COMMON_EPILOG = """\
+data: transfers come from the lake (--lake, default the config's lake.root, .continuum/lake), filled by
+  `continuum backfill chain --rpc URL --from-block A --to-block B`, `continuum stream chain`, or an
+  ethereum-etl export: `python -m forensics.etl_import EXPORT_DIR --lake .continuum/lake`.
+labels: exchanges, bridges, mixers, OFAC-sanctioned, exploit and phishing addresses ship with Continuum
+  (continuum/labels/SOURCES.md says where each comes from).
+"""
+
+
+def _common(p: argparse.ArgumentParser, with_address: bool = True) -> None:
+    if with_address:
+        p.add_argument("address", help="0x + 40 hex digits; mixed case must pass its EIP-55 checksum")
+    p.add_argument("--lake", metavar="DIR", help="lake root (default: lake.root from the config)")
+    p.add_argument("--token", help="only this token: a symbol (USDC, ETH for native ether) or a contract address")
+    p.add_argument("--start", metavar="DATE", help="from this UTC date/time (ISO, e.g. 2023-05-01 or 2023-05-01T12:00)")
+    p.add_argument("--end", metavar="DATE", help="before this UTC date/time (exclusive)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)")
+    p.add_argument("--limit", type=int, default=50, help="rows to print (default 50; 0 = all)")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = (p.epilog or "") + _COMMON_EPILOG
+
+
+def _date(s: str | None, flag: str) -> datetime | None:
+    if s is None:
+        return None
+    try:
+        d = datetime.fromisoformat(s)
+    except ValueError:
+        raise UserError(f"{flag} {s!r}: not an ISO date; use e.g. 2023-05-01 or 2023-05-01T12:00") from None
+    return d.replace(tzinfo=UTC) if d.tzinfo is None else d
+
+
+def _lake(args: argparse.Namespace, cfg: Any):
+    from pathlib import Path
+
+    from continuum.lake import Lake
+
+    root = args.lake or getattr(getattr(cfg, "lake", None), "root", ".continuum/lake")
+    if args.lake and not Path(root).is_dir():
+        raise UserError(f"--lake {root}: no such directory")
+    return Lake(root)
+
+
+def _positive(name: str, v: float) -> None:
+    if v < 0:
+        raise UserError(f"{name} must be >= 0, got {v}")
+
+
+# --------------------------------------------------------------------------- output
+def _print(df, fmt: str, limit: int, time_cols: tuple[str, ...] = ()) -> None:
+    import polars as pl
+
+    if limit:
+        df = df.head(limit)
+    if fmt == "json":
+        print(df.write_json())
+        return
+    for c in df.columns:
+        if df.schema[c] == pl.List(pl.String):
+            df = df.with_columns(pl.col(c).list.join(","))
+    if fmt == "csv":
+        sys.stdout.write(df.write_csv())
+        return
+    shown = df.with_columns(
+        [pl.from_epoch(c, time_unit="ms").dt.strftime("%Y-%m-%d %H:%M") for c in time_cols if c in df.columns]
+    )
+    # hashes and token contracts are shortened in the table (json/csv keep them whole); addresses stay whole
+    shown = shown.with_columns(
+        [
+            (pl.col(c).str.slice(0, 10) + "…" + pl.col(c).str.slice(-6)).alias(c)
+            for c in ("tx_hash", "token")
+            if c in shown.columns
+        ]
+    )
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=1000,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        fmt_str_lengths=48,
+        tbl_formatting="ASCII_MARKDOWN",
+        float_precision=4,
+        thousands_separator=",",
+    ):
+        print(shown)
+
+
+# --------------------------------------------------------------------------- trace
+def add_trace_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Follow funds from ADDRESS breadth-first over --hops hops: forward (where the money went), backward\n"
+        "(where it came from) or both. Each edge aggregates the transfers between two addresses per token\n"
+        "(value, count, first/last time); every node shows its label and category, and risk categories\n"
+        "(sanctioned, mixer, exploit, phishing) met on the way are flagged on every node downstream.\n"
+        "Paths respect time: funds are only followed out of a node after they arrived there."
+    )
+    p.epilog = """\
+examples:
+  continuum trace 0x098b716b8aaf21512996dc57eb0615e2383e2f96 --hops 3          # forward, 3 hops
+  continuum trace 0xd8dA6BF26964aF9D7eEd9e03E53415D37aA96045 --direction in --token USDC
+  continuum trace 0xabc... --hops 2 --min-value 10 --token ETH --out trace.html   # also .json, .dot
+
+"""
+    _common(p)
+    p.add_argument("--hops", type=int, default=2, help="how many hops to follow (default 2, at most 8)")
+    p.add_argument(
+        "--direction", choices=("out", "in", "both"), default="out", help="out: forward, in: backward (default out)"
+    )
+    p.add_argument("--min-value", type=float, default=0.0, help="ignore transfers below this many token units")
+    p.add_argument("--top", type=int, default=25, help="follow at most this many counterparties per node (default 25)")
+    p.add_argument(
+        "--expand-services",
+        action="store_true",
+        help="also expand through exchanges, DEXes, bridges and mixers (by default they end a path)",
+    )
+    p.add_argument("--any-order", action="store_true", help="follow transfers regardless of time order")
+    p.add_argument("--show", choices=("nodes", "edges"), default="nodes", help="which table to print (default nodes)")
+    p.add_argument("--out", metavar="FILE", help="also write the graph: .html (drawing), .json, .dot or .svg")
+
+
+def run_trace(args: argparse.Namespace, cfg: Any) -> int:
+    from forensics.addresses import parse_address
+
+    address = parse_address(args.address)
+    if not 1 <= args.hops <= 8:
+        raise UserError(f"--hops must be between 1 and 8, got {args.hops}")
+    _positive("--min-value", args.min_value)
+    if args.top < 1:
+        raise UserError(f"--top must be >= 1, got {args.top}")
+    from forensics import queries
+
+    t = queries.trace(
+        _lake(args, cfg),
+        address,
+        hops=args.hops,
+        direction=args.direction,
+        min_value=args.min_value,
+        token=args.token,
+        start=_date(args.start, "--start"),
+        end=_date(args.end, "--end"),
+        stop_at=() if args.expand_services else queries.DEFAULT_STOP_CATEGORIES,
+        top=args.top,
+        time_respecting=not args.any_order,
+    )
+    if args.out:
+        from forensics.graph import write
+
+        path = write(t, args.out)
+        print(f"graph written to {path}", file=sys.stderr)
+    if args.format == "json" and args.show == "nodes":
+        from forensics.graph import to_json
+
+        print(to_json(t))
+        return 0
+    if t.edges.is_empty() and args.format == "table":
+        print(
+            f"no transfers {'from' if args.direction == 'out' else 'to' if args.direction == 'in' else 'with'} "
+            f"{address} in the lake with these filters (is the lake filled? see --help)"
+        )
+        return 0
+    if args.show == "edges":
+        _print(t.edges, args.format, args.limit, ("first_ts", "last_ts"))
+    else:
+        nodes = t.nodes.drop("label_source")
+        _print(nodes, args.format, args.limit)
+    if args.format == "table":
+        n_flag = t.flagged.height
+        print(
+            f"\n{t.nodes.height} addresses, {t.edges.height} edges over {args.hops} hop(s) {args.direction}; "
+            f"{n_flag} in a risk category"
+            + (
+                ": "
+                + ", ".join(f"{r['label'] or r['address']} ({r['category']})" for r in t.flagged.iter_rows(named=True))
+                if n_flag
+                else ""
+            )
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- counterparties
+def add_counterparties_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Rank the addresses ADDRESS sent funds to or received funds from: value in and out, transfer\n"
+        "counts, first and last seen, and each counterparty's label (exchange, mixer, sanctioned, ...).\n"
+        "One row per counterparty and token; values of different tokens do not add, so use --token to\n"
+        "rank one asset by value."
+    )
+    p.epilog = """\
+examples:
+  continuum counterparties 0x7054b0f980a7eb5b3a6b3446f3c947d80162775c
+  continuum counterparties 0xabc... --token USDC --by count --format csv > cp.csv
+
+"""
+    _common(p)
+    p.add_argument("--by", choices=("value", "count"), default="value", help="ranking key (default value)")
+    p.add_argument("--min-value", type=float, default=0.0, help="ignore transfers below this many token units")
+
+
+def run_counterparties(args: argparse.Namespace, cfg: Any) -> int:
+    from forensics.addresses import parse_address
+
+    address = parse_address(args.address)
+    _positive("--min-value", args.min_value)
+    from forensics import queries
+
+    df = queries.counterparties(
+        _lake(args, cfg),
+        address,
+        token=args.token,
+        start=_date(args.start, "--start"),
+        end=_date(args.end, "--end"),
+        min_value=args.min_value,
+        by=args.by,
+        limit=args.limit or None,
+    )
+    if df.is_empty() and args.format == "table":
+        print(f"no transfers with {address} in the lake with these filters (is the lake filled? see --help)")
+        return 0
+    _print(df, args.format, args.limit, ("first_seen", "last_seen"))
+    return 0
+
+
+# --------------------------------------------------------------------------- alerts
+def _thresholds(items: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        sym, sep, val = item.partition("=")
+        try:
+            out[sym.strip()] = float(val)
+        except ValueError:
+            sep = ""
+        if not sep or not sym.strip() or out.get(sym.strip(), -1) < 0:
+            raise UserError(f"--large {item!r}: expected SYMBOL=AMOUNT, e.g. --large USDC=1000000")
+    return out
+
+
+def add_alerts_arguments(p: argparse.ArgumentParser) -> None:
+    from forensics.queries import ALERT_RULES, DEFAULT_LARGE
+
+    p.description = (
+        "Run alert rules over the lake's transfers in a time range and list the hits, newest first:\n"
+        "  sanctioned        a transfer from or to an OFAC-sanctioned address           (high)\n"
+        "  exploit           funds moving to or from a known exploit/attacker address   (high)\n"
+        "  mixer_deposit     a deposit into a mixer (Tornado Cash pools)                (medium)\n"
+        "  mixer_withdrawal  a withdrawal out of a mixer                                (medium)\n"
+        "  phishing          funds sent to a known phishing address                     (medium)\n"
+        "  large             a transfer at or over the --large threshold for its token  (low)\n"
+        "  watch             any transfer touching a --watch address                    (low)"
+    )
+    p.epilog = (
+        "default large thresholds: "
+        + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_LARGE.items())
+        + "\n\nexamples:\n  continuum alerts --start 2023-05-01 --end 2023-05-03\n"
+        "  continuum alerts --rules sanctioned,mixer_deposit --format json\n"
+        "  continuum alerts --large WETH=50 --watch 0xabc...,0xdef...\n\n"
+    )
+    _common(p, with_address=False)
+    p.add_argument(
+        "--rules", default=",".join(ALERT_RULES), help=f"comma-separated rules (default all: {','.join(ALERT_RULES)})"
+    )
+    p.add_argument("--large", action="append", default=[], metavar="SYMBOL=AMOUNT", help="large-transfer threshold")
+    p.add_argument("--watch", default="", metavar="ADDR,...", help="addresses to alert on (comma-separated)")
+
+
+def run_alerts(args: argparse.Namespace, cfg: Any) -> int:
+    from forensics.addresses import parse_address
+    from forensics.queries import ALERT_RULES, alerts
+
+    rules = tuple(r.strip() for r in args.rules.split(",") if r.strip())
+    bad = [r for r in rules if r not in ALERT_RULES]
+    if bad or not rules:
+        raise UserError(f"--rules: unknown rule(s) {', '.join(bad) or '(none given)'}; known: {', '.join(ALERT_RULES)}")
+    watch = tuple(parse_address(a) for a in args.watch.split(",") if a.strip())
+    df = alerts(
+        _lake(args, cfg),
+        start=_date(args.start, "--start"),
+        end=_date(args.end, "--end"),
+        rules=rules,
+        large=_thresholds(args.large),
+        watch=watch,
+        token=args.token,
+    )
+    if df.is_empty() and args.format == "table":
+        print("no alerts: no transfer in the lake hit these rules in this time range")
+        return 0
+    _print(df, args.format, args.limit, ("ts",))
+    if args.format == "table":
+        counts = df.group_by("rule").len().sort("len", descending=True)
+        print("\n" + ", ".join(f"{r}: {n}" for r, n in counts.iter_rows()) + f" ({df.height} hits)")
+        if args.limit and df.height > args.limit:
+            print(f"showing {args.limit} of {df.height}; --limit 0 shows all", file=sys.stderr)
+    return 0

@@ -1,0 +1,164 @@
+"""Import ethereum-etl exports (``token_transfers``, ``transactions``) into the lake as ``Transfer`` rows.
+
+Many analysts already hold ethereum-etl dumps (CSV or JSON lines, from ``ethereumetl export_all`` or the
+public BigQuery tables); this lets ``continuum trace`` run on them without a node::
+
+    python -m forensics.etl_import path/to/export_dir --lake .continuum/lake
+
+What is read, from any file under the directory whose name starts with the table name:
+- ``token_transfers.{csv,jsonl,json}``: ERC-20 ``Transfer`` logs -> one row each (``log_index`` from the log);
+- ``transactions.{csv,jsonl,json}``: successful transactions with a non-zero ETH value -> one native transfer
+  each (``log_index = -1``, ``token = None``, symbol ETH);
+- ``blocks.*`` only when a table lacks ``block_timestamp`` (older exports);
+- ``tokens.*`` (ethereum-etl's token table) for symbols and decimals when present.
+
+Decimals: ethereum-etl's token_transfers carry raw integer amounts. ``value`` needs the token's decimals;
+they come from ``tokens.*`` when exported, else from the small table of major mainnet tokens below, else
+18 (the ERC-20 default) — the exact amount is always kept in ``raw_value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from continuum.schema import Transfer
+
+# Major mainnet tokens (address -> (symbol, decimals)), from the tokens' own contracts.
+KNOWN_TOKENS: dict[str, tuple[str, int]] = {
+    "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2": ("WETH", 18),
+    "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48": ("USDC", 6),
+    "0xdac17f958d2ee523a2206206994597c13d831ec7": ("USDT", 6),
+    "0x6b175474e89094c44da98b954eedeac495271d0f": ("DAI", 18),
+    "0x2260fac5e5542a773aa44fbcfedf7c193bc2c599": ("WBTC", 8),
+    "0xae7ab96520de3a18e5e111b5eaab095312d7fe84": ("stETH", 18),
+    "0x7f39c581f595b53c5cb19bd0b3f8da6c935e2ca0": ("wstETH", 18),
+    "0x514910771af9ca656af840dff83e8264ecf986ca": ("LINK", 18),
+    "0x1f9840a85d5af5bf1d1762f925bdaddc4201f984": ("UNI", 18),
+}
+
+
+def _rows(path: Path) -> Iterator[dict]:
+    """Rows of a CSV or JSON-lines file as dicts (big integers stay exact: json keeps ints, csv keeps text)."""
+    if path.suffix == ".csv":
+        with path.open(newline="") as f:
+            yield from csv.DictReader(f)
+    else:
+        with path.open() as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def _table(root: Path, name: str) -> list[Path]:
+    return sorted(p for p in root.rglob(f"{name}*") if p.suffix in (".csv", ".jsonl", ".json") and p.is_file())
+
+
+def _nullable(v: object) -> str | None:
+    return None if v in (None, "", "null", "None") else str(v)
+
+
+def read_export(root: str | Path, chain: str = "ethereum") -> list[Transfer]:
+    """All transfers in an ethereum-etl export directory, validated against the schema."""
+    root = Path(root)
+    if not root.is_dir():
+        from continuum.errors import UserError
+
+        raise UserError(f"{root} is not a directory; point at the folder holding token_transfers/transactions files")
+    tokens = dict(KNOWN_TOKENS)
+    for p in _table(root, "tokens"):
+        for r in _rows(p):
+            dec = _nullable(r.get("decimals"))
+            if dec is not None and str(dec).isdigit():
+                tokens[str(r["address"]).lower()] = (_nullable(r.get("symbol")) or "", int(dec))
+    block_ts: dict[int, int] = {}
+    for p in _table(root, "blocks"):
+        for r in _rows(p):
+            block_ts[int(r["number"])] = int(r["timestamp"])
+
+    def ts_of(r: dict) -> int:
+        t = _nullable(r.get("block_timestamp"))
+        return int(t if t is not None else block_ts[int(r["block_number"])]) * 1000
+
+    out: list[Transfer] = []
+    for p in _table(root, "token_transfers"):
+        for r in _rows(p):
+            token = str(r["token_address"]).lower()
+            symbol, decimals = tokens.get(token, (None, 18))
+            raw = int(r["value"])
+            out.append(
+                Transfer(
+                    chain=chain,
+                    block_number=int(r["block_number"]),
+                    block_hash=str(r["block_hash"]).lower(),
+                    ts=ts_of(r),
+                    tx_hash=str(r["transaction_hash"]).lower(),
+                    log_index=int(r["log_index"]),
+                    token=token,
+                    symbol=symbol or None,
+                    from_address=str(r["from_address"]).lower(),
+                    to_address=str(r["to_address"]).lower(),
+                    value=raw / 10**decimals,
+                    raw_value=str(raw),
+                )
+            )
+    for p in _table(root, "transactions"):
+        for r in _rows(p):
+            raw = int(r["value"])
+            to = _nullable(r.get("to_address"))
+            status = _nullable(r.get("receipt_status"))
+            if raw == 0 or to is None or status == "0":
+                continue  # no ETH moved, a contract creation, or a reverted transaction
+            out.append(
+                Transfer(
+                    chain=chain,
+                    block_number=int(r["block_number"]),
+                    block_hash=str(r["block_hash"]).lower(),
+                    ts=ts_of(r),
+                    tx_hash=str(r["hash"]).lower(),
+                    log_index=-1,
+                    token=None,
+                    symbol="ETH",
+                    from_address=str(r["from_address"]).lower(),
+                    to_address=to.lower(),
+                    value=raw / 10**18,
+                    raw_value=str(raw),
+                )
+            )
+    return out
+
+
+def import_export(root: str | Path, lake_root: str | Path, chain: str = "ethereum") -> tuple[int, int]:
+    """Read an export and append it to the lake; returns (rows read, rows new to the lake)."""
+    from continuum.lake import Lake
+
+    events = read_export(root, chain)
+    return len(events), Lake(lake_root).append_events(events) if events else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m forensics.etl_import",
+        description="Load an ethereum-etl export (token_transfers, transactions) into the lake for `continuum trace`.",
+    )
+    p.add_argument("export_dir", help="directory with token_transfers.* and/or transactions.* (csv or jsonl)")
+    p.add_argument("--lake", default=".continuum/lake", help="lake root (default .continuum/lake)")
+    p.add_argument("--chain", default="ethereum", help="chain name stored with the rows (default ethereum)")
+    args = p.parse_args(argv)
+    from continuum.errors import UserError
+
+    try:
+        n, new = import_export(args.export_dir, args.lake, args.chain)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"read {n} transfers from {args.export_dir}; {new} new in the lake at {args.lake}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
