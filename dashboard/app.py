@@ -1,0 +1,33 @@
+"""Continuum's Streamlit dashboard: signals, memory activity, backtests/evaluation, forensics.
+
+Start it with ``continuum dashboard`` (or ``streamlit run dashboard/app.py``); paths are read from the
+environment (see :mod:`dashboard.data`). Each page is a file in ``dashboard/pages/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the repo root the packages live in.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+st.set_page_config(page_title="Continuum", page_icon="📈", layout="wide")
+
+_HERE = Path(__file__).resolve().parent
+pages = [
+    st.Page(str(_HERE / "pages" / "signals.py"), title="Signals", icon="📈", url_path="signals", default=True),
+    st.Page(str(_HERE / "pages" / "memory.py"), title="Memory", icon="🧠", url_path="memory"),
+    st.Page(str(_HERE / "pages" / "evaluation.py"), title="Backtests & evaluation", icon="🧪", url_path="evaluation"),
+    st.Page(str(_HERE / "pages" / "forensics.py"), title="Forensics", icon="🔎", url_path="forensics"),
+]
+nav = st.navigation(pages)
+with st.sidebar:
+    from dashboard.data import backtest_dir, eval_dir, lake_root
+
+    st.caption(f"lake: `{lake_root()}`  \neval: `{eval_dir()}`  \nbacktest: `{backtest_dir()}`")
+nav.run()
