@@ -64,13 +64,20 @@ def signals() -> pl.DataFrame | None:
 
 def activity_long(sig: pl.DataFrame) -> pl.DataFrame:
     """The signals' ``activity`` JSON as a long frame ``time, key, value`` (whatever keys the model wrote)."""
-    parsed = sig.select("time", pl.col("activity").str.json_decode(infer_schema_length=None).alias("a"))
-    if parsed.schema["a"] == pl.Null or not isinstance(parsed.schema["a"], pl.Struct):
-        return pl.DataFrame(schema={"time": pl.Datetime("ms"), "key": pl.String, "value": pl.Float64})
-    wide = parsed.unnest("a")
+    import io
+
+    empty = pl.DataFrame(schema={"time": pl.Datetime("ms"), "key": pl.String, "value": pl.Float64})
+    texts = sig["activity"].fill_null("{}")
+    if sig.is_empty() or (texts == "{}").all():
+        return empty
+    # read_ndjson infers the keys (json_decode needs a dtype known in advance, and models differ in keys)
+    wide = pl.read_ndjson(io.StringIO("\n".join(texts.to_list())), infer_schema_length=None)
+    if not wide.columns:
+        return empty
     return (
-        wide.unpivot(index="time", variable_name="key", value_name="value")
-        .with_columns(pl.col("value").cast(pl.Float64))
+        wide.with_columns(pl.all().cast(pl.Float64))
+        .with_columns(sig["time"])
+        .unpivot(index="time", variable_name="key", value_name="value")
         .drop_nulls("value")
     )
 
