@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import threading
@@ -46,6 +47,7 @@ from continuum.schema import Block, Event, Retraction
 from ingest.chain_decode import TOPICS, TokenInfo, block_event, decode_log, native_transfers, qty
 
 log = logging.getLogger(__name__)
+_BLOCK_FIELDS = tuple(f.name for f in dataclasses.fields(Block))
 
 __all__ = [
     "RpcError",
@@ -122,11 +124,18 @@ class Rpc:
     def _start_ws(self) -> None:
         from web3 import AsyncWeb3, WebSocketProvider
 
+        class ThreadedWebSocketProvider(WebSocketProvider):
+            """web3 installs SIGINT/SIGTERM handlers on connect, which only the main thread may do; this
+            provider lives on a background event loop, and :meth:`Rpc.close` disconnects it instead."""
+
+            def _set_signal_handlers(self) -> None:
+                pass
+
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="chain-ws", daemon=True).start()
 
         async def connect() -> Any:
-            w3 = await AsyncWeb3(WebSocketProvider(self.url))
+            w3 = await AsyncWeb3(ThreadedWebSocketProvider(self.url))
             return w3
 
         try:
@@ -149,11 +158,12 @@ class Rpc:
 
     def wait_head(self, timeout_s: float) -> None:
         """Sleep until a new head is announced (websocket) or ``timeout_s`` passes (the polling fallback)."""
-        if self._loop is None:
-            time.sleep(timeout_s)
-            return
         self._heads.wait(timeout_s)
         self._heads.clear()
+
+    def wake(self) -> None:
+        """Cut the current :meth:`wait_head` short (so a stop request is seen at once)."""
+        self._heads.set()
 
     def close(self) -> None:
         if self._loop is not None:
@@ -359,7 +369,7 @@ class ChainFollower:
                 df = lf.sort("number").tail(self.window).collect()
                 if df.height:
                     for r in df.iter_rows(named=True):
-                        self._blocks[r["number"]] = Block(**{k: r[k] for k in Block.__dataclass_fields__ if k in r})
+                        self._blocks[r["number"]] = Block(**{k: r[k] for k in _BLOCK_FIELDS if k in r})
                     finals = df.filter(pl.col("final"))["number"]
                     self._final_upto = int(finals.max()) if finals.len() else -1
                     last = int(df["number"].max())
@@ -459,7 +469,7 @@ class ChainFollower:
         for n in sorted(self._blocks):
             b = self._blocks[n]
             if head - n >= self.confirmations and not b.final:
-                fb = Block(**{**{k: getattr(b, k) for k in Block.__dataclass_fields__}, "final": True})
+                fb = dataclasses.replace(b, final=True)
                 self._blocks[n] = fb
                 pending = [e for e in pending if not (isinstance(e, Block) and e.number == n)] + [fb]
                 res.finalized.append(n)

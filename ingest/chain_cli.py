@@ -153,7 +153,7 @@ def run_stream_chain(args: argparse.Namespace, cfg) -> int:
     )
     print(f"following {chain} at {rpc_url} from block {follower.next_block} ({conf} confirmations); Ctrl-C stops")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: (stop.set(), rpc.wake()))
     try:
         follower.run(poll_s=args.poll, max_steps=args.max_polls, stop=stop)
     except KeyboardInterrupt:

@@ -290,8 +290,8 @@ class Scenario:
         for i in range(rounds):
             self.eth_transfer(0, 1 + i % 5, e18 // 10 * (1 + i % 3))
             self.token_transfer(self.tka, 2, 123_456 * 10**15 + i)
-            self.swap_tokens(10 * e18 + i, a_to_b=i % 2 == 0)
-            self.swap_eth_for_tka(e18 // 100 + i)
+            self.swap_tokens((10 + i) * e18, a_to_b=i % 2 == 0)
+            self.swap_eth_for_tka(e18 // 100 * (1 + i))
 
     def mine(self, n: int = 1) -> None:
         self.w3.provider.make_request("anvil_mine", [hex(n)])
