@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
+import json
 import logging
 import os
 import random
@@ -235,8 +236,12 @@ def checked(ex: Any, result: Any) -> Any:
     so a garbled body (text received, nothing parsed) is raised as a retryable BadResponse."""
     import ccxt
 
-    if not result and getattr(ex, "last_http_response", None) and getattr(ex, "last_json_response", None) is None:
-        raise ccxt.BadResponse(f"{ex.id}: response is not valid JSON ({len(ex.last_http_response)} bytes)")
+    body = getattr(ex, "last_http_response", None)
+    if not result and body and getattr(ex, "last_json_response", None) is None:
+        try:
+            json.loads(body)  # a real empty answer ("[]") is fine
+        except ValueError:
+            raise ccxt.BadResponse(f"{ex.id}: response is not valid JSON ({len(body)} bytes)") from None
     return result
 
 

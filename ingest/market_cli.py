@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ examples:
   continuum backfill market --exchange binance --symbols BTC/USDT,ETH/USDT --since 2024-01-01
   continuum backfill market --exchange kraken --symbols BTC/USD --timeframe 4h --since 2023-01-01 --until 2024-01-01
   continuum backfill market --symbols BTC/USDT --since 2024-06-01 --trades     # candles and public trades
-  continuum backfill market --symbols BTC/USDT                                 # resume: continue after the lake's last bar
+  continuum backfill market --symbols BTC/USDT        # resume after the lake's last bar
 
 Reruns are safe: the lake merges on (exchange, symbol, timeframe, ts), and a run continues after the
 newest candle already stored. The bar that is still open on the exchange is never written.
@@ -183,10 +184,8 @@ def run_stream_market(args: argparse.Namespace, cfg: Config) -> int:
 
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, stop.set)
-                except (NotImplementedError, RuntimeError):
-                    pass
             stream = MarketStream(ex, bus, syms, timeframe, trades=args.trades, since_ms=since, on_candle=on_candle)
             stats = await stream.run(stop)
             print(

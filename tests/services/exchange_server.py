@@ -53,6 +53,7 @@ class Fault:
     kind: str  # 429 | 500 | 503 | timeout | short_page | cut_body | duplicates | shuffle | bad_request
     path: str = "/api/v3/klines"
     times: int = 1
+    after: int = 0  # let this many matching requests through first
     retry_after: int = 1  # seconds, for 429
     delay_s: float = 3.0  # for timeout
 
@@ -172,6 +173,14 @@ class ExchangeServer:
         with self._lock:
             self.faults.append(Fault(kind, path, times, **kw))
 
+    def reset(self) -> None:
+        """Back to a clean exchange between tests: no faults, empty request log, the real clock."""
+        with self._lock:
+            self.faults.clear()
+        self.requests.clear()
+        self._virtual_now = None
+        self._refuse_ws_ticks = 0
+
     def set_clock(self, now_ms: int | None) -> None:
         """Fix the exchange's "now" (None: the real clock)."""
         self._virtual_now = now_ms
@@ -259,6 +268,9 @@ class ExchangeServer:
         with self._lock:
             for f in self.faults:
                 if f.path == path and f.times > 0:
+                    if f.after > 0:
+                        f.after -= 1
+                        return None
                     f.times -= 1
                     return f
         return None
