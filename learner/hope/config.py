@@ -1,0 +1,59 @@
+"""Every knob of Hope, one comment each. Choices where the paper is silent are marked CHOICE."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+
+@dataclass(frozen=True)
+class HopeConfig:
+    n_features: int = 18  # input features per bar (learner.features)
+    n_outputs: int = 3  # z_ret_1h, z_ret_24h, log_var_24h
+    d_model: int = 32  # width of the residual stream and of every memory's input
+    d_hidden: int = 32  # hidden width of the residual-MLP memories (NL eq. 89)
+    conv_window: int = 4  # causal depthwise convolution before the memories (NL §8, "window 4")
+    chunk_other: int = 8  # C_oth: write period of the k, v, eta, alpha memories (NL §8.2)
+    chunk_mem: int = 8  # C_mem: write period of the main memory; a multiple of chunk_other
+    eta_max: float = 0.05  # CHOICE: eta_t = eta_max * sigmoid(.) bounds the inner learning rate
+    alpha_min: float = 0.9  # CHOICE: alpha_t in [alpha_min, 1]: retention gate (1 = no decay)
+    momentum: float = 0.9  # CHOICE: beta of the inner momentum S (Table 6 ablates it; eqs. omit it)
+    inner_clip: float = 1.0  # soft-clamp of each token's inner-gradient norm (stability, pitfalls §4.1)
+    dgd: bool = True  # Delta Gradient Descent projector (alpha I - eta k k^T); False = plain GD
+    self_modifying: bool = True  # k, v, eta, alpha memories write themselves; False = static projections
+    stopgrad_vhat: bool = True  # CHOICE: the self-generated target v_hat is a constant in the inner loss
+    cms_periods: tuple[int, ...] = (24, 168, 720)  # C_l per level, in bars (day, week, month)
+    cms_hidden: int = 64  # hidden width of each CMS MLP level
+    cms_lr: tuple[float, ...] = (3e-3, 1e-3, 3e-4)  # eta^(l): step on the accumulated gradient sum
+    cms_clip: float = 1.0  # max norm of one level's applied update (C-KM's CMSBlock.grad_clip)
+    cms_optimizer: str = "sgd"  # how a level turns its gradient sum into a step (learner.optim)
+    write_memories: bool = True  # False: memories never write (the frozen-after-pretraining baseline)
+    learn_cms: bool = True  # False: CMS levels never update online
+    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # ret_1h, ret_24h, vol_24h
+    extra: dict = field(default_factory=dict, compare=False, hash=False)  # free-form notes, not used
+
+    def __post_init__(self) -> None:
+        if self.chunk_mem % self.chunk_other:
+            raise ValueError("chunk_mem must be a multiple of chunk_other")
+        if len(self.cms_lr) < len(self.cms_periods):
+            object.__setattr__(
+                self, "cms_lr", tuple(self.cms_lr) + (self.cms_lr[-1],) * (len(self.cms_periods) - len(self.cms_lr))
+            )
+        for p in self.cms_periods:
+            if p % self.chunk_mem:
+                raise ValueError(f"CMS period {p} must be a multiple of chunk_mem {self.chunk_mem}")
+        if not 0 < self.eta_max <= self.alpha_min <= 1:
+            raise ValueError("need 0 < eta_max <= alpha_min <= 1 so alpha I - eta k k^T stays a contraction")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HopeConfig:
+        names = {f.name for f in fields(cls)}
+        clean = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        return cls(**clean)
+
+    def with_(self, **kw) -> HopeConfig:
+        return replace(self, **kw)

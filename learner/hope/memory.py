@@ -1,0 +1,123 @@
+"""Fast residual-MLP memories and their in-context update (Nested Learning arXiv §8, eqs. 86-93).
+
+A memory is ``M(x) = x + W1 silu(W2 x)`` (eq. 89; no residual when the output width differs, as for
+the scalar eta/alpha memories). Its weights are *fast state*: one copy per stream, a leading stream
+dimension B on every tensor, never mixed across streams.
+
+The inner objective is the L2 associative loss ``L(M; k, v_hat) = ||M(k) - v_hat||^2`` (eq. 87).
+Gradients are closed-form (no autograd-in-autograd), so writes also work under ``torch.no_grad``
+and stay differentiable for the outer loop when it wants them.
+
+One write (eq. 88, with the momentum that Table 6's "w/o momentum" row implies)::
+
+    S_t  = beta S_{t-1} + g_t                       g_t = grad L at the chunk-boundary state (eq. 93)
+    W2_t = W2_{t-1} (alpha_t I - eta_t k_t k_t^T) - eta_t S2_t     # DGD projector on the layer reading k
+    W1_t = alpha_t W1_{t-1} - eta_t S1_t                            # decay + GD on the output layer
+
+CHOICE (paper ambiguity 1, "double decay"): the projector acts on W2 only, the layer that reads k,
+as in the most complete public reproduction; W1 gets alpha-decay. With ||k|| = 1 and
+0 < eta <= alpha <= 1 the projector's eigenvalues are alpha and alpha - eta: a contraction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class MemoryState:
+    """One memory for B streams. W* are the boundary weights (read, generate, take gradients at);
+    R* the running weights the sequential recurrence writes into; S* the momentum."""
+
+    W1: torch.Tensor  # (B, d_out, h)
+    W2: torch.Tensor  # (B, h, d_in)
+    R1: torch.Tensor
+    R2: torch.Tensor
+    S1: torch.Tensor
+    S2: torch.Tensor
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"W1": self.W1, "W2": self.W2, "R1": self.R1, "R2": self.R2, "S1": self.S1, "S2": self.S2}
+
+    @classmethod
+    def init(cls, W1_0: torch.Tensor, W2_0: torch.Tensor, B: int) -> MemoryState:
+        """Every stream starts from the meta-learned initial state (kept differentiable)."""
+        W1 = W1_0.unsqueeze(0).expand(B, *W1_0.shape)
+        W2 = W2_0.unsqueeze(0).expand(B, *W2_0.shape)
+        return cls(W1, W2, W1, W2, torch.zeros_like(W1), torch.zeros_like(W2))
+
+    def commit(self) -> MemoryState:
+        """At the memory's chunk boundary the running weights become the new boundary state."""
+        return MemoryState(self.R1, self.R2, self.R1, self.R2, self.S1, self.S2)
+
+
+def silu_grad(z: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+def mem_apply(W1: torch.Tensor, W2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """M(x) = x + W1 silu(W2 x)  (eq. 89).  W1 (B,o,h), W2 (B,h,i), x (B,L,i) -> (B,L,o)."""
+    y = torch.einsum("boh,blh->blo", W1, F.silu(torch.einsum("bhi,bli->blh", W2, x)))
+    return x + y if y.shape[-1] == x.shape[-1] else y
+
+
+def mem_grads(
+    W1: torch.Tensor, W2: torch.Tensor, k: torch.Tensor, v_hat: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token gradients of ||M(k_t) - v_hat_t||^2 at fixed (W1, W2)  (eq. 87, 93).
+
+    k (B,L,i), v_hat (B,L,o) -> g1 (B,L,o,h), g2 (B,L,h,i), and the per-token loss (B,L) (surprise).
+    Each token's gradient is soft-clamped to norm <= clip (pitfalls §4.1, max_grad_norm).
+    """
+    z = torch.einsum("bhi,bli->blh", W2, k)  # (B,L,h)
+    a = F.silu(z)
+    out = torch.einsum("boh,blh->blo", W1, a)
+    if out.shape[-1] == k.shape[-1]:
+        out = out + k
+    e = out - v_hat  # (B,L,o)
+    g1 = 2 * torch.einsum("blo,blh->bloh", e, a)
+    dz = 2 * torch.einsum("boh,blo->blh", W1, e) * silu_grad(z)
+    g2 = torch.einsum("blh,bli->blhi", dz, k)
+    norm = torch.sqrt(g1.pow(2).sum((-1, -2)) + g2.pow(2).sum((-1, -2)) + 1e-12)  # (B,L)
+    scale = (clip / norm).clamp(max=1.0)[..., None, None]
+    return g1 * scale, g2 * scale, e.pow(2).sum(-1)
+
+
+def dgd_momentum_scan(
+    st: MemoryState,
+    g1: torch.Tensor,
+    g2: torch.Tensor,
+    k: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    dgd: bool,
+) -> MemoryState:
+    """Apply eq. 88 token by token over a chunk into the running weights R (boundary W untouched).
+
+    The gradients were computed for the whole chunk in parallel at the boundary state; only this cheap
+    recurrence is sequential. Masked tokens (gaps, held-out bars) leave R and S unchanged.
+    g1 (B,L,o,h), g2 (B,L,h,i), k (B,L,i), eta/alpha/mask (B,L).
+    """
+    R1, R2, S1, S2 = st.R1, st.R2, st.S1, st.S2
+    for t in range(k.shape[1]):
+        m = mask[:, t, None, None]
+        e = eta[:, t, None, None]
+        a = alpha[:, t, None, None]
+        S1 = torch.where(m, beta * S1 + g1[:, t], S1)
+        S2 = torch.where(m, beta * S2 + g2[:, t], S2)
+        kt = k[:, t]  # (B,i)
+        if dgd:  # W2 (alpha I - eta k k^T) = alpha W2 - eta (W2 k) k^T
+            proj = torch.einsum("bhi,bi->bh", R2, kt)[:, :, None] * kt[:, None, :]
+            R2n = a * R2 - e * proj - e * S2
+        else:
+            R2n = a * R2 - e * S2
+        R1n = a * R1 - e * S1
+        R1 = torch.where(m, R1n, R1)
+        R2 = torch.where(m, R2n, R2)
+    return MemoryState(st.W1, st.W2, R1, R2, S1, S2)

@@ -1,0 +1,141 @@
+"""Hope as an online model: predict at t, learn when the target is realised, checkpoint whole.
+
+The self-modifying memories write during :meth:`Hope.predict` (label-free). The CMS levels learn in
+:meth:`Hope.learn` from task-loss gradients of forecasts whose targets have just been realised; the
+gradient is taken at the level's current weights on the CMS input kept from the forecast bar (a ring
+buffer of the last 64 bars: the longest horizon plus one call), summed into the level's accumulator,
+and applied when the bar clock reaches a multiple of the level's period (eq. 71).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from learner.hope.config import HopeConfig
+from learner.hope.memory import MemoryState
+from learner.hope.model import HopeNet, HopeState
+from learner.hope.titans import TitansState
+from learner.protocol import OnlineModel
+
+RING = 64
+
+
+class MetaMismatchError(ValueError):
+    """A fast state saved with other meta-weights than the ones loaded."""
+
+
+class Hope(OnlineModel):
+    def __init__(
+        self, cfg: HopeConfig, net: HopeNet | None = None, device: str | torch.device = "cpu", name: str = "hope"
+    ):
+        self.cfg = cfg
+        self.name = name
+        self.n_features = cfg.n_features
+        self.device = torch.device(device)
+        self.net = (net if net is not None else HopeNet(cfg)).to(self.device)
+        self.net.cfg = cfg  # variants (ablations) may run the same meta-weights under another config
+        self.net.titans.cfg = cfg
+        self.net.cms.cfg = cfg
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.state: HopeState | None = None
+        self.ring: torch.Tensor | None = None
+        self._act: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ protocol
+    def reset(self, n_streams: int) -> None:
+        with torch.no_grad():
+            self.state = self.net.init_state(n_streams)
+        self.ring = torch.zeros(n_streams, RING, self.cfg.d_model, device=self.device)
+        self._act = {}
+
+    def predict(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        assert self.state is not None, "call reset() first"
+        x, mask = x.to(self.device), mask.to(self.device)
+        L, C = x.shape[1], self.cfg.chunk_other
+        first = min(self.cfg.cms_periods, default=C)
+        if self.state.step % first + L > first:
+            raise ValueError(f"a call of {L} bars crosses a CMS period boundary; call learn() at each")
+        outs, pos = [], 0
+        with torch.no_grad():
+            while pos < L:  # split at memory chunk boundaries (the streaming form is L = 1)
+                n = min(L - pos, C - self.state.step % C)
+                step0 = self.state.step
+                pred, h, self.state, act = self.net(self.state, x[:, pos : pos + n], mask[:, pos : pos + n])
+                slots = torch.arange(step0, step0 + n, device=self.device) % RING
+                self.ring[:, slots] = h
+                outs.append(pred)
+                self._act = act
+                pos += n
+        return torch.cat(outs, dim=1)
+
+    def learn(self, steps: torch.Tensor, y: torch.Tensor, ymask: torch.Tensor) -> None:
+        assert self.state is not None, "call reset() first"
+        if self.cfg.learn_cms and self.cfg.cms_periods and ymask.any():
+            if int(self.state.step - steps.min()) > RING:
+                raise ValueError("targets older than the ring buffer")
+            h = self.ring[:, steps.to(self.device) % RING]  # (B,n,d) CMS inputs of the forecast bars
+            self.net.cms_accumulate(self.state.cms, h, y.to(self.device), ymask.to(self.device))
+        self.net.cms_apply_due(self.state.cms, self.state.step)
+
+    def activity(self) -> dict[str, torch.Tensor]:
+        act = dict(self._act)
+        if self.state is not None:
+            for i, lvl in enumerate(self.state.cms):
+                act[f"cms_l{i}_update_norm"] = lvl.last_update_norm
+        return act
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        st = self.state
+        return {
+            "format": "continuum.hope/1",
+            "config": self.cfg.to_dict(),
+            "meta_checksum": self.net.meta_checksum(),
+            "slow": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
+            "step": st.step,
+            "conv": st.titans.conv.detach().cpu().clone(),
+            "mems": {
+                n: {k: t.detach().cpu().clone() for k, t in m.tensors().items()} for n, m in st.titans.mems.items()
+            },
+            "cms": [
+                {
+                    "delta": {k: t.detach().cpu().clone() for k, t in lvl.delta.items()},
+                    "acc": {k: t.detach().cpu().clone() for k, t in lvl.acc.items()},
+                    "opt": {k: t.detach().cpu().clone() for k, t in lvl.opt.items()},
+                    "last_update_norm": lvl.last_update_norm.detach().cpu().clone(),
+                }
+                for lvl in st.cms
+            ],
+            "ring": self.ring.detach().cpu().clone(),
+        }
+
+    def load_state_dict(self, state: dict, with_slow: bool = True) -> None:
+        """Restore everything. ``with_slow=False`` keeps this model's meta-weights and refuses a
+        fast state that was saved with different ones."""
+        if with_slow:
+            self.net.load_state_dict(state["slow"])
+        elif state["meta_checksum"] != self.net.meta_checksum():
+            raise MetaMismatchError(
+                f"fast state was saved with meta-weights {state['meta_checksum']}, "
+                f"these are {self.net.meta_checksum()}: restore the matching pre-trained checkpoint"
+            )
+        dev = self.device
+
+        def to(t: torch.Tensor) -> torch.Tensor:
+            return t.to(dev)
+
+        from learner.hope.cms import LevelState
+
+        mems = {n: MemoryState(**{k: to(t) for k, t in m.items()}) for n, m in state["mems"].items()}
+        cms = [
+            LevelState(
+                {k: to(t) for k, t in c["delta"].items()},
+                {k: to(t) for k, t in c["acc"].items()},
+                {k: to(t) for k, t in c["opt"].items()},
+                to(c["last_update_norm"]),
+            )
+            for c in state["cms"]
+        ]
+        self.state = HopeState(int(state["step"]), TitansState(to(state["conv"]), mems), cms)
+        self.ring = to(state["ring"])

@@ -1,0 +1,179 @@
+"""Pre-training, the outer level: meta-learn Hope's initial states and projections on history.
+
+Windows of ``seq_len`` bars are cut from the history before ``--until`` (every target inside a window
+is realised before the cut-off, so nothing after it is ever seen). Each window is one stream that
+starts from the meta-learned initial state and runs exactly as online:
+
+- the self-modifying memories write in context, and the outer gradient flows *through* those writes
+  (truncated back-propagation over the window), so the parameters that act only through writes —
+  the key, value, learning-rate and decay memories — get a gradient (pitfalls §4.2);
+- the CMS levels take their online steps from realised targets (first-order: the steps are detached;
+  the initial states theta_0 get the outer gradient through theta_0 + delta).
+
+The outer loss is the task loss on every forecast of the window; AdamW updates the slow parameters.
+
+    continuum pretrain --data data/binance --until 2019-01-01 --out runs/hope.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from learner.features import FeaturePanel
+from learner.hope.config import HopeConfig
+from learner.hope.model import HopeNet
+from learner.protocol import realised_window, task_loss
+from learner.stream import HORIZON_TUPLE
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 300  # outer AdamW steps
+    seq_len: int = 192  # bars per window: the truncation length of back-propagation through writes
+    batch: int = 16  # windows (streams) per outer step
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+def _windows(fp: FeaturePanel, until: int, seq_len: int, rng: np.random.Generator, n: int, align: int):
+    """n random (start, asset) windows that end (targets included) before bar ``until``."""
+    hi = until - seq_len - max(HORIZON_TUPLE)
+    out = []
+    tries = 0
+    while len(out) < n and tries < 100 * n:
+        tries += 1
+        a = int(rng.integers(0, max(1, hi))) // align * align
+        b = int(rng.integers(0, fp.x.shape[1]))
+        if fp.mask[a : a + seq_len, b].mean() > 0.9:
+            out.append((a, b))
+    if not out:
+        raise ValueError("no usable pre-training window before the cut-off: use a later --until")
+    return out
+
+
+def pretrain(
+    cfg: HopeConfig,
+    fp: FeaturePanel,
+    until: int,
+    pcfg: PretrainConfig | None = None,
+    progress: bool = True,
+    net: HopeNet | None = None,
+) -> tuple[HopeNet, list[float]]:
+    """Meta-learn a :class:`HopeNet` on bars ``[0, until)`` of ``fp``. Returns the net and loss curve."""
+    pcfg = pcfg or PretrainConfig()
+    torch.manual_seed(pcfg.seed)
+    rng = np.random.default_rng(pcfg.seed)
+    net = net or HopeNet(cfg)
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=pcfg.lr, weight_decay=pcfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, pcfg.steps) / pcfg.steps))
+    )
+    yn_all = torch.from_numpy(fp.y_norm().astype(np.float32))
+    valid_all = torch.from_numpy(fp.ymask)
+    x_all = torch.from_numpy(fp.x)
+    m_all = torch.from_numpy(fp.mask)
+    C = cfg.chunk_other
+    align = math.lcm(C, cfg.chunk_mem)
+    losses: list[float] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=pcfg.steps, desc="pretrain", unit="step")
+    for _ in range(pcfg.steps):
+        wins = _windows(fp, until, pcfg.seq_len, rng, pcfg.batch, align)
+        idx_t = torch.stack([torch.arange(a, a + pcfg.seq_len) for a, _ in wins])  # (Bw, L)
+        idx_b = torch.tensor([b for _, b in wins])[:, None]
+        x, mask = x_all[idx_t, idx_b], m_all[idx_t, idx_b]  # (Bw,L,F), (Bw,L)
+        yn, valid = yn_all[idx_t, idx_b], valid_all[idx_t, idx_b]  # (Bw,L,K)
+        st = net.init_state(len(wins))
+        total, count = 0.0, 0.0
+        hs = []
+        for s in range(0, pcfg.seq_len, C):
+            e = s + C
+            pred, h, st, _ = net(st, x[:, s:e], mask[:, s:e])
+            hs.append(h)
+            w = valid[:, s:e]
+            total = total + task_loss(pred, yn[:, s:e], w)
+            count += float(w.sum())
+            if cfg.learn_cms and cfg.cms_periods:
+                _online_cms_step(net, st, torch.cat(hs, 1), yn, valid, s, e)
+        loss = total / max(count, 1.0)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), pcfg.grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    if bar is not None:
+        bar.close()
+    net.eval()
+    return net, losses
+
+
+def _online_cms_step(net: HopeNet, st, h_all: torch.Tensor, yn, valid, s: int, e: int) -> None:
+    """The same first-order CMS accumulation and periodic step as online (learner.hope.online)."""
+    t0, new = realised_window(s, e, HORIZON_TUPLE, valid.transpose(0, 1))
+    net.cms_accumulate(st.cms, h_all[:, t0:e], yn[:, t0:e], new)
+    net.cms_apply_due(st.cms, e)
+
+
+# ----------------------------------------------------------------------------- command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = (
+        "example:\n  continuum pretrain --data data/binance --until 2019-01-01 --out runs/hope.pt\n\n"
+        "The checkpoint holds the config and the meta-weights; pass it to `continuum learn --pretrained`\n"
+        "or `continuum evaluate --pretrained`."
+    )
+    p.add_argument("--data", default=None, help="freqtrade-style data dir (default: the bundled Binance 1h data)")
+    p.add_argument("--until", required=True, help="use bars strictly before this UTC date (ISO)")
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.add_argument("--symbols", default=None, help="comma-separated symbols (default: all in --data)")
+    p.add_argument("--steps", type=int, default=PretrainConfig.steps, help="outer AdamW steps (default %(default)s)")
+    p.add_argument("--seq-len", type=int, default=PretrainConfig.seq_len, help="window / truncation length in bars")
+    p.add_argument("--batch", type=int, default=PretrainConfig.batch, help="windows per step")
+    p.add_argument("--lr", type=float, default=PretrainConfig.lr)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu | cuda | auto (default from config)")
+
+
+def run(args: argparse.Namespace, cfg) -> int:
+    from continuum.config import BUNDLED_DATA
+    from ingest.replay import load_panel, parse_date
+    from learner.checkpoint import save_pretrained
+    from learner.device import pick_device
+    from learner.features import build_features
+
+    torch.set_num_threads(cfg.learner.threads)
+    until = parse_date(args.until, "--until")
+    symbols = args.symbols.split(",") if args.symbols else None
+    panel = load_panel(args.data or BUNDLED_DATA, symbols=symbols)
+    fp = build_features(panel)
+    cut = int(np.searchsorted(fp.times, int(until.timestamp() * 1000)))
+    hcfg = HopeConfig(n_features=fp.x.shape[2])
+    pick_device(args.device or cfg.learner.device)  # validated; pre-training itself runs on CPU tensors
+    t0 = time.perf_counter()
+    net, losses = pretrain(
+        hcfg,
+        fp,
+        cut,
+        PretrainConfig(steps=args.steps, seq_len=args.seq_len, batch=args.batch, lr=args.lr, seed=args.seed),
+    )
+    save_pretrained(args.out, net, {"until": until.isoformat(), "symbols": panel.symbols, "losses": losses})
+    print(
+        f"pre-trained on {cut} bars x {len(panel.symbols)} assets in {time.perf_counter() - t0:.0f}s; "
+        f"loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f}; wrote {args.out}"
+    )
+    return 0
