@@ -1,7 +1,7 @@
 """Continuum's Streamlit dashboard: signals, memory activity, backtests/evaluation, forensics.
 
 Start it with ``continuum dashboard`` (or ``streamlit run dashboard/app.py``); paths are read from the
-environment (see :mod:`dashboard.data`). Each page is a file in ``dashboard/pages/``.
+environment (see :mod:`dashboard.data`). Each page is a file in ``dashboard/views/``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,21 @@ st.set_page_config(page_title="Continuum", page_icon="📈", layout="wide")
 
 _HERE = Path(__file__).resolve().parent
 pages = [
-    st.Page(str(_HERE / "pages" / "signals.py"), title="Signals", icon="📈", url_path="signals", default=True),
-    st.Page(str(_HERE / "pages" / "memory.py"), title="Memory", icon="🧠", url_path="memory"),
-    st.Page(str(_HERE / "pages" / "evaluation.py"), title="Backtests & evaluation", icon="🧪", url_path="evaluation"),
-    st.Page(str(_HERE / "pages" / "forensics.py"), title="Forensics", icon="🔎", url_path="forensics"),
+    st.Page(
+        str(_HERE / "views" / "signals.py"),
+        title="Signals",
+        icon=":material/show_chart:",
+        url_path="signals",
+        default=True,
+    ),
+    st.Page(str(_HERE / "views" / "memory.py"), title="Memory", icon=":material/memory:", url_path="memory"),
+    st.Page(
+        str(_HERE / "views" / "evaluation.py"),
+        title="Backtests & evaluation",
+        icon=":material/science:",
+        url_path="evaluation",
+    ),
+    st.Page(str(_HERE / "views" / "forensics.py"), title="Forensics", icon=":material/search:", url_path="forensics"),
 ]
 nav = st.navigation(pages)
 with st.sidebar:

@@ -51,7 +51,10 @@ with tab_bt:
             )
             b = bands(regimes, equity["time"].min(), equity["time"].max())
             st.altair_chart(
-                ((b + line) if b is not None else line).properties(height=340, title="Equity curves"), width="stretch"
+                ((b + line).resolve_scale(color="independent") if b is not None else line).properties(
+                    height=340, title="Equity curves"
+                ),
+                width="stretch",
             )
         if bt:
             strategies = bt.get("strategies", {})
@@ -96,7 +99,10 @@ with tab_ev:
             )
         )
         b = bands(regimes, cum["time"].min(), cum["time"].max())
-        st.altair_chart(((b + line) if b is not None else line).properties(height=320), width="stretch")
+        st.altair_chart(
+            ((b + line).resolve_scale(color="independent") if b is not None else line).properties(height=320),
+            width="stretch",
+        )
 
     st.subheader("Per regime")
     keys = list(next(iter(models.values()))["cumulative"]) if models else []

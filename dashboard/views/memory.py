@@ -35,7 +35,7 @@ if act.is_empty():
     st.info(f"The **{model}** signals carry no memory activity (their `activity` field is empty).")
     st.stop()
 
-levels = act.filter(pl.col("key").str.contains("update_norm"))
+levels = act.filter(pl.col("key").str.contains("update_norm"), pl.col("value") > 0)  # log scale: levels differ 10-100x
 others = act.filter(~pl.col("key").str.contains("update_norm"))
 st.caption(
     f"{one.height} bars of **{model}** on **{symbol}**, {one['time'].min():%Y-%m-%d} → {one['time'].max():%Y-%m-%d}. "
@@ -47,7 +47,7 @@ if not levels.is_empty():
         .mark_line(strokeWidth=1)
         .encode(
             x=alt.X("time:T", title=None),
-            y=alt.Y("value:Q", title="update norm", scale=alt.Scale(type="symlog")),
+            y=alt.Y("value:Q", title="update norm", scale=alt.Scale(type="log")),
             color=alt.Color("key:N", title="level"),
             tooltip=["time:T", "key:N", "value:Q"],
         )

@@ -50,7 +50,7 @@ def test_signals_page_shows_latest_forecast_per_asset(dash_env):
 
 
 def test_memory_page_plots_every_activity_key(dash_env):
-    at = _page("pages/memory.py")
+    at = _page("views/memory.py")
     assert "Memory activity" in _text(at)
     summary = at.dataframe[0].value
     assert set(summary["key"]) == {"cms_l0_update_norm", "cms_l1_update_norm", "cms_l2_update_norm", "surprise"}
@@ -58,7 +58,7 @@ def test_memory_page_plots_every_activity_key(dash_env):
 
 
 def test_evaluation_page_reads_eval_and_backtest(dash_env):
-    at = _page("pages/evaluation.py")
+    at = _page("views/evaluation.py")
     ev = json.loads((dash_env["eval"] / "evaluation.json").read_text())
     frames = [d.value for d in at.dataframe]
     totals = frames[0]
@@ -72,7 +72,7 @@ def test_evaluation_page_reads_eval_and_backtest(dash_env):
 
 
 def test_forensics_page_traces_a_real_address(dash_env):
-    at = _page("pages/forensics.py")
+    at = _page("views/forensics.py")
     busiest = at.dataframe[0].value
     assert len(busiest) > 0
     at.text_input[0].input(busiest["address"].iloc[0]).run()
@@ -82,7 +82,7 @@ def test_forensics_page_traces_a_real_address(dash_env):
 
 
 def test_forensics_page_rejects_bad_checksum(dash_env):
-    at = _page("pages/forensics.py")
+    at = _page("views/forensics.py")
     at.text_input[0].input("0xd8dA6BF26964aF9D7eEd9e03E53415D37aA96046").run()
     assert "EIP-55" in at.error[0].value
 
@@ -92,9 +92,9 @@ def test_empty_states_say_what_to_run(tmp_path, monkeypatch):
         monkeypatch.setenv(f"CONTINUUM_DASHBOARD_{var}", str(tmp_path / var.lower()))
     expected = [
         (None, "continuum demo"),
-        ("pages/memory.py", "continuum demo"),
-        ("pages/evaluation.py", "continuum evaluate"),
-        ("pages/forensics.py", "etl_import"),
+        ("views/memory.py", "continuum demo"),
+        ("views/evaluation.py", "continuum evaluate"),
+        ("views/forensics.py", "etl_import"),
     ]
     for page, needle in expected:
         assert needle in _text(_page(page)), page
