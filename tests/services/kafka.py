@@ -217,8 +217,9 @@ class KafkaBroker:
         )
         if uuid.returncode != 0 or not uuid.stdout.strip():
             raise BrokerError(f"StorageTool random-uuid failed: {(uuid.stdout + uuid.stderr)[-2000:]}")
+        cluster_id = uuid.stdout.strip()
         fmt = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", uuid.stdout.strip(), "-c", str(props)),
+            self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(props)),
             capture_output=True,
             text=True,
             timeout=120,
@@ -255,10 +256,14 @@ class KafkaBroker:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise BrokerError(f"broker exited with code {self.proc.returncode}:\n{self.log_tail()}")
+            # the port first: kafka-python's client backs off for seconds on refused connections
+            with socket.socket() as s:
+                s.settimeout(1.0)
+                if s.connect_ex(("127.0.0.1", self.port)) != 0:
+                    time.sleep(0.1)
+                    continue
             try:
-                admin = KafkaAdminClient(
-                    bootstrap_servers=self.bootstrap, request_timeout_ms=3000
-                )
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
                 try:
                     cluster = admin.describe_cluster()
                     if cluster.get("brokers"):
