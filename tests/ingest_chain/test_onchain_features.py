@@ -65,6 +65,23 @@ def test_daily_truncated_future_leaves_the_past_identical(tmp_path):
     np.testing.assert_array_equal(full.features(t), trunc.features(t))
 
 
+def _eth(n: int, block_hash: str, ts: int, tx: int, to: str, value: float) -> Transfer:
+    return Transfer(
+        chain="ethereum",
+        block_number=n,
+        block_hash=block_hash,
+        ts=ts,
+        tx_hash=f"0x{tx:064x}",
+        log_index=-1,
+        token=None,
+        symbol="ETH",
+        from_address=f"0x{n + 9:040x}",
+        to_address=to,
+        value=value,
+        raw_value=str(int(value * 10**6)) + "0" * 12,
+    )
+
+
 def _lake_with_hours(tmp_path, name: str, extra_exchange_eth: float = 0.0) -> Lake:
     lake = Lake(tmp_path / name)
     t0 = 1_700_000_000_000 // HOUR_MS * HOUR_MS
@@ -77,13 +94,9 @@ def _lake_with_hours(tmp_path, name: str, extra_exchange_eth: float = 0.0) -> La
             evs.append(Block(chain="ethereum", number=n, hash=h, parent_hash=f"0x{n:064x}", ts=ts,
                              tx_count=100 + n % 7, gas_used=10_000_000 + n, base_fee_gwei=20.0 + n % 5))  # fmt: skip
             value = 5.0 + (n % 4) + (extra_exchange_eth if i == 200 else 0.0)
-            evs.append(Transfer(chain="ethereum", block_number=n, block_hash=h, ts=ts, tx_hash=f"0x{n + 7:064x}",
-                                log_index=-1, token=None, symbol="ETH", from_address=f"0x{n + 9:040x}",
-                                to_address=BINANCE_HOT, value=value, raw_value=str(int(value * 1e18))))  # fmt: skip
+            evs.append(_eth(n, h, ts, n + 7, BINANCE_HOT, value))
             if n % 5 == 0:
-                evs.append(Transfer(chain="ethereum", block_number=n, block_hash=h, ts=ts, tx_hash=f"0x{n + 10**6:064x}",
-                                    log_index=-1, token=None, symbol="ETH", from_address=f"0x{n + 9:040x}",
-                                    to_address=TORNADO, value=10.0, raw_value=str(10 * 10**18)))  # fmt: skip
+                evs.append(_eth(n, h, ts, n + 10**6, TORNADO, 10.0))
     lake.append_events(evs)
     return lake
 
