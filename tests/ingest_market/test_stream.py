@@ -93,6 +93,7 @@ def test_dropped_websocket_gives_no_gap_and_no_duplicate():
 def test_open_bar_updates_are_not_bars_and_since_replays_history():
     with ExchangeServer(symbols=["BTC/USDT"]) as srv:
         srv.set_clock(T0)
+        srv.ws_replay_closed = True  # duplicate, out-of-order klines on the websocket too
 
         async def run():
             ex = connect("binance", url=srv.url, rate_limit=False, pro=True)
@@ -115,6 +116,7 @@ def test_open_bar_updates_are_not_bars_and_since_replays_history():
     _assert_exact_run(cs, "BTC/USDT")  # 8 updates per bar, one bar each, with its final values
     assert cs[0].ts == T0 - 24 * HOUR and stats.filled_candles == 24
     assert stats.published_candles == len(cs)
+    assert stats.skipped_stale == 0  # a replayed old bar is never taken for the open one
 
 
 def test_cli_stream_publishes_closed_bars(monkeypatch, tmp_path, capsys):

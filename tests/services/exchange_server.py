@@ -21,8 +21,9 @@ Faults, injected on request with :meth:`inject` (each fires ``times`` times on m
 ``429`` (with ``Retry-After``), ``5xx``, ``timeout`` (the response is delayed past the client's
 timeout), ``short_page`` (fewer rows than asked), ``cut_body`` (the body stops mid-JSON),
 ``duplicates`` (rows repeated), ``shuffle`` (rows out of order), ``bad_request`` (a permanent 400, used
-to interrupt a backfill). :meth:`drop_websockets` closes every live websocket mid-stream and can refuse
-reconnects for a number of ticks so that bars are really missed.
+to interrupt a backfill). ``ws_replay_closed = True`` makes the kline stream repeat each closed bar after
+the next bar's first update (a duplicate that also arrives out of order). :meth:`drop_websockets`
+closes every live websocket mid-stream and can refuse reconnects for a number of ticks so that bars are really missed.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class ExchangeServer:
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, dict[str, str]]] = []  # (path, query) of every REST request
         self.ws_connections = 0
+        self.ws_replay_closed = False  # fault: resend each closed kline after the next bar's first update
         self._virtual_now: int | None = None
         self._refuse_ws_ticks = 0
         self._sockets: dict[web.WebSocketResponse, web.Request] = {}
@@ -484,6 +486,7 @@ class ExchangeServer:
     def _kline_events(self, s: Series, before: int, now: int) -> Iterator[str]:
         lo = int(np.searchsorted(s.ts, before - self.step, side="right"))
         hi = int(np.searchsorted(s.ts, now, side="right"))
+        late: list[str] = []
         for i in range(lo, hi):
             t = int(s.ts[i])
             closes_now = before < t + self.step <= now
@@ -509,7 +512,11 @@ class ExchangeServer:
                 "Q": "0",
                 "B": "0",
             }
-            yield json.dumps({"e": "kline", "E": now, "s": s.market_id, "k": k})
+            msg = json.dumps({"e": "kline", "E": now, "s": s.market_id, "k": k})
+            yield msg
+            if closed and self.ws_replay_closed:
+                late.append(msg)
+        yield from late  # the closed bar again, after the next bar's first update: duplicate and out of order
 
     def _trade_events(self, s: Series, channel: str, before: int, now: int) -> Iterator[str]:
         lo = int(np.searchsorted(s.ts, before - self.step, side="left"))
