@@ -62,8 +62,9 @@ def run_stream(
 ) -> StreamResult:
     """Stream bars [start, end) through ``model`` (already reset or restored).
 
-    ``clock0`` is the bar index that the model's own clock 0 corresponds to (default ``start``), so a
-    resumed model continues with the same step numbers it was checkpointed with.
+    ``clock0`` is the bar index that the model's own clock 0 corresponds to (default ``start``): the
+    model's first streamed bar. A stream run in segments, or resumed from a checkpoint, passes the same
+    ``clock0`` every time so step numbers (chunk and CMS period boundaries) continue seamlessly.
     """
     T, B, _ = fp.x.shape
     end = T if end is None else min(end, T)
@@ -87,7 +88,7 @@ def run_stream(
                 arr[s:e] = v.detach().cpu().numpy()[None, :]
         if learn:
             t0, new = realised_window(s, e, HORIZON_TUPLE, valid)
-            t0 = max(t0, start)  # nothing before the stream's own start
+            t0 = max(t0, clock0)  # nothing before the model's first streamed bar
             new = new[:, t0 - max(0, s - max(HORIZON_TUPLE)) :]
             model.learn(torch.arange(t0, e) - clock0, y[:, t0:e], new)
         if on_chunk is not None:

@@ -1,0 +1,1 @@
+"""``continuum evaluate``: prequential, task-free measurement of adaptation and forgetting (DESIGN §5)."""

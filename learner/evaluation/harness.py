@@ -1,0 +1,256 @@
+"""The evaluation protocol of DESIGN §5, the same for every model.
+
+1. Held-out weeks: a seeded set of whole weeks inside each regime is never streamed to any model
+   (not in pre-training either); the stream sees them as gaps and no target spanning them is released.
+2. Pre-training / warm-up on bars before ``pretrain_until``: Hope meta-learns (``learner.pretrain``),
+   neural baselines fit the same window, classical models stream through it.
+3. Prequential stream from ``pretrain_until`` to the end: predict, then learn each target once its
+   horizon has passed (``learner.stream``). No regime label reaches a model.
+4. After each regime a deep copy of the model is scored on the held-out weeks of every regime
+   (R[i][j]); scoring streams the copy over the week with learning off, so the live state is untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from learner.evaluation import metrics as M
+from learner.evaluation.regimes import Regime
+from learner.features import FeaturePanel
+from learner.hope.config import HopeConfig
+from learner.hope.model import HopeNet
+from learner.models import build_model, pretrain_key
+from learner.pretrain import PretrainConfig, pretrain
+from learner.protocol import OnlineModel
+from learner.stream import release_mask, run_stream
+
+WEEK = 168
+WARMUP_NEURAL = 720  # bars of context streamed (with learning) before the scored stream starts
+SCORE_WARMUP = 48  # bars streamed before a held-out week so recurrent state belongs to its context
+
+
+@dataclass
+class Setup:
+    fp: FeaturePanel
+    regimes: tuple[Regime, ...]
+    bounds: list[tuple[int, int]]  # bar range [a, b) of each regime
+    cut: int  # first streamed bar
+    skip: np.ndarray  # (T,) held-out bars
+    weeks: list[list[tuple[int, int]]]  # per regime, held-out [a, b) bar ranges
+    chunk: int = 8
+
+    @property
+    def streamed(self) -> list[int]:
+        """Regimes that end after the cut (their rows of R come from streaming)."""
+        return [i for i, (_, b) in enumerate(self.bounds) if b > self.cut and b > self.bounds[i][0]]
+
+
+def make_setup(
+    fp: FeaturePanel,
+    regimes: tuple[Regime, ...],
+    pretrain_until_ms: int,
+    seed: int = 7,
+    weeks_per_regime: int = 2,
+    chunk: int = 8,
+) -> Setup:
+    T = len(fp.times)
+    cut = int(np.searchsorted(fp.times, pretrain_until_ms))
+    cut = min(T, math.ceil(cut / chunk) * chunk)
+    bounds = [
+        (
+            int(np.searchsorted(fp.times, int(r.start.timestamp() * 1000))),
+            int(np.searchsorted(fp.times, int(r.end.timestamp() * 1000))),
+        )
+        for r in regimes
+    ]
+    rng = np.random.default_rng(seed)
+    skip = np.zeros(T, dtype=bool)
+    weeks: list[list[tuple[int, int]]] = []
+    for a, b in bounds:
+        lo, hi = a + WEEK, b - WEEK - 24  # not the regime's first week (switch dynamics), nor its tail
+        cands = [
+            s for s in range(lo - lo % chunk + chunk, max(lo, hi), WEEK) if fp.mask[s : s + WEEK].any(1).mean() > 0.9
+        ]
+        picks = sorted(rng.choice(cands, size=min(weeks_per_regime, len(cands)), replace=False)) if cands else []
+        weeks.append([(int(s), int(s) + WEEK) for s in picks])
+        for s, e in weeks[-1]:
+            skip[s:e] = True
+    return Setup(fp, regimes, bounds, cut, skip, weeks, chunk)
+
+
+@dataclass
+class ModelRun:
+    name: str
+    preds: np.ndarray  # (T,B,3) volatility units, NaN where not streamed
+    R: list[list[float | None]]
+    seconds: float
+    stream_steps: int
+    pretrain_seconds: float = 0.0
+    activity: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class PretrainCache:
+    """One meta-learned net per architecture, on the pre-training window with held-out weeks masked."""
+
+    def __init__(self, setup: Setup, pcfg: PretrainConfig, progress: bool):
+        self.setup, self.pcfg, self.progress = setup, pcfg, progress
+        self.nets: dict[tuple, HopeNet] = {}
+        self.seconds = 0.0
+
+    def __call__(self, cfg: HopeConfig) -> HopeNet:
+        key = pretrain_key(cfg)
+        if key not in self.nets:
+            fp = masked(self.setup.fp, self.setup.skip)
+            t = time.perf_counter()
+            net, _ = pretrain(
+                cfg.with_(write_memories=True, learn_cms=True), fp, self.setup.cut, self.pcfg, progress=self.progress
+            )
+            self.seconds += time.perf_counter() - t
+            self.nets[key] = net
+        return copy.deepcopy(self.nets[key])
+
+
+def masked(fp: FeaturePanel, skip: np.ndarray) -> FeaturePanel:
+    """The panel with held-out bars (and targets spanning them) removed."""
+    keep = ~skip[:, None]
+    out = copy.copy(fp)
+    out.mask = fp.mask & keep
+    out.ymask = release_mask(fp, skip)
+    out.x = np.where(out.mask[..., None], fp.x, 0.0).astype(np.float32)
+    return out
+
+
+def _score(snapshot: OnlineModel, setup: Setup, j: int, clock: int) -> float | None:
+    """Mean vol QLIKE of a frozen copy on regime j's held-out weeks (learning off, copy discarded)."""
+    fp = setup.fp
+    errs = []
+    for a, b in setup.weeks[j]:
+        m = copy.deepcopy(snapshot)
+        ws = max(0, a - SCORE_WARMUP)
+        res = run_stream(m, fp, start=ws, end=b, chunk=setup.chunk, learn=False, clock0=ws - clock)
+        raw = M.to_raw(res.preds[a:b], fp.sigma[a:b])
+        ok = fp.ymask[a:b] & np.isfinite(res.preds[a:b])
+        q = M.per_bar(raw, fp.y[a:b], ok)["qlike"]
+        errs.append(q[np.isfinite(q)])
+    allv = np.concatenate(errs) if errs else np.array([])
+    return float(allv.mean()) if allv.size else None
+
+
+def evaluate_model(
+    spec: str,
+    setup: Setup,
+    base: HopeConfig,
+    cache: PretrainCache,
+    progress: Callable[[int], None] | None = None,
+    pretrain_steps: int = 300,
+    device: str = "cpu",
+) -> ModelRun:
+    fp = setup.fp
+    T, B, F = fp.x.shape
+    t_pre = cache.seconds
+    built = build_model(spec, F, fp.names, base, cache, device=device, pretrain_steps=pretrain_steps)
+    model = built.model
+    t_fit = time.perf_counter()
+    if built.needs_history_fit:
+        fm = masked(fp.slice(0, setup.cut), setup.skip[: setup.cut])
+        # only targets realised before the cut may be used
+        rel = fm.ymask.copy()
+        rel[max(0, setup.cut - 24) :] = False
+        model.fit_history(fm.x, fm.mask, fm.y_norm().astype(np.float32), rel)
+    fit_seconds = time.perf_counter() - t_fit + (cache.seconds - t_pre)
+    model.reset(B)
+    neural = spec.startswith("hope") or built.needs_history_fit
+    w0 = max(0, setup.cut - WARMUP_NEURAL) if neural else 0
+    w0 = setup.cut - (setup.cut - w0) // setup.chunk * setup.chunk
+    run_stream(model, fp, start=w0, end=setup.cut, chunk=setup.chunk, skip=setup.skip, clock0=w0)
+    n_reg = len(setup.regimes)
+    R: list[list[float | None]] = [[None] * n_reg for _ in range(n_reg)]
+    preds = np.full((T, B, 3), np.nan, dtype=np.float32)
+    activity: dict[str, np.ndarray] = {}
+
+    def score_row(i: int, snap: OnlineModel, bar: int) -> None:
+        for j in range(n_reg):
+            R[i][j] = _score(snap, setup, j, bar - w0)
+
+    # rows of regimes that ended inside pre-training: the state after pre-training and warm-up
+    pre_rows = [i for i, (_, b) in enumerate(setup.bounds) if b <= setup.cut and b > setup.bounds[i][0]]
+    if pre_rows:
+        score_row(pre_rows[0], copy.deepcopy(model), setup.cut)
+        for i in pre_rows[1:]:
+            R[i] = list(R[pre_rows[0]])
+    seconds, s = 0.0, setup.cut
+    for i in setup.streamed:
+        e = min(T, math.ceil(setup.bounds[i][1] / setup.chunk) * setup.chunk)
+        if e <= s:
+            continue
+
+        def tick(a: int, b: int, _p: np.ndarray) -> None:
+            if progress:
+                progress(b - a)
+
+        res = run_stream(
+            model,
+            fp,
+            start=s,
+            end=e,
+            chunk=setup.chunk,
+            skip=setup.skip,
+            clock0=w0,
+            on_chunk=tick,
+            record_activity=spec == "hope",
+        )
+        seconds += res.seconds
+        preds[s:e] = res.preds[s:e]
+        for k, v in res.activity.items():
+            activity.setdefault(k, np.zeros((T, B), dtype=np.float32))[s:e] = v[s:e]
+        score_row(i, copy.deepcopy(model), e)
+        s = e
+    live = fp.mask[setup.cut :] & ~setup.skip[setup.cut :, None]
+    return ModelRun(spec, preds, R, seconds, int(live.sum()), fit_seconds, activity)
+
+
+def summarise_run(run: ModelRun, setup: Setup) -> tuple[dict, np.ndarray, np.ndarray]:
+    """evaluation.json's block for one model, plus per-bar cross-asset mean errors (qlike, se_1h)."""
+    fp = setup.fp
+    T = len(fp.times)
+    ok = release_mask(fp, setup.skip) & np.isfinite(run.preds)
+    ok[: setup.cut] = False
+    raw = M.to_raw(np.nan_to_num(run.preds), fp.sigma)
+    errs = M.per_bar(raw, fp.y, ok)
+    ic = M.rank_ic(raw[..., 1], fp.y[..., 1], ok[..., 1])
+    rows_all = np.zeros(T, dtype=bool)
+    rows_all[setup.cut :] = True
+    per_regime = {}
+    for r, (a, b) in zip(setup.regimes, setup.bounds, strict=True):
+        rows = rows_all.copy()
+        rows[:a] = False
+        rows[b:] = False
+        if rows.any():
+            per_regime[r.name] = M.summarise(errs, ic, rows)
+    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
+        sup.filter(RuntimeWarning)
+        bar_q = np.nanmean(errs["qlike"], axis=1)
+        bar_se = np.nanmean(errs["se_1h"], axis=1)
+    switches = []
+    for i in setup.streamed:
+        a, b = setup.bounds[i]
+        if a < setup.cut - 24:
+            continue
+        peak, rec = M.switch_dynamics(bar_q, max(a, setup.cut), b)
+        switches.append({"regime": setup.regimes[i].name, "peak_error": peak, "recovery_hours": rec})
+    bwt, fg = M.forgetting(run.R, [i for i in range(len(setup.regimes)) if run.R[i][i] is not None])
+    block = {
+        "cumulative": M.summarise(errs, ic, rows_all),
+        "per_regime": per_regime,
+        "forgetting": {"metric": "vol_24h_qlike", "R": run.R, "bwt": bwt, "avg_forgetting": fg},
+        "switches": switches,
+        "steps_per_s": run.stream_steps / max(run.seconds, 1e-9),
+        "pretrain_seconds": run.pretrain_seconds,
+    }
+    return block, bar_q, bar_se

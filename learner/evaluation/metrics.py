@@ -1,0 +1,141 @@
+"""Error measures in the units users read (log returns, variances), and the continual-learning summary.
+
+Forecasts arrive in volatility units and are mapped back with the scale known at forecast time:
+ret_1h = z1 sigma, ret_24h = z24 sigma sqrt(24), var_24h = 24 sigma^2 exp(s).
+
+- ``ret_1h_mse``, ``ret_24h_mse``: mean squared error of log returns.
+- ``vol_24h_qlike``: QLIKE(rv, v) = rv/v - log(rv/v) - 1, the robust loss for variance forecasts
+  (Patton 2011); 0 is perfect.
+- ``hit_rate_1h``: share of bars where the forecast's sign is right (a zero forecast counts 1/2).
+- ``rank_ic_24h``: mean over bars of the cross-sectional Spearman correlation of forecast and realised
+  24h returns (bars with at least 3 assets).
+
+Forgetting uses R[i][j] = vol_24h_qlike of the state after regime i on the held-out weeks of regime j
+(lower is better), so ``bwt = mean_j<T (R[T,j] - R[j,j])`` is positive when the model forgot and
+``avg_forgetting = mean_j<T (R[T,j] - min_{l<T} R[l,j])`` (Chaudhry et al. 2018, for errors).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+KEYS = ("ret_1h_mse", "ret_24h_mse", "vol_24h_qlike", "hit_rate_1h", "rank_ic_24h")
+
+
+def to_raw(preds: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """(T,B,3) volatility units -> (T,B,3) raw: ret_1h, ret_24h, var_24h."""
+    s = sigma.astype(np.float64)
+    out = np.empty(preds.shape, dtype=np.float64)
+    out[..., 0] = preds[..., 0] * s
+    out[..., 1] = preds[..., 1] * s * 24**0.5
+    out[..., 2] = 24 * s**2 * np.exp(np.clip(preds[..., 2].astype(np.float64), -12, 12))
+    return out
+
+
+def qlike(rv: np.ndarray, v: np.ndarray) -> np.ndarray:
+    ratio = np.maximum(rv, 1e-12) / np.maximum(v, 1e-12)
+    return ratio - np.log(ratio) - 1
+
+
+def per_bar(raw: np.ndarray, y: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-(bar, asset) errors; NaN where not scored. raw/y (T,B,3), ok (T,B,3)."""
+    with np.errstate(invalid="ignore"):
+        se1 = np.where(ok[..., 0], (raw[..., 0] - y[..., 0]) ** 2, np.nan)
+        se24 = np.where(ok[..., 1], (raw[..., 1] - y[..., 1]) ** 2, np.nan)
+        ql = np.where(ok[..., 2], qlike(y[..., 2], raw[..., 2]), np.nan)
+        hit = np.where(raw[..., 0] == 0, 0.5, (np.sign(raw[..., 0]) == np.sign(y[..., 0])).astype(float))
+        hit = np.where(ok[..., 0] & (y[..., 0] != 0), hit, np.nan)
+    return {"se_1h": se1, "se_24h": se24, "qlike": ql, "hit": hit}
+
+
+def _rank(a: np.ndarray) -> np.ndarray:
+    """Ranks along the last axis, NaNs last (their ranks are ignored by the caller)."""
+    return np.argsort(np.argsort(np.where(np.isnan(a), np.inf, a), axis=-1), axis=-1).astype(float)
+
+
+def rank_ic(pred24: np.ndarray, y24: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """(T,) cross-sectional Spearman correlation per bar; NaN with fewer than 3 assets or no spread."""
+    p = np.where(ok, pred24, np.nan)
+    r = np.where(ok, y24, np.nan)
+    n = ok.sum(1)
+    rp, rr = _rank(p), _rank(r)
+    rp = np.where(ok, rp, np.nan)
+    rr = np.where(ok, rr, np.nan)
+    # re-rank within the valid set so ranks are 0..n-1
+    rp = np.where(ok, _rank(rp), np.nan)
+    rr = np.where(ok, _rank(rr), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"), np.testing.suppress_warnings() as sup:
+        sup.filter(RuntimeWarning)
+        mp = np.nanmean(rp, 1, keepdims=True)
+        mr = np.nanmean(rr, 1, keepdims=True)
+        cov = np.nansum((rp - mp) * (rr - mr), 1)
+        den = np.sqrt(np.nansum((rp - mp) ** 2, 1) * np.nansum((rr - mr) ** 2, 1))
+        ic = cov / den
+    ic[(n < 3) | ~np.isfinite(ic)] = np.nan
+    return ic
+
+
+def summarise(errs: dict[str, np.ndarray], ic: np.ndarray, rows: np.ndarray) -> dict[str, float | None]:
+    """The five headline numbers over the bars selected by ``rows`` (T,) bool."""
+
+    def mean(a: np.ndarray) -> float | None:
+        v = a[rows]
+        v = v[np.isfinite(v)]
+        return float(v.mean()) if v.size else None
+
+    icv = ic[rows]
+    icv = icv[np.isfinite(icv)]
+    return {
+        "ret_1h_mse": mean(errs["se_1h"]),
+        "ret_24h_mse": mean(errs["se_24h"]),
+        "vol_24h_qlike": mean(errs["qlike"]),
+        "hit_rate_1h": mean(errs["hit"]),
+        "rank_ic_24h": float(icv.mean()) if icv.size else 0.0,
+    }
+
+
+def forgetting(R: list[list[float | None]], rows_streamed: list[int]) -> tuple[float | None, float | None]:
+    """(bwt, avg_forgetting) from R over the regimes that were streamed (or pre-trained on)."""
+    idx = [i for i in rows_streamed if R[i][i] is not None]
+    if len(idx) < 2:
+        return None, None
+    last = idx[-1]
+    bwt = [R[last][j] - R[j][j] for j in idx[:-1] if R[last][j] is not None]
+    fg = []
+    for j in idx[:-1]:
+        prev = [R[l_][j] for l_ in idx if j <= l_ < last and R[l_][j] is not None]
+        if prev and R[last][j] is not None:
+            fg.append(R[last][j] - min(prev))
+    return (float(np.mean(bwt)) if bwt else None, float(np.mean(fg)) if fg else None)
+
+
+def rolling(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` bars ignoring NaN; NaN until a quarter of the window is filled."""
+    v = np.nan_to_num(x)
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    n = np.concatenate([[0], np.cumsum(np.isfinite(x))])
+    idx = np.arange(len(x))
+    lo = np.maximum(0, idx + 1 - window)
+    cnt = n[idx + 1] - n[lo]
+    out = (c[idx + 1] - c[lo]) / np.maximum(cnt, 1)
+    out[cnt < window // 4] = np.nan
+    return out
+
+
+def switch_dynamics(
+    bar_err: np.ndarray, start: int, end: int, window: int = 168, peak_days: int = 30
+) -> tuple[float | None, float | None]:
+    """(peak rolling error in the first ``peak_days`` after a switch, hours until the rolling error is
+    back within 10% of the regime's steady level — the median over its second half; None if never)."""
+    roll = rolling(bar_err, window)
+    seg = roll[start:end]
+    if not np.isfinite(seg).any():
+        return None, None
+    steady = np.nanmedian(seg[len(seg) // 2 :])
+    head = seg[: min(len(seg), peak_days * 24)]
+    if not np.isfinite(head).any():
+        return None, None
+    k = int(np.nanargmax(head))
+    peak = float(head[k])
+    after = np.flatnonzero(np.isfinite(seg[k:]) & (seg[k:] <= 1.1 * steady))
+    return peak, (float(k + after[0]) if after.size else None)

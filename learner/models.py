@@ -1,0 +1,128 @@
+"""Model names as the command line spells them, and how each is built and pre-trained.
+
+Names: ``hope``, ``hope-no-cms``, ``hope-frozen``, ``ewma``, ``har``, ``garch``, ``river_linear``,
+``gru_online``, ``transformer_online``, ``gru_sliding``; Hope variants take options in brackets:
+``hope[opt=momentum,no-dgd,no-momentum,levels=2,lowest-period=168]``.
+
+Pre-training is shared where the architecture is the same: ``hope`` and ``hope-frozen`` run the same
+meta-weights (frozen = no writes, no CMS steps); an architectural change (no CMS, fewer levels, no DGD,
+no momentum) is pre-trained on its own with the same budget.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from continuum.errors import UserError
+from learner.baselines.linear import RiverLinear
+from learner.baselines.neural import OnlineGRU, OnlineTransformer, SlidingGRU
+from learner.baselines.volatility import GARCH11, HARRV, EWMAVol
+from learner.hope.config import HopeConfig
+from learner.hope.model import HopeNet
+from learner.hope.online import Hope
+from learner.protocol import OnlineModel
+
+BASELINES: dict[str, type] = {
+    "ewma": EWMAVol,
+    "har": HARRV,
+    "garch": GARCH11,
+    "river_linear": RiverLinear,
+    "gru_online": OnlineGRU,
+    "transformer_online": OnlineTransformer,
+    "gru_sliding": SlidingGRU,
+}
+HOPE_NAMES = ("hope", "hope-no-cms", "hope-frozen")
+ALL_MODELS = (*HOPE_NAMES, *BASELINES)
+DEFAULT_MODELS = ALL_MODELS
+_SPEC = re.compile(r"^(?P<base>[a-z_\-]+)(\[(?P<opts>[^\]]*)\])?$")
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    m = _SPEC.match(spec.strip())
+    if not m or m.group("base") not in ALL_MODELS:
+        import difflib
+
+        close = difflib.get_close_matches(spec.split("[")[0], ALL_MODELS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(ALL_MODELS)}"
+        raise UserError(f"unknown model {spec!r}{hint}")
+    opts: dict[str, str] = {}
+    for part in filter(None, (m.group("opts") or "").split(",")):
+        k, _, v = part.strip().partition("=")
+        opts[k] = v or "1"
+    if opts and not m.group("base").startswith("hope"):
+        raise UserError(f"model {spec!r}: options in [...] are only for Hope variants")
+    return m.group("base"), opts
+
+
+def hope_config(spec: str, base: HopeConfig) -> HopeConfig:
+    """The HopeConfig a Hope spec stands for."""
+    name, opts = parse_spec(spec)
+    cfg = base
+    if name == "hope-no-cms":
+        cfg = cfg.with_(cms_periods=(), cms_lr=())
+    if name == "hope-frozen":
+        cfg = cfg.with_(write_memories=False, learn_cms=False)
+    for k, v in opts.items():
+        if k == "opt":
+            from learner.optim import LEVEL_OPTIMIZERS
+
+            if v not in LEVEL_OPTIMIZERS:
+                raise UserError(f"{spec}: opt={v} unknown; known: {', '.join(LEVEL_OPTIMIZERS)}")
+            cfg = cfg.with_(cms_optimizer=v)
+        elif k == "no-dgd":
+            cfg = cfg.with_(dgd=False)
+        elif k == "no-momentum":
+            cfg = cfg.with_(momentum=0.0)
+        elif k == "no-selfmod":
+            cfg = cfg.with_(self_modifying=False)
+        elif k == "levels":
+            n = int(v)
+            cfg = cfg.with_(cms_periods=base.cms_periods[:n], cms_lr=base.cms_lr[:n])
+        elif k == "lowest-period":
+            p = int(v)
+            periods = tuple(x for x in cfg.cms_periods if x < p) + (p,)
+            lrs = tuple(cfg.cms_lr[: len(periods) - 1]) + (cfg.cms_lr[min(len(periods) - 1, len(cfg.cms_lr) - 1)],)
+            cfg = cfg.with_(cms_periods=periods, cms_lr=lrs)
+        elif k == "chunk":
+            c = int(v)
+            cfg = cfg.with_(chunk_other=c, chunk_mem=c)
+        else:
+            raise UserError(
+                f"{spec}: unknown option {k!r} (opt=, no-dgd, no-momentum, no-selfmod, levels=, lowest-period=, chunk=)"
+            )
+    return cfg
+
+
+def pretrain_key(cfg: HopeConfig) -> tuple:
+    """Configs that differ only in online behaviour share one pre-trained net."""
+    return tuple(sorted(cfg.with_(write_memories=True, learn_cms=True).to_dict().items()))
+
+
+@dataclass
+class Built:
+    model: OnlineModel
+    needs_history_fit: bool  # call fit_history on the pre-training window
+
+
+def build_model(
+    spec: str,
+    n_features: int,
+    names: list[str],
+    base: HopeConfig,
+    pretrained: Callable[[HopeConfig], HopeNet] | None,
+    device: str = "cpu",
+    pretrain_steps: int = 300,
+) -> Built:
+    """Instantiate ``spec``. ``pretrained(cfg)`` returns the (cached) meta-learned net for a Hope config."""
+    name, _ = parse_spec(spec)
+    if name.startswith("hope"):
+        cfg = hope_config(spec, base)
+        net = pretrained(cfg) if pretrained is not None else None
+        return Built(Hope(cfg, net=net, device=device, name=spec), False)
+    cls = BASELINES[name]
+    kw = {"pretrain_steps": pretrain_steps} if cls in (OnlineGRU, OnlineTransformer, SlidingGRU) else {}
+    model = cls(n_features, names, **kw)
+    model.name = spec
+    return Built(model, hasattr(model, "pretrain_steps"))
