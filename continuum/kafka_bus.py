@@ -48,7 +48,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka import KafkaConsumer as _KafkaPythonConsumer
 from kafka.admin import NewTopic
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
     CommitFailedError,
     KafkaConnectionError,
@@ -136,9 +136,12 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
 
 
 def _unavailable(cfg: KafkaConfig, err: Exception) -> KafkaUnavailableError:
+    hint = "start a broker (compose.yaml) or fix the address"
+    if cfg.security_protocol.startswith("SASL"):
+        hint += "; or the login failed: check kafka.sasl_username and CONTINUUM_KAFKA__SASL_PASSWORD"
     return KafkaUnavailableError(
         f"kafka.bootstrap_servers: no Kafka broker answered at {cfg.bootstrap_servers} "
-        f"({cfg.security_protocol}; {type(err).__name__}: {err}); start a broker (compose.yaml) or fix the address"
+        f"({cfg.security_protocol}; {type(err).__name__}: {err}); {hint}"
     )
 
 
@@ -148,6 +151,7 @@ def ensure_topics(
     partitions: int = 8,
     replication_factor: int | None = None,
     timeout_s: float = 30.0,
+    connect_timeout_s: float = 30.0,
 ) -> dict[str, int]:
     """Create the missing topics; return ``{topic: partition count}`` as the cluster reports it.
 
@@ -158,7 +162,11 @@ def ensure_topics(
     topics = list(dict.fromkeys(topics))
     rf = replication_factor or cfg.replication_factor
     try:
-        admin = KafkaAdminClient(**client_options(cfg), request_timeout_ms=int(timeout_s * 1000))
+        admin = KafkaAdminClient(
+            **client_options(cfg),
+            request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(connect_timeout_s * 1000),
+        )
     except _CONNECT_ERRORS as e:
         raise _unavailable(cfg, e) from None
     try:
@@ -193,13 +201,14 @@ class KafkaBus(Bus):
         partitions: int = 8,
         create_topics: bool = True,
         flush_timeout_s: float = 180.0,
+        connect_timeout_s: float = 30.0,
     ):
         self.cfg = cfg
         self.partitions = partitions
         self.flush_timeout_s = flush_timeout_s
         self._topic_partitions: dict[str, int] = {}
         if create_topics:
-            self._topic_partitions.update(ensure_topics(cfg, TOPICS, partitions))
+            self._topic_partitions.update(ensure_topics(cfg, TOPICS, partitions, connect_timeout_s=connect_timeout_s))
         self._producer: KafkaProducer | None = None
         self._errors: list[str] = []
         self._failed = 0
@@ -294,20 +303,30 @@ class KafkaBus(Bus):
                 self._producer = None
 
 
-class _Listener(ConsumerRebalanceListener):
-    """kafka-python's rebalance hooks, forwarded to the owner's ``on_assign``/``on_revoke``."""
+class _Listener(AsyncConsumerRebalanceListener):
+    """kafka-python's rebalance hooks, forwarded to the owner's ``on_assign``/``on_revoke``.
+
+    kafka-python 3 runs these hooks on the consumer's IO loop, where a blocking commit is refused.
+    So a commit the owner makes inside ``on_revoke`` is collected, and awaited here before the
+    partitions are given up: the next owner starts exactly where this one stopped.
+    """
 
     def __init__(self, consumer: KafkaConsumer):
         self.consumer = consumer
 
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.consumer._assigned(assigned)
 
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.consumer._revoked(revoked, lost=False)
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._revoke(revoked, lost=False)
 
-    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        self.consumer._revoked(lost, lost=True)
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        await self._revoke(lost, lost=True)
+
+    async def _revoke(self, tps: set[TopicPartition], lost: bool) -> None:
+        offsets = self.consumer._revoked(tps, lost)
+        if offsets:
+            await self.consumer._c._coordinator._commit_offsets_sync_async(offsets)
 
 
 class KafkaConsumer(Consumer):
@@ -327,6 +346,8 @@ class KafkaConsumer(Consumer):
         self._pos: dict[tuple[str, int], int] = {}  # next offset after what poll returned
         self._pending_deadletters = False
         self._losing = False
+        self._in_rebalance = False
+        self._deferred: dict[TopicPartition, OffsetAndMetadata] = {}
         self._closed = False
         cfg = bus.cfg
         try:
@@ -349,17 +370,19 @@ class KafkaConsumer(Consumer):
         if self._on_assign and parts:
             self._on_assign(parts)
 
-    def _revoked(self, tps: set[TopicPartition], lost: bool) -> None:
+    def _revoked(self, tps: set[TopicPartition], lost: bool) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Run ``on_revoke``; return the commits it asked for (the listener awaits them)."""
         parts = sorted((tp.topic, tp.partition) for tp in tps)
         log.info("group %s: %s %s", self.group, "lost" if lost else "revoked", parts)
-        self._losing = lost
+        self._losing, self._in_rebalance, self._deferred = lost, True, {}
         try:
             if self._on_revoke and parts:
                 self._on_revoke(parts)
         finally:
-            self._losing = False
+            self._losing = self._in_rebalance = False
             for p in parts:
                 self._pos.pop(p, None)
+        return {} if lost else self._deferred
 
     def assignment(self) -> list[tuple[str, int]]:
         return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
@@ -405,8 +428,12 @@ class KafkaConsumer(Consumer):
         if self._pending_deadletters:
             self.bus.flush()
             self._pending_deadletters = False
+        commits = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+        if self._in_rebalance:
+            self._deferred.update(commits)  # committed by the listener before the partitions go
+            return
         try:
-            self._c.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+            self._c.commit(commits)
         except CommitFailedError as e:
             raise KafkaError(
                 f"group {self.group}: commit of {sorted(offsets)} failed; the partitions were reassigned "
