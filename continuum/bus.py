@@ -226,5 +226,5 @@ def make_bus(cfg) -> Bus:
     if cfg.bus.kind == "kafka":
         from continuum.kafka_bus import KafkaBus
 
-        return KafkaBus(cfg.kafka)
+        return KafkaBus(cfg.kafka, partitions=cfg.bus.partitions)
     return EmbeddedBus(partitions=cfg.bus.partitions)
