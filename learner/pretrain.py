@@ -28,6 +28,7 @@ import torch
 from learner.features import FeaturePanel
 from learner.hope.config import HopeConfig
 from learner.hope.model import HopeNet
+from learner.optim import TORCH_OPTIMIZERS
 from learner.protocol import realised_window, task_loss
 from learner.stream import HORIZON_TUPLE
 
@@ -41,6 +42,7 @@ class PretrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     seed: int = 0
+    optimizer: str = "adamw"  # outer optimizer: a key of learner.optim.TORCH_OPTIMIZERS (adamw, m3, delta, ...)
 
 
 def _windows(fp: FeaturePanel, until: int, seq_len: int, rng: np.random.Generator, n: int, align: int):
@@ -73,7 +75,7 @@ def pretrain(
     rng = np.random.default_rng(pcfg.seed)
     net = net or HopeNet(cfg)
     net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=pcfg.lr, weight_decay=pcfg.weight_decay)
+    opt = TORCH_OPTIMIZERS[pcfg.optimizer](net.parameters(), lr=pcfg.lr, weight_decay=pcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, pcfg.steps) / pcfg.steps))
     )
