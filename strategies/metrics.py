@@ -1,0 +1,87 @@
+"""Performance measures of a backtest, in total and per market regime.
+
+All inputs are per decision bar t (hourly): ``net[t]`` the return of equity from close t to close t+1
+after the cost of the trade at close t, ``exposure[t]`` the gross weight held over that bar,
+``turnover[t]`` the traded notional at close t as a fraction of equity, ``cost[t]`` what fees and
+slippage took (fraction of equity).
+
+- ``return``: compounded total return, prod(1 + net) - 1.
+- ``sharpe``: mean(net) / std(net) * sqrt(24 * 365), no risk-free rate (crypto trades around the clock,
+  so every hour counts; flat hours count too, as they would in an account).
+- ``max_drawdown``: largest peak-to-trough loss of equity as a positive fraction (0.3 = -30%).
+- ``hit_rate``: share of bars spent in the market (exposure > 0) whose net return was positive.
+- ``turnover``: average traded notional per day as a fraction of equity (one-way; 2.0 = the whole book
+  turned over once a day, out and in).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from learner.evaluation.regimes import Regime
+
+BARS_PER_YEAR = 24 * 365
+KEYS = ("return", "sharpe", "max_drawdown", "hit_rate", "turnover")
+
+
+def max_drawdown(equity: np.ndarray) -> float:
+    """Largest peak-to-trough loss of an equity curve, as a positive fraction."""
+    if equity.size == 0:
+        return 0.0
+    peak = np.maximum.accumulate(equity)
+    return float(np.max(1.0 - equity / peak))
+
+
+def summarise(net: np.ndarray, exposure: np.ndarray, turnover: np.ndarray, cost: np.ndarray) -> dict:
+    """Every measure for one stretch of bars. The equity curve is rebased to 1 at its first bar."""
+    n = int(net.size)
+    if n == 0:
+        return {k: None for k in (*KEYS, "annual_return", "annual_vol", "exposure", "costs", "bars")}
+    equity = np.concatenate([[1.0], np.cumprod(1.0 + net)])
+    total = float(equity[-1] - 1.0)
+    sd = float(net.std(ddof=1)) if n > 1 else 0.0
+    sharpe = float(net.mean() / sd * math.sqrt(BARS_PER_YEAR)) if sd > 0 else None
+    inm = exposure > 0
+    hit = float((net[inm] > 0).mean()) if inm.any() else None
+    years = n / BARS_PER_YEAR
+    ann = float(equity[-1] ** (1.0 / years) - 1.0) if equity[-1] > 0 else -1.0
+    return {
+        "return": total,
+        "sharpe": sharpe,
+        "max_drawdown": max_drawdown(equity),
+        "hit_rate": hit,
+        "turnover": float(turnover.sum() / (n / 24.0)),
+        "annual_return": ann,
+        "annual_vol": sd * math.sqrt(BARS_PER_YEAR),
+        "exposure": float(exposure.mean()),
+        "costs": float(cost.sum()),
+        "bars": n,
+    }
+
+
+def regime_rows(times: np.ndarray, regimes: tuple[Regime, ...]) -> dict[str, np.ndarray]:
+    """Boolean row masks of the decision bars (open times in ms) that fall in each regime."""
+    out = {}
+    for r in regimes:
+        a, b = int(r.start.timestamp() * 1000), int(r.end.timestamp() * 1000)
+        rows = (times >= a) & (times < b)
+        if rows.any():
+            out[r.name] = rows
+    return out
+
+
+def per_regime(
+    times: np.ndarray,
+    net: np.ndarray,
+    exposure: np.ndarray,
+    turnover: np.ndarray,
+    cost: np.ndarray,
+    regimes: tuple[Regime, ...],
+) -> dict[str, dict]:
+    """:func:`summarise` on the bars of each regime that the backtest covers (regimes it misses are left out)."""
+    return {
+        name: summarise(net[rows], exposure[rows], turnover[rows], cost[rows])
+        for name, rows in regime_rows(times, regimes).items()
+    }

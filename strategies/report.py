@@ -1,0 +1,122 @@
+"""What a backtest leaves for people: terminal tables, ``report.md`` and ``equity.png`` with regime bands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from learner.evaluation.regimes import Regime
+
+COLUMNS = (  # key, header, format
+    ("return", "return", "{:+.1%}"),
+    ("annual_return", "CAGR", "{:+.1%}"),
+    ("sharpe", "Sharpe", "{:+.2f}"),
+    ("max_drawdown", "max DD", "{:.1%}"),
+    ("hit_rate", "hit rate", "{:.1%}"),
+    ("turnover", "turnover/d", "{:.2f}"),
+    ("exposure", "exposure", "{:.2f}"),
+    ("costs", "costs", "{:.1%}"),
+    ("bars", "bars", "{:d}"),
+)
+
+
+def _fmt(v, f: str) -> str:
+    return "—" if v is None else f.format(v)
+
+
+def table(rows: dict[str, dict], index: str) -> str:
+    """A fixed-width text table (freqtrade style): one row per key of ``rows``, the metric columns."""
+    head = [index, *(h for _, h, _ in COLUMNS)]
+    body = [[name, *(_fmt(r.get(k), f) for k, _, f in COLUMNS)] for name, r in rows.items()]
+    widths = [max(len(str(c[i])) for c in [head, *body]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        cols = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "| " + " | ".join(cols) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(head), sep, *(line(b) for b in body)])
+
+
+def write_report(doc: dict, path: Path, command: str, wall_s: float) -> str:
+    """``report.md``; returns the terminal part (the totals and the per-regime tables)."""
+    strategies = doc["strategies"]
+    rng = doc.get("range", {})
+    totals = table({k: v["total"] for k, v in strategies.items()}, "strategy")
+    regimes = "\n\n".join(
+        f"{name}\n{table(v['per_regime'], 'regime')}" for name, v in strategies.items() if v.get("per_regime")
+    )
+    terminal = f"TOTAL ({rng.get('start', '?')} .. {rng.get('end', '?')})\n{totals}\n\nPER REGIME\n{regimes}"
+    a = doc.get("assumptions", {})
+    lines = [
+        "# Backtest",
+        "",
+        f"`{command}` ({wall_s:.0f} s)",
+        "",
+        f"Assets {', '.join(rng.get('symbols', []))}; {rng.get('start', '?')} → {rng.get('end', '?')}.",
+        f"Forecasts: {doc.get('source', doc.get('model', '?'))}.",
+        "",
+        "## Totals",
+        "",
+        "```",
+        totals,
+        "```",
+        "",
+        "## Per regime",
+        "",
+        "Each regime's row is computed on its own bars, equity rebased to 1 at its start.",
+        "",
+        "```",
+        regimes,
+        "```",
+        "",
+        "## Strategies",
+        "",
+        *(f"- `{k}`: {v.get('description', '')}" for k, v in strategies.items()),
+        "",
+        "## Assumptions",
+        "",
+        *(f"- {k.replace('_', ' ')}: {v}" for k, v in a.items()),
+        "",
+        "![equity](equity.png)",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    return terminal
+
+
+def write_plot(equity: pl.DataFrame, regimes: tuple[Regime, ...], path: Path, title: str = "") -> None:
+    """Equity curves (log scale) over shaded, labelled regime bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(11, 5))
+    t0 = t1 = None
+    for name, part in equity.group_by("strategy", maintain_order=True):
+        ts = part["ts"].to_numpy().astype("datetime64[ms]")
+        t0 = ts[0] if t0 is None else min(t0, ts[0])
+        t1 = ts[-1] if t1 is None else max(t1, ts[-1])
+        ax.plot(ts, part["equity"].to_numpy(), lw=1.1, label=name[0] if isinstance(name, tuple) else name)
+    colours = plt.get_cmap("Pastel1").colors
+    for i, r in enumerate(regimes):
+        a = np.datetime64(int(r.start.timestamp() * 1000), "ms")
+        b = np.datetime64(int(r.end.timestamp() * 1000), "ms")
+        if t0 is None or b <= t0 or a >= t1:
+            continue
+        a, b = max(a, t0), min(b, t1)
+        ax.axvspan(a, b, color=colours[i % len(colours)], alpha=0.5, lw=0)
+        ax.text(a, 1.0, " " + r.name, transform=ax.get_xaxis_transform(), va="top", fontsize=7, rotation=90)
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="grey", lw=0.6, ls="--")
+    ax.set_ylabel("equity (start = 1, log scale)")
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
+    ax.set_title(title or "Equity curves")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
