@@ -1,0 +1,50 @@
+"""Forecasts -> ``Signal`` events: raw units, uncertainty, the model's own regime reading, activity.
+
+The regime word is the model's reading of its own variance forecast (calm / normal / volatile by the
+forecast next-day variance relative to the asset's recent scale); it is an output, never an input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from continuum.schema import Signal
+
+
+def regime_word(log_var_24h: float) -> str:
+    if log_var_24h < -0.4:
+        return "calm"
+    if log_var_24h > 0.6:
+        return "volatile"
+    return "normal"
+
+
+def make_signal(model: str, exchange: str, symbol: str, ts: int, pred: np.ndarray, sigma: float,
+                activity: dict[str, float] | None = None) -> Signal:
+    """pred = (z_ret_1h, z_ret_24h, log_var_24h) in volatility units; sigma = the bar's vol scale."""
+    z1, z24, s = (float(v) for v in pred)
+    var24 = 24 * sigma**2 * math.exp(max(-12.0, min(12.0, s)))
+    sd24 = math.sqrt(var24)
+    return Signal(
+        model=model,
+        exchange=exchange,
+        symbol=symbol,
+        ts=int(ts),
+        ret_1h=z1 * sigma,
+        ret_24h=z24 * sigma * 24**0.5,
+        vol_24h=sd24,
+        ret_1h_std=sd24 / 24**0.5,
+        ret_24h_std=sd24,
+        regime=regime_word(s),
+        activity={k: float(v) for k, v in (activity or {}).items() if math.isfinite(float(v))},
+    )
+
+
+def signals_for_bars(model: str, exchange: str, symbols: list[str], times: np.ndarray, preds: np.ndarray,
+                     sigma: np.ndarray, mask: np.ndarray, activity: dict[str, np.ndarray] | None = None):
+    """Signals for every (bar, asset) with a forecast: preds (T,B,3), sigma/mask (T,B), activity name->(T,B)."""
+    for t, b in zip(*np.nonzero(mask & np.isfinite(preds).all(-1)), strict=True):
+        act = {k: v[t, b] for k, v in (activity or {}).items()}
+        yield make_signal(model, exchange, symbols[b], int(times[t]), preds[t, b], float(sigma[t, b]), act)
