@@ -75,7 +75,7 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1, t.shape[-1])
 
 
-def newton_schulz(m: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def newton_schulz(m: torch.Tensor, steps: int = 10, eps: float = 1e-7) -> torch.Tensor:
     """Batched cubic Newton-Schulz orthogonalisation of (B, r, c) matrices (NL eqs. 43-44)."""
     o = m / (m.flatten(1).norm(dim=1).view(-1, 1, 1) + eps)  # singular values in [0, 1]
     transpose = o.shape[-2] > o.shape[-1]
@@ -162,7 +162,7 @@ def m3(
     beta3: float = 0.9,
     alpha: float = 1.0,
     f: int = 4,
-    ns_steps: int = 5,
+    ns_steps: int = 10,
     eps: float = 1e-8,
 ) -> tuple[torch.Tensor, State]:
     """Algorithm 1 (M3): fast M1 and slow M2 momenta, each orthogonalised, over an Adam second moment."""
