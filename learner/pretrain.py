@@ -115,7 +115,7 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(net.parameters(), pcfg.grad_clip)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
