@@ -70,12 +70,13 @@ def read_candles(path: Path) -> pl.DataFrame:
     elif path.suffix == ".feather":
         df = pl.read_ipc(path)
     else:  # freqtrade json: [[ms, o, h, l, c, v], ...]
-        raw = pl.read_json(path) if path.stat().st_size else pl.DataFrame()
-        df = pl.DataFrame(
-            [list(r) for r in raw.rows()] if raw.width else [],
-            schema=["date", "open", "high", "low", "close", "volume"],
-            orient="row",
-        )
+        import json
+
+        try:
+            rows = json.loads(path.read_text() or "[]")
+        except ValueError as e:
+            raise UserError(f"{path.name}: not valid JSON ({e})") from None
+        df = pl.DataFrame(rows, schema=["date", "open", "high", "low", "close", "volume"], orient="row")
     need = ["date", "open", "high", "low", "close", "volume"]
     missing = [c for c in need if c not in df.columns]
     if missing:

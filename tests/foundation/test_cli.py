@@ -1,0 +1,58 @@
+"""Every command exists and teaches with --help; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from continuum.cli import COMMANDS, build_parser, main
+
+
+def _paths():
+    for name, spec in COMMANDS.items():
+        if isinstance(spec, dict):
+            for child, cspec in spec.items():
+                yield [name, child], cspec[0]
+        else:
+            yield [name], spec[0]
+
+
+@pytest.mark.parametrize(("path", "module"), list(_paths()), ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_every_command_module_is_built_and_has_help(path, module, capsys):
+    importlib.import_module(module)  # a command whose module is missing would silently vanish from the CLI
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([*path, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: continuum " + " ".join(path) in out
+    assert len(out.splitlines()) > 5
+
+
+def test_top_level_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["evaluate", "--out", "x", "--models", "hopeful"], "unknown model 'hopeful'"),
+        (["evaluate", "--out", "x", "--symbols", "BTC/EUR"], "BTC/EUR not in"),
+        (["demo", "--start", "yesterday"], "not an ISO date"),
+        (["pretrain", "--data", "/nonexistent", "--until", "2019-01-01", "--out", "x.pt"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import pathlib
+
+    monkeypatch.setenv("CONTINUUM_LAKE__ROOT", str(tmp_path / "lake"))
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    argv = [a.replace("data/binance", str(repo / "data/binance")) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
