@@ -103,6 +103,14 @@ class Consumer(ABC):
     def assignment(self) -> list[tuple[str, int]]:
         return []
 
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Make the next poll of each given (assigned) partition start at ``offset``.
+
+        A consumer that keeps its own checkpoint (the learner service) calls it from ``on_assign`` to
+        resume exactly where its restored state stops, whatever the group last committed.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot seek")
+
     def __iter__(self) -> Iterator[Message]:
         """Drains what is there now; stops when a poll returns nothing (embedded/batch use)."""
         while True:
@@ -194,6 +202,12 @@ class _EmbeddedConsumer(Consumer):
 
     def assignment(self) -> list[tuple[str, int]]:
         return list(self._parts)
+
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        for tp, off in offsets.items():
+            if tp not in self._pos:
+                raise ValueError(f"{tp} is not assigned to this consumer")
+            self._pos[tp] = max(0, int(off))
 
     def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
         out: list[Message] = []

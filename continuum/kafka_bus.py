@@ -387,6 +387,12 @@ class KafkaConsumer(Consumer):
     def assignment(self) -> list[tuple[str, int]]:
         return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
 
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Next poll of each partition starts at the given offset (safe inside ``on_assign``)."""
+        for (topic, partition), off in offsets.items():
+            self._c.seek(TopicPartition(topic, partition), int(off))
+            self._pos[(topic, partition)] = int(off)
+
     def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
         """Decoded messages in partition order; malformed ones are dead-lettered and skipped."""
         batches = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)

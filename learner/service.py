@@ -1,0 +1,507 @@
+"""``continuum learn``: the live learner. A consumer group on ``market.candles`` -> Hope -> ``signals``.
+
+What it does, bar by bar (docs/service.md has the long form):
+
+- keeps, per symbol, a rolling window of closed bars on the timeframe grid (``--window`` bars,
+  default 24*200). Candles are keyed by open time: a duplicate replaces a bar that is not processed
+  yet (last write wins) and is ignored for a processed one; a late candle for a processed bar fills the
+  empty slot so later features see the true history (its own bar stays masked: the forecast was made);
+  a bar that never comes stays a gap (NaN, masked), never forward-filled;
+- bar t is processed when every tracked symbol has delivered bar t or a later bar (per-key order on
+  the bus means a later bar proves bar t is a gap), or when ``--wait`` seconds have passed since the
+  first candle of bar t arrived (then the missing symbols are masked for bar t);
+- features for bar t are recomputed causally over the window (``learner.features``), Hope predicts
+  bar t, and the targets realised by bar t's close are released to ``learn`` exactly as
+  ``learner.stream.run_stream`` releases them (``realised_window`` over ``HORIZON_TUPLE``);
+- one :class:`~continuum.schema.Signal` per symbol present at bar t goes to the bus (``signals``)
+  and, buffered, to the lake (deduplicated on the natural key model, exchange, symbol, ts);
+- every ``checkpoint_every`` bars (and on a clean stop): flush the bus, write the buffered signals to
+  the lake, ``save_state`` the whole model with position = next offset per partition, bar index, grid
+  origin and the rolling windows, prune to the newest ``keep_checkpoints``, and only then commit the
+  offsets to the group.
+
+Restart: the newest checkpoint of this group is restored and every assigned partition is *seeked to
+the checkpointed offset*, whatever the group committed. Commits happen only after a checkpoint, so the
+committed offset is normally equal to the checkpointed one or (a crash between checkpoint and commit)
+behind it; if it is ahead (the checkpoint directory was replaced by an older copy) the checkpoint's
+offsets are still the only ones consistent with the restored state. Without a checkpoint the state is
+fresh and the group's committed offsets (the beginning for a new group) are used.
+
+Signals and crashes: bars up to the checkpointed bar are never published again. Bars processed after
+the last checkpoint and before a crash are processed again after the restart from the same state and
+the same candles, so they are re-published *identical* (same natural key, same bytes). The lake keeps
+one row per natural key; consumers of the ``signals`` topic deduplicate on the natural key (at most
+``checkpoint_every`` bars can repeat, only after a crash). tests/learner/test_service.py checks both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import signal as _signal
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_WINDOW = 24 * 200
+CANDLES = "market.candles"
+CKPT_RE = re.compile(r"^learn-(?P<group>.+)-(?P<bar>\d{9})\.pt$")
+POSITION_FORMAT = "continuum.learn/1"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = (
+        "examples:\n"
+        "  continuum learn --pretrained runs/hope.pt                     # [exchange].symbols from config\n"
+        "  CONTINUUM_BUS__KIND=kafka continuum learn --symbols BTC/USDT,ETH/USDT --group learner-1h\n\n"
+        "Checkpoints go to [learner].checkpoint_dir every [learner].checkpoint_every bars; offsets are\n"
+        "committed only after a checkpoint is written. A restart resumes from the newest checkpoint."
+    )
+    p.add_argument("--symbols", default=None, help="comma-separated symbols (default [exchange].symbols)")
+    p.add_argument("--exchange", default=None, help="exchange of the candles to consume (default [exchange].name)")
+    p.add_argument("--timeframe", default=None, help="bar timeframe (default [exchange].timeframe)")
+    p.add_argument("--group", default="learner", help="consumer group (default %(default)s)")
+    p.add_argument("--pretrained", default=None, help="`continuum pretrain` checkpoint (default [learner].pretrained)")
+    p.add_argument("--device", default=None, help="cpu | cuda | auto (default [learner].device)")
+    p.add_argument("--model-name", default="hope", help="model name carried by the signals (default %(default)s)")
+    p.add_argument("--checkpoint-dir", default=None, help="default [learner].checkpoint_dir")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="bars (default [learner].checkpoint_every)")
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="bars kept per symbol (default %(default)s)")
+    p.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for late symbols before masking them (default 120)"
+    )
+    p.add_argument("--max-bars", type=int, default=None, help="stop after processing N bars (tests)")
+    p.add_argument("--idle-exit", type=float, default=None, help="stop after S seconds without a new candle")
+    p.add_argument("--no-lake", action="store_true", help="publish signals to the bus only")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per processed bar on stderr")
+
+
+def _say(msg: str) -> None:
+    print(f"continuum learn: {msg}", file=sys.stderr, flush=True)
+
+
+def timeframe_ms(tf: str) -> int:
+    unit = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+    if not re.fullmatch(r"[0-9]+[smhdw]", tf):
+        from continuum.errors import UserError
+
+        raise UserError(f"--timeframe {tf!r}: use a timeframe like 1m, 1h, 1d")
+    return int(tf[:-1]) * unit[tf[-1]]
+
+
+class LearnerService:
+    """The live loop. ``bus`` is any :class:`continuum.bus.Bus`; ``model`` a :class:`learner.hope.online.Hope`
+    (``reset`` is called here unless a checkpoint is restored)."""
+
+    def __init__(
+        self,
+        bus,
+        model,
+        symbols: list[str],
+        exchange: str,
+        timeframe: str = "1h",
+        group: str = "learner",
+        checkpoint_dir: str | Path = ".continuum/checkpoints",
+        checkpoint_every: int = 24,
+        keep_checkpoints: int = 5,
+        window: int = DEFAULT_WINDOW,
+        wait_s: float = 120.0,
+        lake=None,
+        model_name: str = "hope",
+        verbose: bool = False,
+    ):
+        from learner.features import MAX_HORIZON
+
+        if window < MAX_HORIZON + 2:
+            raise ValueError(f"window must hold at least {MAX_HORIZON + 2} bars")
+        self.bus, self.model, self.symbols, self.exchange = bus, model, list(symbols), exchange
+        self.timeframe, self.step_ms, self.group = timeframe, timeframe_ms(timeframe), group
+        self.ckpt_dir, self.every, self.keep = Path(checkpoint_dir), checkpoint_every, keep_checkpoints
+        self.window, self.wait_s, self.lake, self.model_name, self.verbose = window, wait_s, lake, model_name, verbose
+        self._sym_index = {s: i for i, s in enumerate(self.symbols)}
+        # state (all of it goes into the checkpoint position)
+        self.bars: dict[str, dict[int, tuple[float, float, float, float, float]]] = {s: {} for s in self.symbols}
+        self.first_seen: dict[str, int] = {}
+        self.t0: int | None = None  # open time of bar index 0 (the model's clock 0)
+        self.next_bar = 0  # index of the next bar to process
+        self.offsets: dict[tuple[str, int], int] = {}  # next offset per partition reflected in the state
+        self.restored_from: Path | None = None
+        # process-local bookkeeping
+        self._arrived: dict[int, float] = {}  # bar open time -> wall time its first candle arrived
+        self._lake_buffer: list = []
+        self._processed_here = 0
+        self._published = 0
+        self._stop = False
+        self._dirty = False
+        self.consumer = None
+        self.skipped = 0
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoints(self) -> list[Path]:
+        """This group's checkpoints, oldest first (by bar index)."""
+        if not self.ckpt_dir.is_dir():
+            return []
+        found = []
+        for p in self.ckpt_dir.iterdir():
+            m = CKPT_RE.match(p.name)
+            if m and m["group"] == self.group:
+                found.append((int(m["bar"]), p))
+        return [p for _, p in sorted(found)]
+
+    def restore(self) -> bool:
+        """Load the newest checkpoint of this group; False (and a fresh model state) if there is none."""
+        import torch
+
+        from continuum.errors import UserError
+        from learner.checkpoint import load_state
+
+        ckpts = self.checkpoints()
+        if not ckpts:
+            self.model.reset(len(self.symbols))
+            return False
+        path = ckpts[-1]
+        pos = load_state(path, self.model)
+        if pos.get("format") != POSITION_FORMAT:
+            raise UserError(f"{path} is not a `continuum learn` checkpoint")
+        for key, want in (("symbols", self.symbols), ("exchange", self.exchange), ("timeframe", self.timeframe)):
+            if pos[key] != want:
+                raise UserError(
+                    f"checkpoint {path} was written for {key}={pos[key]!r}, not {want!r}: "
+                    f"use another --group or --checkpoint-dir"
+                )
+        self.t0 = None if pos["t0"] < 0 else int(pos["t0"])
+        self.next_bar = int(pos["bar"])
+        self.offsets = {}
+        for k, v in pos["offsets"].items():
+            topic, _, part = k.rpartition(":")
+            self.offsets[(topic, int(part))] = int(v)
+        self.first_seen = {s: int(v) for s, v in pos["first_seen"].items()}
+        for s in self.symbols:
+            w = pos["windows"][s]
+            ts = w["ts"].tolist()
+            vals = w["ohlcv"].to(torch.float64).tolist()
+            self.bars[s] = {int(t): tuple(v) for t, v in zip(ts, vals, strict=True)}
+        now = time.monotonic()  # pending bars restart their wait clock now
+        self._arrived = {t: now for s in self.symbols for t in self.bars[s] if t >= self._next_ts()}
+        self.restored_from = path
+        return True
+
+    def checkpoint(self) -> Path:
+        """Flush signals (bus, lake), write the whole state atomically, prune, then commit the offsets."""
+        import torch
+
+        from learner.checkpoint import save_state
+
+        self.bus.flush()
+        self._flush_lake()
+        windows = {}
+        for s in self.symbols:
+            items = sorted(self.bars[s].items())
+            windows[s] = {
+                "ts": torch.tensor([t for t, _ in items], dtype=torch.int64),
+                "ohlcv": torch.tensor([list(v) for _, v in items], dtype=torch.float64).reshape(-1, 5),
+            }
+        position = {
+            "format": POSITION_FORMAT,
+            "group": self.group,
+            "exchange": self.exchange,
+            "timeframe": self.timeframe,
+            "symbols": list(self.symbols),
+            "t0": -1 if self.t0 is None else int(self.t0),
+            "bar": int(self.next_bar),
+            "offsets": {f"{t}:{p}": int(o) for (t, p), o in sorted(self.offsets.items())},
+            "first_seen": dict(self.first_seen),
+            "windows": windows,
+        }
+        path = self.ckpt_dir / f"learn-{self.group}-{self.next_bar:09d}.pt"
+        save_state(path, self.model, position)
+        for old in self.checkpoints()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        if self.consumer is not None and self.offsets:
+            self.consumer.commit(dict(self.offsets))  # only now: the state that covers them is durable
+        self._dirty = False
+        _say(f"checkpoint bar={self.next_bar} offsets={position['offsets']} -> {path.name}")
+        return path
+
+    def _flush_lake(self) -> None:
+        if self.lake is not None and self._lake_buffer:
+            self.lake.append_events(self._lake_buffer)
+        self._lake_buffer = []
+
+    # ------------------------------------------------------------------ consuming
+    def _on_assign(self, parts: list[tuple[str, int]]) -> None:
+        if self.restored_from is None:
+            return  # fresh state: the group's committed offsets (or the beginning) are right
+        seek = {tp: self.offsets.get(tp, 0) for tp in parts}
+        if self.consumer is None:  # an embedded consumer assigns inside its constructor
+            self._pending_seek.update(seek)
+        else:
+            self.consumer.seek(seek)
+        _say(f"seeking {len(seek)} partitions to the offsets of {self.restored_from.name} (not the group's commits)")
+
+    def _on_revoke(self, parts: list[tuple[str, int]]) -> None:
+        if self._dirty:
+            self.checkpoint()
+
+    def ingest(self, msg) -> None:
+        """Fold one consumed message into the windows; record its offset."""
+        from continuum.schema import Candle
+
+        self.offsets[(msg.topic, msg.partition)] = msg.offset + 1
+        self._dirty = True
+        c = msg.event
+        if (
+            not isinstance(c, Candle)
+            or c.exchange != self.exchange
+            or c.timeframe != self.timeframe
+            or c.symbol not in self._sym_index
+            or not c.closed
+        ):
+            self.skipped += 1
+            return
+        if c.ts % self.step_ms:
+            self.skipped += 1
+            _say(f"candle {c.symbol} ts={c.ts} is not on the {self.timeframe} grid; skipped")
+            return
+        self.first_seen.setdefault(c.symbol, c.ts)
+        bars = self.bars[c.symbol]
+        value = (c.open, c.high, c.low, c.close, c.volume)
+        if self.t0 is not None:
+            idx = (c.ts - self.t0) // self.step_ms
+            if idx < self.next_bar - self.window + 1:
+                return  # older than anything the window keeps
+            if idx < self.next_bar:
+                bars.setdefault(c.ts, value)  # late: fill a gap for later features; a processed bar stays
+                return
+        bars[c.ts] = value  # not processed yet: last write wins
+        self._arrived.setdefault(c.ts, time.monotonic())
+
+    def _bar_ready(self, ts: int, now: float) -> bool:
+        resolved = all(ts in self.bars[s] or self._latest(s) > ts for s in self.symbols)
+        if resolved:
+            return True
+        arrived = self._arrived.get(ts)
+        if arrived is None:  # nobody has bar ts yet; a later bar from anyone also starts the clock
+            later = [a for t, a in self._arrived.items() if t > ts]
+            if not later:
+                return False
+            arrived = self._arrived[ts] = min(later)
+        return now - arrived >= self.wait_s
+
+    def _next_ts(self) -> int:
+        return -1 if self.t0 is None else self.t0 + self.next_bar * self.step_ms
+
+    def _latest(self, s: str) -> int:
+        bars = self.bars[s]
+        return max(bars) if bars else -1
+
+    def _start_grid(self, now: float) -> bool:
+        if self.t0 is not None:
+            return True
+        if not self.first_seen:
+            return False
+        if len(self.first_seen) < len(self.symbols):
+            first = min(self._arrived.values(), default=now)
+            if now - first < self.wait_s:
+                return False
+            missing = sorted(set(self.symbols) - set(self.first_seen))
+            _say(f"no candle from {', '.join(missing)} after {self.wait_s:.0f}s: starting without them (masked)")
+        self.t0 = min(self.first_seen.values())
+        return True
+
+    def process_ready(self, max_bars: int | None = None) -> int:
+        """Process every bar that is ready; returns how many."""
+        now = time.monotonic()
+        n = 0
+        if not self._start_grid(now):
+            return 0
+        while not self._stop and (max_bars is None or self._processed_here < max_bars):
+            ts = self.t0 + self.next_bar * self.step_ms
+            if not self._bar_ready(ts, now):
+                break
+            self.process_bar()
+            n += 1
+            self._processed_here += 1
+            if self.next_bar % self.every == 0:
+                self.checkpoint()
+        return n
+
+    def _panel(self, lo: int, hi: int):
+        import numpy as np
+
+        from ingest.replay import Panel
+
+        times = self.t0 + self.step_ms * np.arange(lo, hi + 1, dtype=np.int64)
+        T, B = len(times), len(self.symbols)
+        arr = np.full((5, T, B), np.nan)
+        for j, s in enumerate(self.symbols):
+            bars = self.bars[s]
+            for i, t in enumerate(times.tolist()):
+                v = bars.get(t)
+                if v is not None:
+                    arr[:, i, j] = v
+        present = ~np.isnan(arr[3])
+        listed = np.stack([times >= self.first_seen.get(s, 1 << 62) for s in self.symbols], axis=1)
+        return Panel(list(self.symbols), self.timeframe, times, *arr, present, listed)
+
+    def process_bar(self) -> list:
+        """Features for bar ``next_bar``, predict, release realised targets, publish the signals."""
+        import numpy as np
+        import torch
+
+        from learner.features import build_features
+        from learner.protocol import realised_window
+        from learner.signals import make_signal
+        from learner.stream import HORIZON_TUPLE
+
+        k = self.next_bar
+        lo = max(0, k - self.window + 1)
+        fp = build_features(self._panel(lo, k))
+        s = k - lo  # local index of bar k
+        x = torch.from_numpy(fp.x[s : s + 1]).transpose(0, 1)  # (B, 1, F)
+        m = torch.from_numpy(fp.mask[s : s + 1]).transpose(0, 1)  # (B, 1)
+        pred = self.model.predict(x, m)[:, 0].detach().cpu().numpy()  # (B, 3)
+        act = {name: v.detach().cpu().numpy() for name, v in self.model.activity().items()}
+        # release exactly what run_stream releases after the call [k, k+1) (clock0 = bar 0)
+        valid = torch.from_numpy(fp.ymask)  # (T_local, B, K); no skipped bars live
+        t0, new = realised_window(s, s + 1, HORIZON_TUPLE, valid)
+        y = torch.from_numpy(fp.y_norm().astype(np.float32)).transpose(0, 1)  # (B, T_local, K)
+        self.model.learn(torch.arange(t0, s + 1) + lo, y[:, t0 : s + 1], new)
+        ts = int(fp.times[s])
+        out = []
+        for b, sym in enumerate(self.symbols):
+            if fp.mask[s, b] and np.isfinite(pred[b]).all():
+                a = {name: float(v[b]) for name, v in act.items() if np.ndim(v) == 1 and math.isfinite(float(v[b]))}
+                out.append(make_signal(self.model_name, self.exchange, sym, ts, pred[b], float(fp.sigma[s, b]), a))
+        for sig in out:
+            self.bus.publish(sig)
+        self._lake_buffer.extend(out)
+        self._published += len(out)
+        self.next_bar = k + 1
+        self._dirty = True
+        self._trim()
+        if self.verbose:
+            _say(f"bar {k} ts={ts} signals={len(out)}")
+        return out
+
+    def _trim(self) -> None:
+        keep_from = self.t0 + (self.next_bar - self.window) * self.step_ms
+        for s in self.symbols:
+            bars = self.bars[s]
+            if bars and min(bars) < keep_from:
+                self.bars[s] = {t: v for t, v in bars.items() if t >= keep_from}
+        self._arrived = {t: a for t, a in self._arrived.items() if t >= self.t0 + self.next_bar * self.step_ms}
+
+    def run(self, max_bars: int | None = None, idle_exit_s: float | None = None, poll_s: float = 0.5) -> int:
+        """Consume until stopped (``max_bars`` processed, ``idle_exit_s`` without a candle, or SIGTERM).
+
+        Returns the number of bars processed by this call. A clean stop checkpoints and commits.
+        """
+        restored = self.restore()
+        if restored:
+            _say(f"restored {self.restored_from} (bar {self.next_bar}); resuming from its offsets")
+        else:
+            _say(f"no checkpoint for group {self.group!r} in {self.ckpt_dir}: fresh state, group's committed offsets")
+        self.open_consumer()
+        last_msg = time.monotonic()
+        try:
+            while not self._stop and (max_bars is None or self._processed_here < max_bars):
+                batch = self.consumer.poll(timeout_s=poll_s, max_records=2000)
+                for msg in batch:
+                    if self.offsets.get((msg.topic, msg.partition), -1) > msg.offset:
+                        continue  # already in the restored state
+                    self.ingest(msg)
+                if batch:
+                    last_msg = time.monotonic()
+                self.process_ready(max_bars)
+                if not batch:
+                    self.bus.flush()
+                    self._flush_lake()
+                    if idle_exit_s is not None and time.monotonic() - last_msg >= idle_exit_s:
+                        break
+            if self._dirty:
+                self.checkpoint()
+        finally:
+            self.consumer.close()
+        _say(
+            f"stopped after {self._processed_here} bars (next bar {self.next_bar}); "
+            f"{self._published} signals published; {self.consumer.deadletters} dead letters"
+        )
+        return self._processed_here
+
+    def open_consumer(self):
+        self._pending_seek: dict[tuple[str, int], int] = {}
+        self.consumer = None
+        c = self.bus.consumer([CANDLES], self.group, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.consumer = c
+        if self._pending_seek:
+            c.seek(self._pending_seek)
+        return c
+
+    def stop(self, *_args) -> None:
+        self._stop = True
+
+
+def build_model(pretrained: str, device: str):
+    """Hope with the meta-weights of a `continuum pretrain` checkpoint, or untrained (seed 0)."""
+    import torch
+
+    from learner.hope.config import HopeConfig
+    from learner.hope.model import HopeNet
+    from learner.hope.online import Hope
+
+    if pretrained:
+        from learner.checkpoint import load_pretrained
+
+        net, _meta = load_pretrained(pretrained)
+        return Hope(net.cfg, net, device=device)
+    _say("no --pretrained checkpoint ([learner].pretrained is empty): the model starts UNTRAINED (seed 0)")
+    torch.manual_seed(0)
+    cfg = HopeConfig()
+    return Hope(cfg, HopeNet(cfg), device=device)
+
+
+def run(args: argparse.Namespace, cfg) -> int:
+    import torch
+
+    from continuum.bus import make_bus
+    from continuum.errors import UserError
+    from learner.device import pick_device
+
+    torch.set_num_threads(cfg.learner.threads)
+    symbols = [s.strip() for s in (args.symbols or cfg.exchange.symbols).split(",") if s.strip()]
+    if not symbols:
+        raise UserError("--symbols: name at least one symbol")
+    if args.max_bars is not None and args.max_bars < 1:
+        raise UserError("--max-bars must be >= 1")
+    device = pick_device(args.device or cfg.learner.device)
+    model = build_model(args.pretrained or cfg.learner.pretrained, str(device))
+    lake = None
+    if not args.no_lake:
+        from continuum.lake import Lake
+
+        lake = Lake(cfg.lake.root)
+    bus = make_bus(cfg)
+    svc = LearnerService(
+        bus,
+        model,
+        symbols,
+        exchange=args.exchange or cfg.exchange.name,
+        timeframe=args.timeframe or cfg.exchange.timeframe,
+        group=args.group,
+        checkpoint_dir=args.checkpoint_dir or cfg.learner.checkpoint_dir,
+        checkpoint_every=args.checkpoint_every or cfg.learner.checkpoint_every,
+        keep_checkpoints=cfg.learner.keep_checkpoints,
+        window=args.window,
+        wait_s=args.wait,
+        lake=lake,
+        model_name=args.model_name,
+        verbose=args.verbose,
+    )
+    _signal.signal(_signal.SIGTERM, svc.stop)
+    try:
+        svc.run(max_bars=args.max_bars, idle_exit_s=args.idle_exit)
+    finally:
+        bus.close()
+    return 0
