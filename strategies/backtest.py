@@ -30,6 +30,11 @@ from learner.features import FeaturePanel
 from strategies import metrics as M
 from strategies.positions import STRATEGIES
 
+# Per-asset trades smaller than this weight are skipped. Hourly re-sizing to a volatility forecast otherwise
+# turns the book over daily for noise: on the bundled 2019-24 history (river_linear forecasts, 12 bps) a
+# 0.02 band cut vol_target_long's costs from 162% to 47% of equity at nearly the same exposure.
+DEFAULT_BAND = 0.02
+
 
 @dataclass
 class BacktestResult:
@@ -144,7 +149,7 @@ def backtest_from_preds(
     regimes: tuple[Regime, ...],
     fee_bps: float = 10.0,
     slippage_bps: float = 2.0,
-    band: float = 0.0,
+    band: float = DEFAULT_BAND,
     strategies: list[str] | None = None,
 ) -> tuple[dict, pl.DataFrame]:
     """Backtest every strategy on forecasts ``preds`` (T, B, 3; volatility units; NaN where none).

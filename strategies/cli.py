@@ -30,7 +30,8 @@ strategies (all start at the first forecast; weights are fractions of equity, at
   signal_sign       long/short sign(mu24) x that size
 
 assumptions: fills at the close of the bar the forecast was made after, held to the next close; fees
-and slippage are bps of traded notional; no trading on missing bars; no funding or borrow costs.
+and slippage are bps of traded notional; trades under --rebalance-band are skipped; no trading on
+missing bars; no funding or borrow costs.
 outputs in --out: backtest.json, equity.parquet, signals.parquet, report.md, equity.png
 """
 
@@ -53,7 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fee-bps", type=float, default=10.0, help="fee per unit of traded notional (default 10)")
     p.add_argument("--slippage-bps", type=float, default=2.0, help="slippage per unit traded (default 2)")
     p.add_argument(
-        "--rebalance-band", type=float, default=0.0, help="skip per-asset trades smaller than this weight (default 0)"
+        "--rebalance-band",
+        type=float,
+        default=0.02,
+        help="skip per-asset trades smaller than this weight, as a desk would (default %(default)s; 0 = every bar)",
     )
     p.add_argument("--signals", default=None, help="saved forecasts (parquet file or folder) instead of a model run")
     p.add_argument("--signals-model", default=None, help="which model's rows to use when --signals holds several")
