@@ -48,22 +48,15 @@ def per_bar(raw: np.ndarray, y: np.ndarray, ok: np.ndarray) -> dict[str, np.ndar
     return {"se_1h": se1, "se_24h": se24, "qlike": ql, "hit": hit}
 
 
-def _rank(a: np.ndarray) -> np.ndarray:
-    """Ranks along the last axis, NaNs last (their ranks are ignored by the caller)."""
-    return np.argsort(np.argsort(np.where(np.isnan(a), np.inf, a), axis=-1), axis=-1).astype(float)
-
-
 def rank_ic(pred24: np.ndarray, y24: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """(T,) cross-sectional Spearman correlation per bar; NaN with fewer than 3 assets or no spread."""
+    """(T,) cross-sectional Spearman correlation per bar (average ranks for ties); NaN with fewer than
+    3 assets or no spread — a constant forecast has no rank information and scores NaN, not a number."""
+    from scipy.stats import rankdata
+
     p = np.where(ok, pred24, np.nan)
     r = np.where(ok, y24, np.nan)
-    n = ok.sum(1)
-    rp, rr = _rank(p), _rank(r)
-    rp = np.where(ok, rp, np.nan)
-    rr = np.where(ok, rr, np.nan)
-    # re-rank within the valid set so ranks are 0..n-1
-    rp = np.where(ok, _rank(rp), np.nan)
-    rr = np.where(ok, _rank(rr), np.nan)
+    rp = rankdata(p, axis=1, nan_policy="omit")
+    rr = rankdata(r, axis=1, nan_policy="omit")
     with np.errstate(invalid="ignore", divide="ignore"), np.testing.suppress_warnings() as sup:
         sup.filter(RuntimeWarning)
         mp = np.nanmean(rp, 1, keepdims=True)
@@ -71,7 +64,7 @@ def rank_ic(pred24: np.ndarray, y24: np.ndarray, ok: np.ndarray) -> np.ndarray:
         cov = np.nansum((rp - mp) * (rr - mr), 1)
         den = np.sqrt(np.nansum((rp - mp) ** 2, 1) * np.nansum((rr - mr) ** 2, 1))
         ic = cov / den
-    ic[(n < 3) | ~np.isfinite(ic)] = np.nan
+    ic[(ok.sum(1) < 3) | ~np.isfinite(ic)] = np.nan
     return ic
 
 

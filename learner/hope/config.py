@@ -28,7 +28,9 @@ class HopeConfig:
     cms_optimizer: str = "sgd"  # how a level turns its gradient sum into a step (learner.optim)
     write_memories: bool = True  # False: memories never write (the frozen-after-pretraining baseline)
     learn_cms: bool = True  # False: CMS levels never update online
-    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # ret_1h, ret_24h, vol_24h
+    # CHOICE: weights of ret_1h, ret_24h, vol_24h in the *online* CMS loss (pre-training weighs all 1).
+    # Hourly returns are mostly noise: full weight lets the fast levels chase it (measured in docs/results.md).
+    loss_weights: tuple[float, float, float] = (0.25, 0.25, 1.0)
     extra: dict = field(default_factory=dict, compare=False, hash=False)  # free-form notes, not used
 
     def __post_init__(self) -> None:

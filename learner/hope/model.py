@@ -87,9 +87,8 @@ class HopeNet(nn.Module):
         if not ymask.any():
             return
         leaves = [{n: t.detach().requires_grad_(True) for n, t in th.items()} for th in self.cms.weights(levels)]
-        w = torch.tensor(self.cfg.loss_weights, device=h.device) > 0
         with torch.enable_grad():
-            loss = task_loss(self.readout(leaves, h.detach()), y, ymask & w)
+            loss = task_loss(self.readout(leaves, h.detach()), y, ymask, self.cfg.loss_weights)
             grads = torch.autograd.grad(loss, [lv[n] for lv in leaves for n in PARAMS])
         i = 0
         for lvl in levels:

@@ -29,6 +29,7 @@ from learner.hope.memory import MemoryState, dgd_momentum_scan, mem_apply, mem_g
 
 MEMORIES = ("k", "v", "eta", "alpha", "mem")
 OTHERS = ("k", "v", "eta", "alpha")
+SHAPE_GROUPS = (("k", "v", "mem"), ("eta", "alpha"))  # (B, d, h) memories and (B, 1, h) gate memories
 
 
 @dataclass
@@ -98,18 +99,33 @@ class SelfModifyingTitans(nn.Module):
         new = dict(m)
         if cfg.write_memories:
             writers = MEMORIES if cfg.self_modifying else ("mem",)
-            for name in writers:
-                st_n = m[name]
-                v_hat = mem_apply(st_n.W1, st_n.W2, v)  # eq. 85
+            for group in SHAPE_GROUPS:  # memories of one shape write as one batch: (G*B, ...)
+                names = [n for n in group if n in writers]
+                if not names:
+                    continue
+                G, B = len(names), x.shape[0]
+
+                def stack(attr: str, names=names) -> torch.Tensor:
+                    return torch.cat([getattr(m[n], attr) for n in names], 0)
+
+                def rep(t: torch.Tensor, G=G) -> torch.Tensor:
+                    return t.repeat(G, *([1] * (t.dim() - 1)))
+
+                big = MemoryState(*(stack(a) for a in ("W1", "W2", "R1", "R2", "S1", "S2")))
+                kG = rep(k)
+                v_hat = mem_apply(big.W1, big.W2, rep(v))  # eq. 85: each memory's own target
                 if cfg.stopgrad_vhat:
                     v_hat = v_hat.detach()
-                g1, g2, loss = mem_grads(st_n.W1, st_n.W2, k, v_hat, cfg.inner_clip)  # eq. 87, 93
-                new[name] = dgd_momentum_scan(st_n, g1, g2, k, eta, alpha, mask, cfg.momentum, cfg.dgd)  # eq. 88
-                if name == "mem":
-                    act["surprise"] = _masked_mean(loss, mask)
-                    act["mem_update_norm"] = (new[name].R2 - st_n.R2).flatten(1).norm(dim=1) + (
-                        new[name].R1 - st_n.R1
-                    ).flatten(1).norm(dim=1)
+                g1, g2, loss = mem_grads(big.W1, big.W2, kG, v_hat, cfg.inner_clip)  # eqs. 87, 93
+                out = dgd_momentum_scan(big, g1, g2, kG, rep(eta), rep(alpha), rep(mask), cfg.momentum, cfg.dgd)
+                for i, name in enumerate(names):  # eq. 88 done; split the batch back per memory
+                    sl = slice(i * B, (i + 1) * B)
+                    new[name] = MemoryState(*(getattr(out, a)[sl] for a in ("W1", "W2", "R1", "R2", "S1", "S2")))
+                    if name == "mem":
+                        act["surprise"] = _masked_mean(loss[sl], mask)
+                        act["mem_update_norm"] = (new[name].R2 - m[name].R2).flatten(1).norm(dim=1) + (
+                            new[name].R1 - m[name].R1
+                        ).flatten(1).norm(dim=1)
         end = step0 + L
         for name in MEMORIES:  # chunk boundaries: running weights become the boundary state
             period = cfg.chunk_mem if name == "mem" else cfg.chunk_other
