@@ -19,8 +19,16 @@ torch.set_num_threads(1)
 
 
 def small_cfg(**kw) -> HopeConfig:
-    base = dict(n_features=6, d_model=8, d_hidden=8, cms_hidden=8, chunk_other=4, chunk_mem=4,
-                cms_periods=(8, 16), cms_lr=(0.05, 0.02))
+    base = dict(
+        n_features=6,
+        d_model=8,
+        d_hidden=8,
+        cms_hidden=8,
+        chunk_other=4,
+        chunk_mem=4,
+        cms_periods=(8, 16),
+        cms_lr=(0.05, 0.02),
+    )
     base.update(kw)
     return HopeConfig(**base)
 
@@ -159,8 +167,18 @@ def test_targets_are_released_once_and_never_early():
 def _recall_accuracy(write: bool, trials: int = 8) -> float:
     torch.manual_seed(0)
     d, N = 32, 8
-    cfg = HopeConfig(n_features=d, d_model=d, d_hidden=64, chunk_other=1, chunk_mem=1, eta_max=0.5,
-                     alpha_min=0.5, momentum=0.0, cms_periods=(), write_memories=write)
+    cfg = HopeConfig(
+        n_features=d,
+        d_model=d,
+        d_hidden=64,
+        chunk_other=1,
+        chunk_mem=1,
+        eta_max=0.5,
+        alpha_min=0.5,
+        momentum=0.0,
+        cms_periods=(),
+        write_memories=write,
+    )
     t = SelfModifyingTitans(cfg)
     with torch.no_grad():
         t.W_q.copy_(torch.eye(d))

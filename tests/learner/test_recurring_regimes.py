@@ -37,9 +37,17 @@ def regime_panel(seed: int, B: int = 4, F: int = 6) -> FeaturePanel:
     y[..., 0] = np.einsum("tbf,tf->tb", x, w) + 0.3 * rng.standard_normal((T, B))
     ymask = np.zeros((T, B, 3), dtype=bool)
     ymask[:-1, :, 0] = True  # only the next-bar target exists in this task
-    return FeaturePanel([f"S{i}/USDT" for i in range(B)], np.arange(T, dtype=np.int64) * 3_600_000 + 1_600_000_000_000,
-                        [f"f{i}" for i in range(F)], x, np.ones((T, B), bool), np.ones((T, B)), y, ymask,
-                        np.ones((T, B)))
+    return FeaturePanel(
+        [f"S{i}/USDT" for i in range(B)],
+        np.arange(T, dtype=np.int64) * 3_600_000 + 1_600_000_000_000,
+        [f"f{i}" for i in range(F)],
+        x,
+        np.ones((T, B), bool),
+        np.ones((T, B)),
+        y,
+        ymask,
+        np.ones((T, B)),
+    )
 
 
 def visit_costs(preds: np.ndarray, fp: FeaturePanel, n: int = 100) -> list[float]:
@@ -50,8 +58,17 @@ def visit_costs(preds: np.ndarray, fp: FeaturePanel, n: int = 100) -> list[float
 def run_pair(seed: int) -> tuple[list[float], list[float]]:
     fp = regime_panel(seed)
     torch.manual_seed(0)
-    cfg = HopeConfig(n_features=6, d_model=16, d_hidden=16, cms_hidden=32, chunk_other=4, chunk_mem=4,
-                     cms_periods=(4, 16, 64), cms_lr=(0.15, 0.02, 0.01), loss_weights=(1.0, 0.0, 0.0))
+    cfg = HopeConfig(
+        n_features=6,
+        d_model=16,
+        d_hidden=16,
+        cms_hidden=32,
+        chunk_other=4,
+        chunk_mem=4,
+        cms_periods=(4, 16, 64),
+        cms_lr=(0.15, 0.02, 0.01),
+        loss_weights=(1.0, 0.0, 0.0),
+    )
     hope = Hope(cfg)
     torch.nn.init.normal_(hope.net.head.weight, std=16**-0.5)  # untrained: give the readout a usable scale
     hope.reset(4)
@@ -60,8 +77,7 @@ def run_pair(seed: int) -> tuple[list[float], list[float]]:
     n_h = sum(p.numel() for p in hope.net.parameters())
     n_g = sum(p.numel() for p in gru.net.parameters())
     assert abs(n_h - n_g) / n_h < 0.05
-    return (visit_costs(run_stream(hope, fp, chunk=4).preds, fp),
-            visit_costs(run_stream(gru, fp, chunk=4).preds, fp))
+    return (visit_costs(run_stream(hope, fp, chunk=4).preds, fp), visit_costs(run_stream(gru, fp, chunk=4).preds, fp))
 
 
 def test_hope_readapts_to_a_returning_regime_faster_than_first_time_and_than_online_gru():
