@@ -108,6 +108,11 @@ def run(args: argparse.Namespace, cfg) -> int:
         if spec == "hope" and run_.activity:
             act = {k: np.nanmean(v, axis=1) for k, v in run_.activity.items()}
             pl.DataFrame({"ts": fp.times, **act}).slice(setup.cut).write_parquet(out / "hope_activity.parquet")
+    from learner.checkpoint import save_pretrained
+
+    for key, net in cache.nets.items():  # the meta-learned nets, reusable with `continuum demo`/`learn`
+        tag = "hope" if dict(key).get("cms_periods") else "hope-no-cms"
+        save_pretrained(out / f"{tag}_pretrained.pt", net, {"until": until.isoformat(), "symbols": panel.symbols})
     iso = [str(t.astype("datetime64[ms]")) + "Z" for t in (fp.times[0], fp.times[-1])]
     doc = {
         "data": {"symbols": panel.symbols, "start": iso[0], "end": iso[1], "pretrain_until": until.isoformat()},
