@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, cfg) -> int:
     from learner.evaluation.regimes import load_regimes
     from learner.features import build_features
     from learner.hope.config import HopeConfig
-    from learner.models import DEFAULT_MODELS, parse_spec
+    from learner.models import DEFAULT_MODELS, parse_spec, pretrain_key
     from learner.pretrain import PretrainConfig
 
     torch.set_num_threads(cfg.learner.threads)
@@ -110,9 +110,9 @@ def run(args: argparse.Namespace, cfg) -> int:
             pl.DataFrame({"ts": fp.times, **act}).slice(setup.cut).write_parquet(out / "hope_activity.parquet")
     from learner.checkpoint import save_pretrained
 
-    for key, net in cache.nets.items():  # the meta-learned nets, reusable with `continuum demo`/`learn`
-        tag = "hope" if dict(key).get("cms_periods") else "hope-no-cms"
-        save_pretrained(out / f"{tag}_pretrained.pt", net, {"until": until.isoformat(), "symbols": panel.symbols})
+    for i, (key, net) in enumerate(cache.nets.items()):  # meta-learned nets, reusable by `demo`/`learn`
+        name = "hope_pretrained.pt" if key == pretrain_key(base) else f"pretrained_{i}.pt"  # configs inside
+        save_pretrained(out / name, net, {"until": until.isoformat(), "symbols": panel.symbols})
     iso = [str(t.astype("datetime64[ms]")) + "Z" for t in (fp.times[0], fp.times[-1])]
     doc = {
         "data": {"symbols": panel.symbols, "start": iso[0], "end": iso[1], "pretrain_until": until.isoformat()},
