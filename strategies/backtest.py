@@ -157,7 +157,9 @@ def backtest_from_preds(
     Returns the ``backtest.json`` document (``{"strategies": {name: {"total", "per_regime"}}, ...}``) and
     the equity frame (``ts`` ms int64, ``strategy``, ``equity``) that the dashboard reads. Every
     strategy, the benchmark included, starts at the first bar with a forecast, so they are comparable.
+    Forecasts on bars whose features are undefined (``fp.mask`` False: gaps, warm-up) are ignored.
     """
+    preds = np.where(fp.mask[..., None], preds, np.nan)  # a forecast from undefined features is no forecast
     start = first_forecast(preds)
     raw = to_raw(preds, fp.sigma)
     tradable = np.isfinite(fp.close)
@@ -181,4 +183,7 @@ def backtest_from_preds(
     doc["range"] = {"start": iso[0], "end": iso[1], "symbols": list(fp.symbols)}
     doc["regimes"] = [r.to_dict() for r in regimes]
     doc["assumptions"] = assumptions(fee_bps, slippage_bps, band)
+    mu = raw[..., 1][np.isfinite(raw).all(-1)]
+    if not np.any(mu != 0):
+        doc["notes"] = ["the model forecasts variance only (no returns): signal_* strategies stay flat"]
     return doc, pl.concat(frames)

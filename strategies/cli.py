@@ -245,14 +245,14 @@ def preds_from_signals(path: str, fp, model: str | None):
 
 
 def signals_frame(fp, preds, model: str):
-    """Forecasts as Signal-like rows (raw units) that ``--signals`` reads back."""
+    """Forecasts as Signal-like rows (raw units) that ``--signals`` reads back: bars that exist only."""
     import numpy as np
     import polars as pl
 
     from learner.evaluation.metrics import to_raw
 
     raw = to_raw(preds, fp.sigma)
-    ti, bi = np.nonzero(np.isfinite(preds).all(-1))
+    ti, bi = np.nonzero(np.isfinite(raw).all(-1) & fp.mask)
     return pl.DataFrame(
         {
             "model": model,

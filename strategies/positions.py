@@ -8,8 +8,10 @@ functions receives realised targets or prices: look-ahead is ruled out by their 
 
 Conventions for the (T, B) arrays returned:
 - a finite value is a target to trade to at close t;
-- ``NaN`` means "no order": keep the current (drifted) holding. Buy-and-hold uses it after entry;
-- a forecast that is missing on a bar (the model was not streaming) gives 0: no signal, no position.
+- ``NaN`` means "no order": keep the current (drifted) holding. Buy-and-hold uses it after entry, and
+  every strategy returns it where the forecast is missing (a bar whose features were undefined): a desk
+  whose model is silent for an hour keeps its book rather than liquidating it. Before the first forecast
+  the book is empty, so "keep" means flat.
 
 Inputs are raw forecasts from :func:`learner.evaluation.metrics.to_raw`: ``raw[..., 1]`` the expected
 next-24h log return, ``raw[..., 2]`` the forecast next-24h variance.
@@ -32,10 +34,10 @@ GAIN = 10.0  # tanh gain on the forecast 24h Sharpe (mu / sigma); typical |mu/si
 
 
 def vol_scale(var_24h: np.ndarray, n_assets: int, target: float = DAILY_TARGET_VOL, cap: float = CAP) -> np.ndarray:
-    """Per-asset weight that targets ``target`` daily vol, capped, split over ``n_assets``. NaN -> 0."""
+    """Per-asset weight that targets ``target`` daily vol, capped, split over ``n_assets``; NaN where unknown."""
     with np.errstate(divide="ignore", invalid="ignore"):
         w = np.minimum(cap, target / np.sqrt(var_24h))
-    return np.where(np.isfinite(w), w, 0.0) / n_assets
+    return np.where(np.isfinite(var_24h) & (var_24h > 0), w, np.nan) / n_assets
 
 
 def buy_and_hold(raw: np.ndarray, tradable: np.ndarray, start: int) -> np.ndarray:
@@ -67,16 +69,14 @@ def signal_tanh(raw: np.ndarray, tradable: np.ndarray, start: int, gain: float =
     mu, var = raw[..., 1], raw[..., 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         score = np.tanh(gain * mu / np.sqrt(var))
-    score = np.where(np.isfinite(score), score, 0.0)
-    w = score * vol_scale(var, raw.shape[1])
+    w = score * vol_scale(var, raw.shape[1])  # NaN (keep holding) where either forecast is missing
     w[:start] = np.nan
     return w
 
 
 def signal_sign(raw: np.ndarray, tradable: np.ndarray, start: int) -> np.ndarray:
     """Long/short: sign of the expected 24h return times the volatility-targeted size (all-in conviction)."""
-    mu = np.where(np.isfinite(raw[..., 1]), raw[..., 1], 0.0)
-    w = np.sign(mu) * vol_scale(raw[..., 2], raw.shape[1])
+    w = np.sign(raw[..., 1]) * vol_scale(raw[..., 2], raw.shape[1])  # NaN where either forecast is missing
     w[:start] = np.nan
     return w
 

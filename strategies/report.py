@@ -47,7 +47,8 @@ def write_report(doc: dict, path: Path, command: str, wall_s: float) -> str:
     regimes = "\n\n".join(
         f"{name}\n{table(v['per_regime'], 'regime')}" for name, v in strategies.items() if v.get("per_regime")
     )
-    terminal = f"TOTAL ({rng.get('start', '?')} .. {rng.get('end', '?')})\n{totals}\n\nPER REGIME\n{regimes}"
+    notes = "".join(f"\nnote: {n}" for n in doc.get("notes", []))
+    terminal = f"TOTAL ({rng.get('start', '?')} .. {rng.get('end', '?')})\n{totals}{notes}\n\nPER REGIME\n{regimes}"
     a = doc.get("assumptions", {})
     lines = [
         "# Backtest",
@@ -62,6 +63,7 @@ def write_report(doc: dict, path: Path, command: str, wall_s: float) -> str:
         "```",
         totals,
         "```",
+        *(f"\n**Note:** {n}." for n in doc.get("notes", [])),
         "",
         "## Per regime",
         "",

@@ -115,7 +115,9 @@ def test_sizing_is_capped_and_vol_targeted():
     raw[..., 1] = [[0.01, -0.01], [0.0, 0.02], [NAN, 0.01]]
     raw[..., 2] = [[0.02**2, 0.04**2], [1e-8, 0.01**2], [0.01, NAN]]
     w = vol_target_long(raw, np.ones((3, 2), bool), 0)
-    np.testing.assert_allclose(w, [[0.5, 0.25], [0.5, 0.5], [0.1, 0.0]])  # cap 1/B; NaN forecast -> flat
+    np.testing.assert_allclose(w, [[0.5, 0.25], [0.5, 0.5], [0.1, NAN]])  # cap 1/B; no forecast -> keep (NaN)
     s = signal_sign(raw, np.ones((3, 2), bool), 0)
-    np.testing.assert_allclose(s, [[0.5, -0.25], [0.0, 0.5], [0.0, 0.0]])
-    assert np.all(np.abs(STRATEGIES["signal_tanh"].fn(raw, np.ones((3, 2), bool), 0)) <= 0.5)
+    np.testing.assert_allclose(s, [[0.5, -0.25], [0.0, 0.5], [NAN, NAN]])
+    t = STRATEGIES["signal_tanh"].fn(raw, np.ones((3, 2), bool), 0)
+    assert np.all(np.abs(t[:2]) <= 0.5) and np.isnan(t[2]).all()
+    np.testing.assert_allclose(t[0], [0.5 * np.tanh(10 * 0.01 / 0.02), -0.25 * np.tanh(10 * 0.01 / 0.04)])

@@ -46,6 +46,8 @@ def test_writes_every_output_in_the_dashboard_contract(run_dir):
     assert (run_dir / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     sigs = pl.read_parquet(run_dir / "signals.parquet")
     assert sigs["ts"].min() >= 1550188800000 and (sigs["vol_24h"] > 0).all()
+    assert sigs.select(pl.all().exclude("model", "symbol").is_nan().any()).sum_horizontal().item() == 0
+    assert "notes" not in doc
 
 
 def test_saved_signals_reproduce_the_run_and_fees_only_cost(run_dir, tmp_path):
@@ -66,6 +68,14 @@ def test_saved_signals_reproduce_the_run_and_fees_only_cost(run_dir, tmp_path):
         assert nofee[name]["total"]["costs"] == 0.0
         if base[name]["total"]["turnover"] > 0:
             assert nofee[name]["total"]["return"] > base[name]["total"]["return"]
+
+
+def test_a_variance_only_model_says_why_signals_stay_flat(tmp_path, capsys):
+    assert main(["backtest", "--out", str(tmp_path), "--model", "har", *SLICE]) == 0
+    doc = json.loads((tmp_path / "backtest.json").read_text())
+    assert doc["strategies"]["signal_sign"]["total"]["exposure"] == 0.0
+    assert doc["strategies"]["vol_target_long"]["total"]["exposure"] > 0.3
+    assert "variance only" in doc["notes"][0] and "variance only" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
