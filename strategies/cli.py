@@ -103,8 +103,7 @@ def run(args: argparse.Namespace, cfg) -> int:
     fp = build_features(panel)
     regimes = load_regimes(args.regimes)
     if args.signals:
-        preds = preds_from_signals(args.signals, fp, args.signals_model)
-        model = args.signals_model or "signals"
+        preds, model = preds_from_signals(args.signals, fp, args.signals_model)
         source = f"forecasts read from {args.signals}"
     else:
         until = parse_date(args.pretrain_until, "--pretrain-until")
@@ -193,7 +192,8 @@ def stream_model(args, cfg, fp, regimes, until_ms: int):
 
 
 def preds_from_signals(path: str, fp, model: str | None):
-    """Forecasts (T, B, 3) in volatility units from saved signals (columns symbol, ts, ret_1h, ret_24h, vol_24h).
+    """Forecasts (T, B, 3) in volatility units from saved signals (symbol, ts, ret_1h, ret_24h, vol_24h), and
+    the model's name.
 
     The raw forecasts are divided by the panel's own causal scale ``sigma`` at the same bar, so
     ``to_raw`` gives the saved numbers back exactly.
@@ -224,6 +224,7 @@ def preds_from_signals(path: str, fp, model: str | None):
             if model not in models:
                 raise UserError(f"--signals-model {model}: not in {path} (has {', '.join(models)})")
             df = df.filter(pl.col("model") == model)
+    name = model or (df["model"][0] if "model" in df.columns and df.height else "signals")
     col = {s: j for j, s in enumerate(fp.symbols)}
     df = df.filter(pl.col("symbol").is_in(list(col)))
     step = int(fp.times[1] - fp.times[0]) if len(fp.times) > 1 else 3_600_000
@@ -241,7 +242,7 @@ def preds_from_signals(path: str, fp, model: str | None):
         preds[ti, bi, 2] = np.log(df["vol_24h"].to_numpy()[ok] ** 2 / (24 * s**2))
     bad = ~np.isfinite(preds).all(-1)
     preds[bad] = np.nan
-    return preds
+    return preds, name
 
 
 def signals_frame(fp, preds, model: str):

@@ -97,7 +97,7 @@ def write_plot(equity: pl.DataFrame, regimes: tuple[Regime, ...], path: Path, ti
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(11, 5))
+    fig, ax = plt.subplots(figsize=(12, 5))
     t0 = t1 = None
     for name, part in equity.group_by("strategy", maintain_order=True):
         ts = part["ts"].to_numpy().astype("datetime64[ms]")
@@ -118,7 +118,7 @@ def write_plot(equity: pl.DataFrame, regimes: tuple[Regime, ...], path: Path, ti
     ax.set_ylabel("equity (start = 1, log scale)")
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
     ax.set_title(title or "Equity curves")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # clear of the bands
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

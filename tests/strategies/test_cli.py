@@ -55,7 +55,9 @@ def test_saved_signals_reproduce_the_run_and_fees_only_cost(run_dir, tmp_path):
     again = tmp_path / "again"
     sig = str(run_dir / "signals.parquet")
     assert main(["backtest", "--out", str(again), "--signals", sig, *SLICE]) == 0
-    doc = json.loads((again / "backtest.json").read_text())["strategies"]
+    full = json.loads((again / "backtest.json").read_text())
+    assert full["model"] == "river_linear" and "read from" in full["source"]
+    doc = full["strategies"]
     for name in base:
         for k in KEYS:
             assert doc[name]["total"][k] == pytest.approx(base[name]["total"][k], rel=1e-4, abs=1e-9), (name, k)
