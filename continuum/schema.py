@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import orjson
+
 __all__ = [
     "SchemaError",
     "Event",
@@ -83,12 +85,13 @@ class Event:
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
-        hints = {f.name: f.type for f in dataclasses.fields(self)}
-        for name, typ in hints.items():
+        for name, base, optional in _spec(type(self)).checks:
             value = getattr(self, name)
-            base = _TYPES[typ] if isinstance(typ, str) else typ
-            optional = isinstance(typ, str) and typ.endswith("| None")
             if value is None and optional:
+                continue
+            # fast path for the common exact types; anything else gets the full check and its message
+            vt = type(value)
+            if vt is base and (vt is not float or math.isfinite(value)):
                 continue
             _check_type(self.KIND, name, value, base)
         self.validate()
@@ -147,9 +150,45 @@ _TYPES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """Per event class, computed once: the field checks, names and required fields (hot path of decode)."""
+
+    checks: tuple[tuple[str, type, bool], ...]  # (name, base type, None allowed)
+    names: tuple[str, ...]
+    name_set: frozenset[str]
+    required: tuple[str, ...]
+
+
+_SPECS: dict[type, _Spec] = {}
+
+
+def _spec(cls: type) -> _Spec:
+    spec = _SPECS.get(cls)
+    if spec is None:
+        fs = dataclasses.fields(cls)
+        checks = tuple(
+            (
+                f.name,
+                _TYPES[f.type] if isinstance(f.type, str) else f.type,
+                isinstance(f.type, str) and f.type.endswith("| None"),
+            )
+            for f in fs
+        )
+        required = tuple(
+            f.name for f in fs if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        )
+        names = tuple(f.name for f in fs)
+        spec = _SPECS[cls] = _Spec(checks, names, frozenset(names), required)
+    return spec
+
+
+_SYMBOL = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}(:[A-Z0-9]+)?")
+
+
 def _symbol_ok(ev: Event, name: str) -> None:
     s = getattr(ev, name)
-    if not re.fullmatch(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}(:[A-Z0-9]+)?", s):
+    if not _SYMBOL.fullmatch(s):
         ev._fail(name, f"must look like BASE/QUOTE in upper case (e.g. BTC/USDT), got {s!r}")
 
 
@@ -354,8 +393,19 @@ _TYPES["dict"] = dict
 
 
 def encode(event: Event) -> bytes:
-    """JSON bytes with ``kind`` and ``v``; compact, keys sorted so equal events encode equally."""
-    return json.dumps(event.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+    """JSON bytes with ``kind`` and ``v``; compact, keys sorted so equal events encode equally.
+
+    orjson writes it (the bus's hot path: ~10x faster than ``json``); values orjson refuses (an
+    integer beyond 64 bits) fall back to ``json``. Both write UTF-8 JSON that :func:`decode` reads back
+    to the equal event.
+    """
+    obj = {"kind": event.KIND, "v": event.VERSION}
+    for name in _spec(type(event)).names:
+        obj[name] = getattr(event, name)
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return json.dumps(event.to_dict(), separators=(",", ":"), sort_keys=True).encode()
 
 
 def decode(data: bytes | str | dict) -> Event:
@@ -364,9 +414,14 @@ def decode(data: bytes | str | dict) -> Event:
         obj = data
     else:
         try:
-            obj = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SchemaError("event", "json", f"not valid JSON ({e})") from None
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            # orjson refuses a few things json reads (NaN literals, integers beyond 64 bits): let json
+            # decide, so what is accepted or rejected, and the reason given, stay exactly as before
+            try:
+                obj = json.loads(data)
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise SchemaError("event", "json", f"not valid JSON ({e})") from None
     if not isinstance(obj, dict):
         raise SchemaError("event", "json", f"expected a JSON object, got {type(obj).__name__}")
     kind = obj.get("kind")
@@ -376,16 +431,14 @@ def decode(data: bytes | str | dict) -> Event:
     v = obj.get("v")
     if v != cls.VERSION or isinstance(v, bool):
         raise SchemaError(kind, "v", f"unsupported schema version {v!r} (this build reads v{cls.VERSION})")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    extra = set(obj) - set(fields) - {"kind", "v"}
+    spec = _spec(cls)
+    extra = obj.keys() - spec.name_set - {"kind", "v"}
     if extra:
         raise SchemaError(kind, sorted(extra)[0], "unknown field")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in obj:
-            kwargs[name] = obj[name]
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+    for name in spec.required:
+        if name not in obj:
             raise SchemaError(kind, name, "missing")
+    kwargs = {name: obj[name] for name in spec.names if name in obj}
     try:
         return cls(**kwargs)
     except TypeError as e:  # pragma: no cover - guarded above
