@@ -1,4 +1,4 @@
-"""A real single-node Kafka 4 broker for the whole session (tests/services/kafka.py), and bus helpers.
+"""Bus helpers over the session's real Kafka broker (the ``kafka_broker`` fixture lives in tests/conftest.py).
 
 The broker is started once per session; the tests tag their events with a fresh ``exchange``/``chain``
 name so they never read each other's data, and each test uses its own consumer group.
@@ -14,23 +14,7 @@ import pytest
 from continuum.config import KafkaConfig
 from continuum.kafka_bus import KafkaBus
 from tests.kafka.kafka_helpers import PARTITIONS, make_config
-from tests.services.kafka import KafkaBroker, cache_dir
-
-
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[KafkaBroker]:
-    cold = not (cache_dir() / "lib" / ".complete").is_file()
-    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
-    try:
-        seconds = broker.start()
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        how = "cold: jars downloaded" if cold else "jars cached"
-        line = f"kafka broker {broker.bootstrap} answered after {seconds:.1f}s ({how})"
-        if reporter is not None:
-            reporter.write_line(line)
-        yield broker
-    finally:
-        broker.stop()
+from tests.services.kafka import KafkaBroker
 
 
 @pytest.fixture

@@ -39,7 +39,6 @@ from learner.hope.online import Hope
 from learner.service import LearnerService
 from learner.signals import signals_for_bars
 from learner.stream import run_stream
-from tests.kafka.conftest import kafka_broker  # noqa: F401  (the session's real broker fixture)
 
 torch.set_num_threads(1)
 
@@ -224,7 +223,7 @@ def _service_cmd(tag: str, group: str, pretrained: Path, *extra: str) -> list[st
 
 
 @pytest.mark.integration
-def test_kafka_service_survives_sigkill_without_losing_or_duplicating_signals(kafka_broker, panel, net, tmp_path):  # noqa: F811
+def test_kafka_service_survives_sigkill_without_losing_or_duplicating_signals(kafka_broker, panel, net, tmp_path):
     from continuum.kafka_bus import KafkaBus
     from tests.kafka.kafka_helpers import PARTITIONS, make_config
 
