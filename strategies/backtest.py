@@ -170,8 +170,8 @@ def backtest_from_preds(
         res = run_backtest(fp.times, fp.close, target, start, fee_bps=fee_bps, slippage_bps=slippage_bps, band=band)
         doc["strategies"][name] = {
             "description": STRATEGIES[name].description,
-            "total": M.summarise(res.net, res.exposure, res.turnover, res.cost),
-            "per_regime": M.per_regime(res.times, res.net, res.exposure, res.turnover, res.cost, regimes),
+            "total": M.summarise(res.net, res.exposure, res.turnover, res.cost, res.gross),
+            "per_regime": M.per_regime(res.times, res.net, res.exposure, res.turnover, res.cost, regimes, res.gross),
         }
         frames.append(
             pl.DataFrame(

@@ -5,7 +5,7 @@ after the cost of the trade at close t, ``exposure[t]`` the gross weight held ov
 ``turnover[t]`` the traded notional at close t as a fraction of equity, ``cost[t]`` what fees and
 slippage took (fraction of equity).
 
-- ``return``: compounded total return, prod(1 + net) - 1.
+- ``return``: compounded total return, prod(1 + net) - 1 (``gross_return``: the same before costs).
 - ``sharpe``: mean(net) / std(net) * sqrt(24 * 365), no risk-free rate (crypto trades around the clock,
   so every hour counts; flat hours count too, as they would in an account).
 - ``max_drawdown``: largest peak-to-trough loss of equity as a positive fraction (0.3 = -30%).
@@ -34,11 +34,16 @@ def max_drawdown(equity: np.ndarray) -> float:
     return float(np.max(1.0 - equity / peak))
 
 
-def summarise(net: np.ndarray, exposure: np.ndarray, turnover: np.ndarray, cost: np.ndarray) -> dict:
-    """Every measure for one stretch of bars. The equity curve is rebased to 1 at its first bar."""
+def summarise(
+    net: np.ndarray, exposure: np.ndarray, turnover: np.ndarray, cost: np.ndarray, gross: np.ndarray | None = None
+) -> dict:
+    """Every measure for one stretch of bars. The equity curve is rebased to 1 at its first bar.
+
+    ``gross`` (returns before costs) adds ``gross_return``: whether a signal has an edge that costs eat.
+    """
     n = int(net.size)
     if n == 0:
-        return {k: None for k in (*KEYS, "annual_return", "annual_vol", "exposure", "costs", "bars")}
+        return {k: None for k in (*KEYS, "gross_return", "annual_return", "annual_vol", "exposure", "costs", "bars")}
     equity = np.concatenate([[1.0], np.cumprod(1.0 + net)])
     total = float(equity[-1] - 1.0)
     sd = float(net.std(ddof=1)) if n > 1 else 0.0
@@ -49,6 +54,7 @@ def summarise(net: np.ndarray, exposure: np.ndarray, turnover: np.ndarray, cost:
     ann = float(equity[-1] ** (1.0 / years) - 1.0) if equity[-1] > 0 else -1.0
     return {
         "return": total,
+        "gross_return": float(np.prod(1.0 + gross) - 1.0) if gross is not None else None,
         "sharpe": sharpe,
         "max_drawdown": max_drawdown(equity),
         "hit_rate": hit,
@@ -79,9 +85,10 @@ def per_regime(
     turnover: np.ndarray,
     cost: np.ndarray,
     regimes: tuple[Regime, ...],
+    gross: np.ndarray | None = None,
 ) -> dict[str, dict]:
     """:func:`summarise` on the bars of each regime that the backtest covers (regimes it misses are left out)."""
     return {
-        name: summarise(net[rows], exposure[rows], turnover[rows], cost[rows])
+        name: summarise(net[rows], exposure[rows], turnover[rows], cost[rows], None if gross is None else gross[rows])
         for name, rows in regime_rows(times, regimes).items()
     }

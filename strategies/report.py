@@ -10,6 +10,7 @@ from learner.evaluation.regimes import Regime
 
 COLUMNS = (  # key, header, format
     ("return", "return", "{:+.1%}"),
+    ("gross_return", "pre-cost", "{:+.1%}"),
     ("annual_return", "CAGR", "{:+.1%}"),
     ("sharpe", "Sharpe", "{:+.2f}"),
     ("max_drawdown", "max DD", "{:.1%}"),

@@ -19,7 +19,8 @@ def test_summary_on_known_returns():
     exposure = np.array([1.0, 1.0, 0.5, 0.0, 1.0])
     turnover = np.array([1.0, 0.0, 0.5, 0.5, 0.4])  # 2.4 over 5 hours
     cost = turnover * 1e-3
-    s = summarise(net, exposure, turnover, cost)
+    s = summarise(net, exposure, turnover, cost, gross=net + cost)
+    assert s["gross_return"] == pytest.approx(np.prod(1 + net + cost) - 1)
     assert s["return"] == pytest.approx(1.1 * 0.5 * 1.5 * 1.0 * 1.2 - 1)
     assert s["max_drawdown"] == pytest.approx(0.5)  # 1.1 -> 0.55
     assert s["hit_rate"] == pytest.approx(3 / 4)  # the flat bar is not counted
