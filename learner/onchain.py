@@ -217,3 +217,17 @@ class LakeHourly:
         avail = z.with_columns((pl.col("hour") + HOUR_MS).alias("avail_ms")).drop("hour")
         # hour H is known at H+1h; bar t closes at t+1h; strictly before it means H+1h <= t
         return _asof(np.asarray(times_ms, dtype=np.int64), avail, self.names, self._tolerance)
+
+
+def source_from_arg(arg: str | None, lake_root: str | Path, chain: str = "ethereum"):
+    """``--onchain`` on the command line: ``none``/empty, ``lake`` (live hourly aggregates from the lake's
+    chain tables) or a directory of daily history laid out like ``shared/data/onchain_daily``."""
+    from continuum.errors import UserError
+
+    if not arg or arg == "none":
+        return None
+    if arg == "lake":
+        return LakeHourly(Lake(lake_root), chain)
+    if not Path(arg).is_dir():
+        raise UserError(f"--onchain {arg!r}: expected 'lake', 'none' or a directory of daily onchain Parquet files")
+    return DailyHistory(arg)

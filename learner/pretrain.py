@@ -149,6 +149,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=PretrainConfig.lr)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default from config)")
+    p.add_argument("--onchain", default=None, help="'lake' or a daily onchain history dir (learner.onchain)")
 
 
 def run(args: argparse.Namespace, cfg) -> int:
@@ -162,7 +163,9 @@ def run(args: argparse.Namespace, cfg) -> int:
     until = parse_date(args.until, "--until")
     symbols = args.symbols.split(",") if args.symbols else None
     panel = load_panel(args.data or BUNDLED_DATA, symbols=symbols)
-    fp = build_features(panel)
+    from learner.onchain import source_from_arg
+
+    fp = build_features(panel, onchain=source_from_arg(args.onchain, cfg.lake.root, cfg.chain.chain))
     cut = int(np.searchsorted(fp.times, int(until.timestamp() * 1000)))
     hcfg = HopeConfig(n_features=fp.x.shape[2])
     pick_device(args.device or cfg.learner.device)  # validated; pre-training itself runs on CPU tensors

@@ -74,6 +74,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bars", type=int, default=None, help="stop after processing N bars (tests)")
     p.add_argument("--idle-exit", type=float, default=None, help="stop after S seconds without a new candle")
     p.add_argument("--no-lake", action="store_true", help="publish signals to the bus only")
+    p.add_argument(
+        "--onchain",
+        default=None,
+        help="onchain context: 'lake' (hourly aggregates of the lake's chain tables, as `continuum "
+        "stream chain` fills them) or a daily-history dir; the pre-trained model must match",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="one line per processed bar on stderr")
 
 
@@ -110,6 +116,7 @@ class LearnerService:
         lake=None,
         model_name: str = "hope",
         verbose: bool = False,
+        onchain=None,
     ):
         from learner.features import MAX_HORIZON
 
@@ -119,6 +126,7 @@ class LearnerService:
         self.timeframe, self.step_ms, self.group = timeframe, timeframe_ms(timeframe), group
         self.ckpt_dir, self.every, self.keep = Path(checkpoint_dir), checkpoint_every, keep_checkpoints
         self.window, self.wait_s, self.lake, self.model_name, self.verbose = window, wait_s, lake, model_name, verbose
+        self.onchain = onchain  # an OnchainSource (learner.features): the same columns for every asset
         self._sym_index = {s: i for i, s in enumerate(self.symbols)}
         # state (all of it goes into the checkpoint position)
         self.bars: dict[str, dict[int, tuple[float, float, float, float, float]]] = {s: {} for s in self.symbols}
@@ -357,7 +365,7 @@ class LearnerService:
 
         k = self.next_bar
         lo = max(0, k - self.window + 1)
-        fp = build_features(self._panel(lo, k))
+        fp = build_features(self._panel(lo, k), onchain=self.onchain)
         s = k - lo  # local index of bar k
         x = torch.from_numpy(fp.x[s : s + 1]).transpose(0, 1)  # (B, 1, F)
         m = torch.from_numpy(fp.mask[s : s + 1]).transpose(0, 1)  # (B, 1)
@@ -477,6 +485,15 @@ def run(args: argparse.Namespace, cfg) -> int:
         raise UserError("--max-bars must be >= 1")
     device = pick_device(args.device or cfg.learner.device)
     model = build_model(args.pretrained or cfg.learner.pretrained, str(device))
+    from learner.features import feature_names
+    from learner.onchain import source_from_arg
+
+    onchain = source_from_arg(args.onchain, cfg.lake.root, cfg.chain.chain)
+    if len(feature_names(onchain)) != model.cfg.n_features:
+        raise UserError(
+            f"the model expects {model.cfg.n_features} features, these inputs give "
+            f"{len(feature_names(onchain))}: pre-train with the same --onchain source"
+        )
     lake = None
     if not args.no_lake:
         from continuum.lake import Lake
@@ -498,6 +515,7 @@ def run(args: argparse.Namespace, cfg) -> int:
         lake=lake,
         model_name=args.model_name,
         verbose=args.verbose,
+        onchain=onchain,
     )
     _signal.signal(_signal.SIGTERM, svc.stop)
     try:

@@ -37,7 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regimes", default=None, help="JSON file [{name,start,end}] (default: DESIGN §5 regimes)")
     p.add_argument("--weeks-per-regime", type=int, default=2, help="held-out weeks per regime (default 2)")
     p.add_argument("--pretrain-steps", type=int, default=300, help="outer steps for Hope and neural baselines")
-    p.add_argument("--onchain", default=None, help="daily onchain history dir (e.g. shared/data/onchain_daily)")
+    p.add_argument(
+        "--onchain",
+        default=None,
+        help="onchain context: a daily history dir (e.g. ../shared/data/onchain_daily) or 'lake'",
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--device", default=None, help="cpu | cuda | auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -74,11 +78,9 @@ def run(args: argparse.Namespace, cfg) -> int:
         start=parse_date(args.start, "--start"),
         end=parse_date(args.end, "--end"),
     )
-    onchain = None
-    if args.onchain:
-        from learner.onchain import DailyHistory
+    from learner.onchain import source_from_arg
 
-        onchain = DailyHistory(args.onchain)
+    onchain = source_from_arg(args.onchain, cfg.lake.root, cfg.chain.chain)
     fp = build_features(panel, onchain=onchain)
     regimes = load_regimes(args.regimes)
     until = parse_date(args.pretrain_until, "--pretrain-until")
