@@ -85,6 +85,13 @@ def hope_config(spec: str, base: HopeConfig) -> HopeConfig:
             periods = tuple(x for x in cfg.cms_periods if x < p) + (p,)
             lrs = tuple(cfg.cms_lr[: len(periods) - 1]) + (cfg.cms_lr[min(len(periods) - 1, len(cfg.cms_lr) - 1)],)
             cfg = cfg.with_(cms_periods=periods, cms_lr=lrs)
+        elif k == "cms-lr":  # e.g. cms-lr=0.001:0.0003:0.0001, one per level
+            lrs = tuple(float(x) for x in v.split(":"))
+            cfg = cfg.with_(cms_lr=lrs + lrs[-1:] * (len(cfg.cms_periods) - len(lrs)))
+        elif k == "periods":  # e.g. periods=8:24:168:720
+            ps = tuple(int(x) for x in v.split(":"))
+            lrs = tuple(cfg.cms_lr) + (cfg.cms_lr[-1],) * max(0, len(ps) - len(cfg.cms_lr))
+            cfg = cfg.with_(cms_periods=ps, cms_lr=lrs[: len(ps)])
         elif k == "chunk":
             c = int(v)
             cfg = cfg.with_(chunk_other=c, chunk_mem=c)
