@@ -156,6 +156,10 @@ def write_plots(doc: dict, times: np.ndarray, bar_q: dict[str, np.ndarray], out:
         c = np.nancumsum(np.nan_to_num(q)) / np.maximum(np.cumsum(np.isfinite(q)), 1)
         ax.plot(dates[cut:], c, label=m, color=colors[k % 10], lw=2.2 if m == "hope" else 1.1)
     bands(ax)
+    ax.set_xlim(dates[cut], dates[-1])
+    settled = [np.nanmax(ln.get_ydata()[24 * 60 :]) for ln in ax.get_lines() if len(ln.get_ydata()) > 24 * 90]
+    if settled:  # the first weeks of a prequential mean are noise; scale to where the curves settle
+        ax.set_ylim(bottom=0, top=1.1 * float(np.nanmax(settled)))
     ax.set_ylabel("cumulative mean vol-24h QLIKE")
     ax.set_title("Prequential error over time (lower is better)")
     ax.legend(fontsize=8, ncol=2)
@@ -170,7 +174,8 @@ def write_plots(doc: dict, times: np.ndarray, bar_q: dict[str, np.ndarray], out:
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
     allv = [v for m in models for row in doc["models"][m]["forgetting"]["R"] for v in row if v is not None]
-    vmin, vmax = (min(allv), max(allv)) if allv else (0, 1)
+    # colour scale over the bulk of the values, so one very poor model does not wash the others out
+    vmin, vmax = (float(np.percentile(allv, 2)), float(np.percentile(allv, 90))) if allv else (0, 1)
     for k, m in enumerate(models):
         ax = axes[k // cols][k % cols]
         R = np.array([[np.nan if v is None else v for v in row] for row in doc["models"][m]["forgetting"]["R"]])
