@@ -147,6 +147,7 @@ def write_plots(doc: dict, times: np.ndarray, bar_q: dict[str, np.ndarray], out:
                 va="top",
                 rotation=0,
                 color="dimgray",
+                clip_on=True,  # regimes before the streamed range get no label outside the axes
             )
 
     # 1. cumulative error over time
