@@ -16,7 +16,7 @@ short sequences (``--train-len`` tokens) with AdamW, then tested at 1K, 4K and 1
 
 Recurrent models read the whole haystack in chunks under ``torch.no_grad`` (their memories still write).
 
-    python bench/passkey.py [--steps 150] [--n-eval 32]
+    python bench/passkey.py [--steps 1500] [--n-eval 32]
 
 Writes bench/results/passkey.json.
 """
@@ -156,7 +156,7 @@ def evaluate(model: nn.Module, length: int, n: int, seed: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--train-len", type=int, default=96)
     p.add_argument("--window", type=int, default=64)
@@ -187,8 +187,8 @@ def main() -> None:
         }
         if isinstance(m, HopeLM):  # what the retention gate learned: alpha per token on the haystack filler
             tit = m.net.titans
-            r["alpha_bias"] = float(tit.alpha_bias)
-            r["eta_bias"] = float(tit.eta_bias)
+            r["alpha_bias"] = tit.alpha_bias.item()
+            r["eta_bias"] = tit.eta_bias.item()
         out["models"][name] = r
         accs = "  ".join(f"{L}: {e['acc']:.0%}" for L, e in r["eval"].items())
         print(f"{name:16s} params {r['params']:6d}  train loss {r['loss_first20']:.2f}->{r['loss_last20']:.2f} "
