@@ -221,6 +221,7 @@ class FunctionalOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3, weight_decay: float = 0.0, **hyper):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, **hyper))
+        self.hyper_names = tuple(hyper)  # what goes to the function (schedulers add keys such as initial_lr)
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -229,7 +230,7 @@ class FunctionalOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            hyper = {k: v for k, v in group.items() if k not in ("params", "lr", "weight_decay")}
+            hyper = {k: group[k] for k in self.hyper_names}
             fn = functools.partial(type(self).fn, **hyper)
             for p in group["params"]:
                 if p.grad is None:

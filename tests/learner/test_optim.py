@@ -176,3 +176,16 @@ def test_optimizer_state_survives_hope_checkpoint(name):
     # the memory moved after the checkpoint, so an equal ending is not a trivial one
     moved = model.state_dict()["cms"][0]["opt"]
     assert any(not torch.equal(moved[k], saved["cms"][0]["opt"][k]) for k in moved)
+
+
+@pytest.mark.parametrize("name", ["momentum", "delta", "dmgd", "m3"])
+def test_torch_form_runs_under_a_scheduler(name):
+    # schedulers add keys (initial_lr) to the param groups; they must not reach the optimizer function
+    p = torch.nn.Parameter(torch.ones(3, 2))
+    opt = TORCH_OPTIMIZERS[name]([p], lr=0.1, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5)
+    p.grad = torch.ones(3, 2)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert (p.data < 1).all()
