@@ -23,7 +23,7 @@ class HopeConfig:
     stopgrad_vhat: bool = True  # CHOICE: the self-generated target v_hat is a constant in the inner loss
     cms_periods: tuple[int, ...] = (24, 168, 720)  # C_l per level, in bars (day, week, month)
     cms_hidden: int = 64  # hidden width of each CMS MLP level
-    cms_lr: tuple[float, ...] = (3e-3, 1e-3, 3e-4)  # eta^(l): step on the accumulated gradient sum
+    cms_lr: tuple[float, ...] = (1e-3, 3e-4, 1e-4)  # eta^(l); picked on 2018-06..12 only (docs/results.md)
     cms_clip: float = 1.0  # max norm of one level's applied update (C-KM's CMSBlock.grad_clip)
     cms_optimizer: str = "sgd"  # how a level turns its gradient sum into a step (learner.optim)
     write_memories: bool = True  # False: memories never write (the frozen-after-pretraining baseline)
