@@ -127,7 +127,11 @@ def run(args: argparse.Namespace, cfg) -> int:
     (out / "backtest.json").write_text(json.dumps(doc, indent=2))
     equity.write_parquet(out / "equity.parquet")
     if not args.signals:
-        signals_frame(fp, preds, model).write_parquet(out / "signals.parquet")
+        from learner.signals import signals_frame
+
+        signals_frame(model, "binance", fp.symbols, fp.times, preds, fp.sigma, fp.mask).write_parquet(
+            out / "signals.parquet"
+        )
     report.write_plot(equity, regimes, out / "equity.png", title=f"{model}: {', '.join(fp.symbols)}")
     command = "continuum backtest " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     wall = time.perf_counter() - t_wall
@@ -243,27 +247,6 @@ def preds_from_signals(path: str, fp, model: str | None):
     bad = ~np.isfinite(preds).all(-1)
     preds[bad] = np.nan
     return preds, name
-
-
-def signals_frame(fp, preds, model: str):
-    """Forecasts as Signal-like rows (raw units) that ``--signals`` reads back: bars that exist only."""
-    import numpy as np
-    import polars as pl
-
-    from learner.evaluation.metrics import to_raw
-
-    raw = to_raw(preds, fp.sigma)
-    ti, bi = np.nonzero(np.isfinite(raw).all(-1) & fp.mask)
-    return pl.DataFrame(
-        {
-            "model": model,
-            "symbol": [fp.symbols[b] for b in bi],
-            "ts": fp.times[ti].astype(np.int64),
-            "ret_1h": raw[ti, bi, 0],
-            "ret_24h": raw[ti, bi, 1],
-            "vol_24h": np.sqrt(raw[ti, bi, 2]),
-        }
-    )
 
 
 def _clean(o):
