@@ -15,6 +15,8 @@ import argparse
 import time
 from pathlib import Path
 
+from continuum.jsonsafe import jsonsafe
+
 EPILOG = """\
 examples:
   continuum demo                                        # all 8 bundled assets, 2018-12 -> 2024-06 (~2-4 min)
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace, cfg) -> int:
     doc, equity = backtest_from_preds(fp, res.preds, DEFAULT_REGIMES, fee_bps=args.fee_bps)
     import json
 
-    (out / "backtest.json").write_text(json.dumps(_clean(doc), indent=1))
+    (out / "backtest.json").write_text(json.dumps(jsonsafe(doc), indent=1))
     equity.write_parquet(out / "equity.parquet")
     write_plot(equity, DEFAULT_REGIMES, out / "equity.png", title=f"{args.model}: strategies on its online signals")
     quality = _forecast_quality(fp, res.preds, cut)
@@ -262,15 +264,3 @@ def _report(args, panel, fp, cut, quality, doc, table, wall, n_events, n_signals
         "Plots: demo.png (forecast vs realised volatility, memory activity), equity.png.",
     ]
     return "\n".join(lines)
-
-
-def _clean(o):
-    import math
-
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o

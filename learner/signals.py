@@ -12,11 +12,13 @@ import numpy as np
 
 from continuum.schema import Signal
 
+CALM, VOLATILE = -0.4, 0.6  # log of forecast next-day variance over 24 sigma^2
+
 
 def regime_word(log_var_24h: float) -> str:
-    if log_var_24h < -0.4:
+    if log_var_24h < CALM:
         return "calm"
-    if log_var_24h > 0.6:
+    if log_var_24h > VOLATILE:
         return "volatile"
     return "normal"
 
@@ -92,7 +94,7 @@ def signals_frame(
     act_cols = {k: v[ti, bi] for k, v in (activity or {}).items()}
     names = sorted(act_cols)
     acts = [json.dumps({k: float(act_cols[k][i]) for k in names}, sort_keys=True) for i in range(len(ti))]
-    regime = np.where(z[:, 2] < -0.4, "calm", np.where(z[:, 2] > 0.6, "volatile", "normal"))
+    regime = np.where(z[:, 2] < CALM, "calm", np.where(z[:, 2] > VOLATILE, "volatile", "normal"))
     df = pl.DataFrame(
         {
             "model": model,

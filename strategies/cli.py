@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from continuum.jsonsafe import jsonsafe
+
 EPILOG = """\
 examples:
   continuum backtest --out out/bt                                   # bundled data, Hope, all 8 assets
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace, cfg) -> int:
     doc["source"] = source
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = _clean(doc)
+    doc = jsonsafe(doc)
     (out / "backtest.json").write_text(json.dumps(doc, indent=2))
     equity.write_parquet(out / "equity.parquet")
     if not args.signals:
@@ -247,18 +249,3 @@ def preds_from_signals(path: str, fp, model: str | None):
     bad = ~np.isfinite(preds).all(-1)
     preds[bad] = np.nan
     return preds, name
-
-
-def _clean(o):
-    """NaN/inf -> None so the JSON is strict; numpy scalars -> Python."""
-    import math
-
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if hasattr(o, "item"):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o

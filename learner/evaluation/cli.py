@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from continuum.jsonsafe import jsonsafe
+
 EPILOG = """\
 examples:
   continuum evaluate --out out/eval                                  # bundled data, every model, ~1 h
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace, cfg) -> int:
             "pretrain_steps": args.pretrain_steps,
         },
     }
-    doc = _clean(doc)
+    doc = jsonsafe(doc)
     report.write_json(doc, out)
     pl.concat(frames).with_columns(
         pl.col("vol_24h_qlike").fill_nan(None), pl.col("ret_1h_se").fill_nan(None)
@@ -171,18 +173,3 @@ def _split_models(s: str) -> list[str]:
     if cur.strip():
         out.append(cur.strip())
     return out
-
-
-def _clean(o):
-    """NaN/inf -> None so the JSON is strict."""
-    import math
-
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if hasattr(o, "item"):
-        return _clean(o.item())
-    return o
