@@ -212,7 +212,7 @@ def _plot_demo(fp, res, cut, path, name) -> None:
 
     from learner.evaluation.metrics import to_raw
 
-    j = 0
+    j = fp.symbols.index("BTC/USDT") if "BTC/USDT" in fp.symbols else 0
     t = fp.times[cut:].astype("datetime64[ms]")
     raw = to_raw(np.nan_to_num(res.preds[cut:]), fp.sigma[cut:])
     fig, ax = plt.subplots(3, 1, figsize=(12, 8), sharex=True)
