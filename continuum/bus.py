@@ -103,13 +103,13 @@ class Consumer(ABC):
     def assignment(self) -> list[tuple[str, int]]:
         return []
 
+    @abstractmethod
     def seek(self, offsets: dict[tuple[str, int], int]) -> None:
         """Make the next poll of each given (assigned) partition start at ``offset``.
 
         A consumer that keeps its own checkpoint (the learner service) calls it from ``on_assign`` to
         resume exactly where its restored state stops, whatever the group last committed.
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot seek")
 
     def __iter__(self) -> Iterator[Message]:
         """Drains what is there now; stops when a poll returns nothing (embedded/batch use)."""

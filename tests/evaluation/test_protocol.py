@@ -68,12 +68,12 @@ def test_targets_never_early_and_held_out_weeks_never_reach_a_model(monkeypatch)
     spy = Spy(setup.fp.x.shape[2], setup.fp.names)
     spies = []
 
-    def fake_build(spec, *a, **k):
+    def build_spy(spec, *a, **k):
         m = copy.deepcopy(spy)
         spies.append(m)
         return Built(m, False)
 
-    monkeypatch.setattr(harness, "build_model", fake_build)
+    monkeypatch.setattr(harness, "build_model", build_spy)
     cache = harness.PretrainCache(setup, PretrainConfig(steps=1), progress=False)
     run = harness.evaluate_model("spy", setup, HopeConfig(n_features=setup.fp.x.shape[2]), cache)
     live = spies[0]
