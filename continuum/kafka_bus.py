@@ -54,6 +54,7 @@ from kafka.errors import (
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
+    RebalanceInProgressError,
     TopicAlreadyExistsError,
 )
 from kafka.structs import OffsetAndMetadata
@@ -348,6 +349,7 @@ class KafkaConsumer(Consumer):
         self._losing = False
         self._in_rebalance = False
         self._deferred: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._retry: dict[TopicPartition, OffsetAndMetadata] = {}  # commits refused mid-rebalance
         self._closed = False
         cfg = bus.cfg
         try:
@@ -409,6 +411,8 @@ class KafkaConsumer(Consumer):
                     out.append(Message(topic, partition, r.offset, key, event))
             if records:
                 self._pos[(topic, partition)] = records[-1].offset + 1
+        if self._retry and not self._in_rebalance:
+            self._commit_now({})  # the rebalance that refused them has completed inside this poll
         return out
 
     def _deadletter(self, topic: str, partition: int, offset: int, key: str, raw: bytes, reason: str) -> None:
@@ -438,11 +442,31 @@ class KafkaConsumer(Consumer):
         if self._in_rebalance:
             self._deferred.update(commits)  # committed by the listener before the partitions go
             return
+        self._commit_now(commits)
+
+    def _commit_now(self, commits: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit, with any commits a rebalance refused earlier (newer offsets win).
+
+        A group that is rebalancing (e.g. a crashed member's session just expired) refuses commits; that
+        is not a failure of the caller's state, which is already durable: the offsets are kept and sent
+        again after the next poll, where kafka-python completes the rebalance.
+        """
+        mine = set(self._c.assignment())  # a deferred commit for a partition since lost is moot
+        commits = {**{tp: om for tp, om in self._retry.items() if tp in mine}, **commits}
+        self._retry = {}
+        if not commits:
+            return
         try:
             self._c.commit(commits)
+        except RebalanceInProgressError:
+            self._retry = commits
+            log.warning(
+                "group %s is rebalancing: commit of %d partitions deferred to the next poll", self.group, len(commits)
+            )
         except CommitFailedError as e:
             raise KafkaError(
-                f"group {self.group}: commit of {sorted(offsets)} failed; the partitions were reassigned "
+                f"group {self.group}: commit of {sorted((tp.topic, tp.partition) for tp in commits)} failed; "
+                "the partitions were reassigned "
                 f"and their new owner resumes from the last commit ({e})"
             ) from None
 
