@@ -103,7 +103,8 @@ class Event:
         return tuple(getattr(self, k) for k in self.NATURAL_KEY)
 
     def partition_key(self) -> str:
-        raise NotImplementedError  # every concrete event defines its key
+        """The Kafka key; concrete events key by asset or address so order holds per key."""
+        return ":".join(str(v) for v in self.natural_key())
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.KIND, "v": self.VERSION, **dataclasses.asdict(self)}

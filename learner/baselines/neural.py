@@ -77,6 +77,15 @@ def _pretrain_windows(x, mask, y, ymask, steps: int, seq: int, batch: int, seed:
         )
 
 
+def _step(net: nn.Module, opt: torch.optim.Optimizer, pred: torch.Tensor, y: torch.Tensor, ymask: torch.Tensor) -> None:
+    """One optimizer step on the mean task loss of the realised entries (gradient norm clipped to 1)."""
+    loss = task_loss(pred, y, ymask) / ymask.sum().clamp(min=1)
+    opt.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+
+
 class OnlineGRU(OnlineModel):
     name = "gru_online"
 
@@ -93,11 +102,7 @@ class OnlineGRU(OnlineModel):
         opt = torch.optim.AdamW(self.net.parameters(), lr=3e-3, weight_decay=0.01)
         for xb, mb, yb, vb in _pretrain_windows(x, mask, y, ymask, self.pretrain_steps, 96, 16, self.seed):
             pred, _, _ = self.net.run(xb, mb, torch.zeros(xb.shape[0], self.hidden))
-            loss = task_loss(pred, yb, vb) / vb.sum().clamp(min=1)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
-            opt.step()
+            _step(self.net, opt, pred, yb, vb)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
 
     def reset(self, n_streams: int) -> None:
@@ -124,11 +129,7 @@ class OnlineGRU(OnlineModel):
         x, m = self.ring_x.get(t0, self.t), self.ring_m.get(t0, self.t)
         pred, _, _ = self.net.run(x, m, self.ring_h.get(t0, t0 + 1)[:, 0])
         n = int(steps[-1]) + 1 - t0
-        loss = task_loss(pred[:, :n], y[:, k:], ymask[:, k:]) / ymask[:, k:].sum().clamp(min=1)
-        self.opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
-        self.opt.step()
+        _step(self.net, self.opt, pred[:, :n], y[:, k:], ymask[:, k:])
 
     def state_dict(self):
         return {
@@ -170,12 +171,7 @@ class OnlineTransformer(OnlineModel):
     def fit_history(self, x, mask, y, ymask):
         opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=0.01)
         for xb, mb, yb, vb in _pretrain_windows(x, mask, y, ymask, self.pretrain_steps, 96, 16, self.seed):
-            pred = self.net(xb, mb)
-            loss = task_loss(pred, yb, vb) / vb.sum().clamp(min=1)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
-            opt.step()
+            _step(self.net, opt, self.net(xb, mb), yb, vb)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
 
     def reset(self, n_streams: int) -> None:
@@ -204,12 +200,7 @@ class OnlineTransformer(OnlineModel):
         t1 = int(steps[-1]) + 1
         k = t0 - int(steps[0])
         a, cx, cm = self._context(t0, t1)
-        pred = self.net(cx, cm)[:, t0 - a :]
-        loss = task_loss(pred, y[:, k:], ymask[:, k:]) / ymask[:, k:].sum().clamp(min=1)
-        self.opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
-        self.opt.step()
+        _step(self.net, self.opt, self.net(cx, cm)[:, t0 - a :], y[:, k:], ymask[:, k:])
 
     def state_dict(self):
         return {
