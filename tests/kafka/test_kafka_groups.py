@@ -147,3 +147,34 @@ def test_killed_consumer_rereads_from_last_commit_and_outputs_stay_unique(
         survivor.close()
     df = lake.read("trade")
     assert df.height == total and df.select(["exchange", "symbol", "trade_id"]).n_unique() == total
+
+
+def test_commit_refused_during_a_rebalance_is_resent_after_the_next_poll(bus: KafkaBus, tag: str) -> None:
+    """A group that is rebalancing refuses commits (the restarted learner hit this once the SIGKILLed
+    member's session expired). The broker cannot be driven into that state on cue, so the refusal is
+    injected once at kafka-python's commit call; everything else is the real broker. The caller must not
+    fail, and the offsets must land with the next poll."""
+    from kafka.errors import RebalanceInProgressError
+
+    group, symbols = f"g-{tag}", [f"R{i}/USDT" for i in range(8)]
+    publish_trades(bus, tag, symbols, 0, 5)
+    a = bus.consumer(["market.trades"], group)
+    got = drain(a, lambda m: m.key.startswith(tag), 40)
+    want = {(m.topic, m.partition): m.offset + 1 for m in got}
+    real_commit, refused = a._c.commit, []
+
+    def refuse_once(offsets=None, **kw):
+        if not refused:
+            refused.append(offsets)
+            raise RebalanceInProgressError("injected: the group is rebalancing")
+        return real_commit(offsets, **kw)
+
+    a._c.commit = refuse_once
+    try:
+        a.commit(want)  # refused by the "rebalance": must not raise
+        assert refused and all(a.committed(t, p) != o for (t, p), o in want.items())
+        a.poll(timeout_s=0.3)  # the rebalance is over: the kept offsets go out now
+        assert all(a.committed(t, p) == o for (t, p), o in want.items())
+    finally:
+        a._c.commit = real_commit
+        a.close()
