@@ -59,14 +59,27 @@ def silu_grad(z: torch.Tensor) -> torch.Tensor:
     return s * (1 + z * (1 - s))
 
 
-def mem_apply(W1: torch.Tensor, W2: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """M(x) = x + W1 silu(W2 x)  (eq. 89).  W1 (B,o,h), W2 (B,h,i), x (B,L,i) -> (B,L,o)."""
+def mem_apply(
+    W1: torch.Tensor, W2: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None = None
+) -> torch.Tensor:
+    """M(x) = x + W1 silu(W2 x)  (eq. 89).  W1 (B,o,h), W2 (B,h,i), x (B,L,i) -> (B,L,o).
+
+    ``residual`` (B,1,1) in {0, 1} says per row whether the skip connection applies (memories of
+    different kinds batched together); by default it applies when the widths match.
+    """
     y = torch.einsum("boh,blh->blo", W1, F.silu(torch.einsum("bhi,bli->blh", W2, x)))
+    if residual is not None:
+        return y + residual * x
     return x + y if y.shape[-1] == x.shape[-1] else y
 
 
 def mem_grads(
-    W1: torch.Tensor, W2: torch.Tensor, k: torch.Tensor, v_hat: torch.Tensor, clip: float
+    W1: torch.Tensor,
+    W2: torch.Tensor,
+    k: torch.Tensor,
+    v_hat: torch.Tensor,
+    clip: float,
+    residual: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token gradients of ||M(k_t) - v_hat_t||^2 at fixed (W1, W2)  (eq. 87, 93).
 
@@ -76,7 +89,9 @@ def mem_grads(
     z = torch.einsum("bhi,bli->blh", W2, k)  # (B,L,h)
     a = F.silu(z)
     out = torch.einsum("boh,blh->blo", W1, a)
-    if out.shape[-1] == k.shape[-1]:
+    if residual is not None:
+        out = out + residual * k
+    elif out.shape[-1] == k.shape[-1]:
         out = out + k
     e = out - v_hat  # (B,L,o)
     g1 = 2 * torch.einsum("blo,blh->bloh", e, a)
@@ -105,19 +120,20 @@ def dgd_momentum_scan(
     g1 (B,L,o,h), g2 (B,L,h,i), k (B,L,i), eta/alpha/mask (B,L).
     """
     R1, R2, S1, S2 = st.R1, st.R2, st.S1, st.S2
+    # A masked token has eta = 0 and alpha = 1 (set by the caller); with its gradient zeroed and its
+    # momentum factor 1 the loop below leaves R and S exactly as they were, without a branch per token.
+    keep = mask[..., None, None].to(g1.dtype)
+    g1, g2 = g1 * keep, g2 * keep
+    b = torch.where(mask, torch.full_like(eta, beta), torch.ones_like(eta))
     for t in range(k.shape[1]):
-        m = mask[:, t, None, None]
-        e = eta[:, t, None, None]
-        a = alpha[:, t, None, None]
-        S1 = torch.where(m, beta * S1 + g1[:, t], S1)
-        S2 = torch.where(m, beta * S2 + g2[:, t], S2)
-        kt = k[:, t]  # (B,i)
-        if dgd:  # W2 (alpha I - eta k k^T) = alpha W2 - eta (W2 k) k^T
-            proj = torch.einsum("bhi,bi->bh", R2, kt)[:, :, None] * kt[:, None, :]
-            R2n = a * R2 - e * proj - e * S2
+        e, a, bt = eta[:, t, None, None], alpha[:, t, None, None], b[:, t, None, None]
+        S1 = torch.addcmul(g1[:, t], S1, bt)
+        S2 = torch.addcmul(g2[:, t], S2, bt)
+        if dgd:  # W2 (alpha I - eta k k^T) - eta S2 = alpha W2 - eta ((W2 k) k^T + S2)
+            kt = k[:, t]  # (B,i)
+            proj = torch.bmm(R2, kt[:, :, None]) * kt[:, None, :]
+            R2 = a * R2 - e * (proj + S2)
         else:
-            R2n = a * R2 - e * S2
-        R1n = a * R1 - e * S1
-        R1 = torch.where(m, R1n, R1)
-        R2 = torch.where(m, R2n, R2)
+            R2 = a * R2 - e * S2
+        R1 = a * R1 - e * S1
     return MemoryState(st.W1, st.W2, R1, R2, S1, S2)

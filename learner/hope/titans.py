@@ -29,7 +29,6 @@ from learner.hope.memory import MemoryState, dgd_momentum_scan, mem_apply, mem_g
 
 MEMORIES = ("k", "v", "eta", "alpha", "mem")
 OTHERS = ("k", "v", "eta", "alpha")
-SHAPE_GROUPS = (("k", "v", "mem"), ("eta", "alpha"))  # (B, d, h) memories and (B, 1, h) gate memories
 
 
 @dataclass
@@ -99,33 +98,43 @@ class SelfModifyingTitans(nn.Module):
         new = dict(m)
         if cfg.write_memories:
             writers = MEMORIES if cfg.self_modifying else ("mem",)
-            for group in SHAPE_GROUPS:  # memories of one shape write as one batch: (G*B, ...)
-                names = [n for n in group if n in writers]
-                if not names:
-                    continue
-                G, B = len(names), x.shape[0]
+            # every writing memory as one batch (G*B, ...): the scalar gate memories' output layer is
+            # zero-padded to width d and their skip connection switched off, which leaves their numbers exact
+            names = [n for n in MEMORIES if n in writers]
+            G, B, d = len(names), x.shape[0], cfg.d_model
 
-                def stack(attr: str, names=names) -> torch.Tensor:
-                    return torch.cat([getattr(m[n], attr) for n in names], 0)
+            def stack(attr: str) -> torch.Tensor:
+                ts = [getattr(m[n], attr) for n in names]
+                if attr[1] == "1":  # W1, R1, S1: (B, o, h) -> (B, d, h)
+                    ts = [F.pad(t, (0, 0, 0, d - t.shape[1])) for t in ts]
+                return torch.cat(ts, 0)
 
-                def rep(t: torch.Tensor, G=G) -> torch.Tensor:
-                    return t.repeat(G, *([1] * (t.dim() - 1)))
+            def rep(t: torch.Tensor) -> torch.Tensor:
+                return t.repeat(G, *([1] * (t.dim() - 1)))
 
-                big = MemoryState(*(stack(a) for a in ("W1", "W2", "R1", "R2", "S1", "S2")))
-                kG = rep(k)
-                v_hat = mem_apply(big.W1, big.W2, rep(v))  # eq. 85: each memory's own target
-                if cfg.stopgrad_vhat:
-                    v_hat = v_hat.detach()
-                g1, g2, loss = mem_grads(big.W1, big.W2, kG, v_hat, cfg.inner_clip)  # eqs. 87, 93
-                out = dgd_momentum_scan(big, g1, g2, kG, rep(eta), rep(alpha), rep(mask), cfg.momentum, cfg.dgd)
-                for i, name in enumerate(names):  # eq. 88 done; split the batch back per memory
-                    sl = slice(i * B, (i + 1) * B)
-                    new[name] = MemoryState(*(getattr(out, a)[sl] for a in ("W1", "W2", "R1", "R2", "S1", "S2")))
-                    if name == "mem":
-                        act["surprise"] = _masked_mean(loss[sl], mask)
-                        act["mem_update_norm"] = (new[name].R2 - m[name].R2).flatten(1).norm(dim=1) + (
-                            new[name].R1 - m[name].R1
-                        ).flatten(1).norm(dim=1)
+            res = torch.tensor([0.0 if n in ("eta", "alpha") else 1.0 for n in names], device=x.device)
+            res = res.repeat_interleave(B)[:, None, None]  # (G*B, 1, 1): skip connection on/off
+            big = MemoryState(*(stack(a) for a in ("W1", "W2", "R1", "R2", "S1", "S2")))
+            kG = rep(k)
+            v_hat = mem_apply(big.W1, big.W2, rep(v), res)  # eq. 85: each memory's own target
+            if cfg.stopgrad_vhat:
+                v_hat = v_hat.detach()
+            g1, g2, loss = mem_grads(big.W1, big.W2, kG, v_hat, cfg.inner_clip, res)  # eqs. 87, 93
+            out = dgd_momentum_scan(big, g1, g2, kG, rep(eta), rep(alpha), rep(mask), cfg.momentum, cfg.dgd)
+            for i, name in enumerate(names):  # eq. 88 done; split the batch back per memory
+                sl = slice(i * B, (i + 1) * B)
+                o_n = m[name].W1.shape[1]
+                new[name] = MemoryState(
+                    *(
+                        getattr(out, a)[sl, :o_n] if a[1] == "1" else getattr(out, a)[sl]
+                        for a in ("W1", "W2", "R1", "R2", "S1", "S2")
+                    )
+                )
+                if name == "mem":
+                    act["surprise"] = _masked_mean(loss[sl], mask)
+                    act["mem_update_norm"] = (new[name].R2 - m[name].R2).flatten(1).norm(dim=1) + (
+                        new[name].R1 - m[name].R1
+                    ).flatten(1).norm(dim=1)
         end = step0 + L
         for name in MEMORIES:  # chunk boundaries: running weights become the boundary state
             period = cfg.chunk_mem if name == "mem" else cfg.chunk_other
