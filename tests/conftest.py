@@ -6,9 +6,15 @@ whole session, started on first use by any test that asks for it (tests/kafka, t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+import torch
+
+# two threads on two busy cores crawl (STACK_NOTES): every test, and every process a test starts, uses one
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 from tests.services.kafka import KafkaBroker, cache_dir
 
