@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from tests.services.kafka import KafkaBroker, cache_dir
+
 # two threads on two busy cores crawl (STACK_NOTES): every test, and every process a test starts, uses one
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
-
-from tests.services.kafka import KafkaBroker, cache_dir
 
 
 @pytest.fixture(scope="session")
