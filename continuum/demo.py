@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from continuum.jsonsafe import jsonsafe
@@ -79,7 +80,9 @@ def run(args: argparse.Namespace, cfg) -> int:
     until = parse_date(args.pretrain_until, "--pretrain-until")
 
     # 1. replay the history as candle events through the embedded bus, and assemble them again
-    source = load_panel(data, symbols=symbols, start=start, end=end)
+    # with --start, 30 days before it are loaded too: the model's memories warm up on them (no signals)
+    warm_from = start - timedelta(days=30) if start is not None else None
+    source = load_panel(data, symbols=symbols, start=warm_from, end=end)
     bus = EmbeddedBus(partitions=4)
     n_events = int(source.present.sum())
     with tqdm(total=n_events, desc="replay candles -> bus", unit="ev", disable=args.quiet) as bar:
@@ -90,7 +93,8 @@ def run(args: argparse.Namespace, cfg) -> int:
         bar.update(n_events - bar.n)
     panel = _assemble(bus, source, Panel)
     fp = build_features(panel)
-    cut = int(np.searchsorted(fp.times, int(until.timestamp() * 1000)))
+    first = max(until, start) if start is not None else until
+    cut = int(np.searchsorted(fp.times, int(first.timestamp() * 1000)))
     cut = cut // 8 * 8
     if cut >= len(fp.times) - 48:
         raise UserError("nothing left to stream after --pretrain-until; pick an earlier date or a later --end")
