@@ -152,7 +152,12 @@ def run(args: argparse.Namespace, cfg) -> int:
     (out / "report.md").write_text(report)
     print(report)
     print(f"\nwrote {out}/report.md, demo.png, equity.png, backtest.json; {sig.height:,} signals in {cfg.lake.root}")
-    print(f"open the dashboard:  continuum dashboard --lake {cfg.lake.root} --backtest-dir {out}")
+    import shutil
+    import sys
+
+    venv_exe = Path(sys.executable).parent / "continuum"  # ./run demo does not put .venv/bin on PATH
+    exe = "continuum" if shutil.which("continuum") or not venv_exe.exists() else str(venv_exe)
+    print(f"open the dashboard:  {exe} dashboard --lake {cfg.lake.root} --backtest-dir {out}")
     return 0
 
 
