@@ -3,7 +3,8 @@
 Everything that moves events (sources, the learner service, the signal writer) talks to a
 :class:`Bus`. Two implementations exist: :class:`EmbeddedBus` here (one process, no broker: the
 default for ``continuum demo`` and tests of the pipeline) and ``continuum.kafka_bus.KafkaBus``
-(Apache Kafka). Nothing outside this module and ``kafka_bus`` knows which one runs.
+(Apache Kafka); ``continuum.bus_factory.make_bus`` picks one from the configuration. Nothing else knows
+which one runs, and this module imports neither of the others.
 
 Semantics both implementations keep:
 - a topic is split into partitions; an event's ``partition_key()`` picks the partition, so order holds
@@ -24,26 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from continuum.schema import Event, SchemaError, decode, encode
-
-TOPICS = (
-    "market.candles",
-    "market.trades",
-    "chain.blocks",
-    "chain.transfers",
-    "chain.swaps",
-    "signals",
-    "deadletter",
-)
-TOPIC_OF_KIND = {
-    "candle": "market.candles",
-    "trade": "market.trades",
-    "block": "chain.blocks",
-    "retraction": "chain.blocks",
-    "transfer": "chain.transfers",
-    "swap": "chain.swaps",
-    "signal": "signals",
-}
+from continuum.schema import DEADLETTER, Event, SchemaError, decode, encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +154,7 @@ class EmbeddedBus(Bus):
         self._lock = threading.Lock()
 
     def publish(self, event: Event, topic: str | None = None) -> None:
-        topic = topic or TOPIC_OF_KIND[event.KIND]
+        topic = topic or event.TOPIC
         self.publish_raw(topic, event.partition_key(), encode(event))
 
     def publish_raw(self, topic: str, key: str, value: bytes) -> None:
@@ -220,7 +202,7 @@ class _EmbeddedConsumer(Consumer):
                 event, reason = decode_message(raw)
                 if event is None:
                     self.deadletters += 1
-                    self.bus.publish_raw("deadletter", key, deadletter_record(tp[0], tp[1], off, raw, reason))
+                    self.bus.publish_raw(DEADLETTER, key, deadletter_record(tp[0], tp[1], off, raw, reason))
                     continue
                 out.append(Message(tp[0], tp[1], off, key, event))
         return out
@@ -233,12 +215,3 @@ class _EmbeddedConsumer(Consumer):
     def close(self) -> None:
         if self._on_revoke:
             self._on_revoke(list(self._parts))
-
-
-def make_bus(cfg) -> Bus:
-    """The bus the configuration asks for (``bus.kind = "embedded" | "kafka"``)."""
-    if cfg.bus.kind == "kafka":
-        from continuum.kafka_bus import KafkaBus
-
-        return KafkaBus(cfg.kafka, partitions=cfg.bus.partitions)
-    return EmbeddedBus(partitions=cfg.bus.partitions)

@@ -25,16 +25,21 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from continuum.errors import UserError
+from continuum.timeframes import timeframe_ms
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DATA = REPO_ROOT / "data" / "binance"
 
 
 class ConfigError(UserError):
-    """A bad configuration value or key."""
+    """A bad configuration value or key. ``key`` ("section.key") lets the loader name where it was set."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -73,11 +78,11 @@ class KafkaConfig:
         if self.sasl_mechanism:
             _choice("kafka.sasl_mechanism", self.sasl_mechanism, ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
         if not self.bootstrap_servers.strip():
-            raise ConfigError("kafka.bootstrap_servers: must name at least one host:port")
+            raise ConfigError("kafka.bootstrap_servers: must name at least one host:port", "kafka.bootstrap_servers")
         for hp in self.bootstrap_servers.split(","):
             host, _, port = hp.strip().rpartition(":")
             if not host or not port.isdigit():
-                raise ConfigError(f"kafka.bootstrap_servers: {hp!r} is not host:port")
+                raise ConfigError(f"kafka.bootstrap_servers: {hp!r} is not host:port", "kafka.bootstrap_servers")
         _range("kafka.replication_factor", self.replication_factor, 1, 10)
         _range("kafka.linger_ms", self.linger_ms, 0, 60_000)
 
@@ -88,7 +93,7 @@ class LakeConfig:
 
     def check(self) -> None:
         if not self.root:
-            raise ConfigError("lake.root: must not be empty")
+            raise ConfigError("lake.root: must not be empty", "lake.root")
 
 
 @dataclass
@@ -115,8 +120,10 @@ class ExchangeConfig:
     rate_limit: bool = True
 
     def check(self) -> None:
-        if not self.timeframe or not self.timeframe[:-1].isdigit() or self.timeframe[-1] not in "smhdwM":
-            raise ConfigError(f"exchange.timeframe: {self.timeframe!r} is not a timeframe like 1m, 1h, 1d")
+        try:
+            timeframe_ms(self.timeframe, "exchange.timeframe:")
+        except UserError as e:
+            raise ConfigError(str(e), "exchange.timeframe") from None
 
 
 @dataclass
@@ -137,6 +144,8 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
+    # "section.key" -> where the value was set (file, variable, option), for error messages
+    _origin: ClassVar[dict[str, str]] = {}
 
     def check(self) -> Config:
         for f in dataclasses.fields(self):
@@ -157,12 +166,12 @@ def _secret(key: str) -> bool:
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}", name)
 
 
 def _range(name: str, value: int, lo: int, hi: int) -> None:
     if not lo <= value <= hi:
-        raise ConfigError(f"{name}: {value} is outside {lo}..{hi}")
+        raise ConfigError(f"{name}: {value} is outside {lo}..{hi}", name)
 
 
 def _coerce(name: str, raw: Any, typ: type, from_env: bool) -> Any:
@@ -186,7 +195,8 @@ def _coerce(name: str, raw: Any, typ: type, from_env: bool) -> Any:
     return raw
 
 
-def _apply(cfg: Config, section: str, key: str, raw: Any, from_env: bool, where: str) -> None:
+def _apply(cfg: Config, section: str, key: str, raw: Any, from_env: bool, where: str) -> str:
+    """Set ``section.key`` from ``raw`` (typed strictly); returns "section.key". ``where`` names the source."""
     sections = {f.name: f for f in dataclasses.fields(cfg)}
     if section not in sections:
         raise ConfigError(f"{where}: unknown section [{section}]; known: {', '.join(sections)}")
@@ -195,13 +205,29 @@ def _apply(cfg: Config, section: str, key: str, raw: Any, from_env: bool, where:
     if key not in fields:
         raise ConfigError(f"{where}: unknown key {section}.{key}; known: {', '.join(fields)}")
     typ = {"str": str, "int": int, "bool": bool, "float": float}[fields[key].type]
-    setattr(sec, key, _coerce(f"{section}.{key}", raw, typ, from_env))
+    try:
+        setattr(sec, key, _coerce(f"{section}.{key}", raw, typ, from_env))
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return f"{section}.{key}"
+
+
+def _checked(cfg: Config, origin: dict[str, str]) -> Config:
+    """Validate; an invalid value is reported with where the user set it (file, variable or option)."""
+    try:
+        return cfg.check()
+    except ConfigError as e:
+        where = origin.get(e.key or "")
+        if where:
+            raise ConfigError(f"{where}: {e}", e.key) from None
+        raise
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
     """Defaults, then the TOML file, then the environment; validated. Raises ConfigError."""
     env = dict(os.environ if env is None else env)
     cfg = Config()
+    origin: dict[str, str] = {}  # "section.key" -> where its value came from
     explicit = path or env.get("CONTINUUM_CONFIG")
     p = Path(explicit) if explicit else Path("continuum.toml")
     if explicit and not p.is_file():
@@ -215,7 +241,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             if not isinstance(body, dict):
                 raise ConfigError(f"{p}: top-level key {section!r} must be a [section]")
             for key, raw in body.items():
-                _apply(cfg, section, key, raw, False, str(p))
+                origin[_apply(cfg, section, key, raw, False, str(p))] = str(p)
     for name, raw in sorted(env.items()):
         if not name.startswith("CONTINUUM_") or name == "CONTINUUM_CONFIG":
             continue
@@ -223,5 +249,22 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         if "__" not in rest:
             continue  # other CONTINUUM_ variables (e.g. CONTINUUM_VENV) are not config keys
         section, key = rest.split("__", 1)
-        _apply(cfg, section, key, raw, True, name)
-    return cfg.check()
+        origin[_apply(cfg, section, key, raw, True, name)] = name
+    cfg._origin = origin
+    return _checked(cfg, origin)
+
+
+def with_options(cfg: Config, overrides: list[tuple[str, str, Any]]) -> Config:
+    """Command-line options on top of the loaded config: ``[(flag, "section.key", value)]``; ``None`` = unset.
+
+    The one place options and config meet, so a command reads every setting from ``cfg`` alone. A bad
+    value is reported with the option's name.
+    """
+    origin = dict(getattr(cfg, "_origin", {}))
+    for flag, dotted, value in overrides:
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        origin[_apply(cfg, section, key, value, False, flag)] = flag
+    cfg._origin = origin
+    return _checked(cfg, origin)

@@ -60,8 +60,6 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from continuum.bus import (
-    TOPIC_OF_KIND,
-    TOPICS,
     Bus,
     Consumer,
     Message,
@@ -73,11 +71,9 @@ from continuum.bus import (
 )
 from continuum.config import KafkaConfig
 from continuum.errors import UserError
-from continuum.schema import Event, encode
+from continuum.schema import DEADLETTER, TOPICS, Event, encode
 
 log = logging.getLogger(__name__)
-
-DEADLETTER = "deadletter"
 _CONNECT_ERRORS = (KafkaConnectionError, KafkaTimeoutError, OSError)
 
 
@@ -248,7 +244,7 @@ class KafkaBus(Bus):
 
     def publish(self, event: Event, topic: str | None = None) -> None:
         """Keyed by the event's partition key; the value is the schema's JSON (with ``v``)."""
-        self.publish_raw(topic or TOPIC_OF_KIND[event.KIND], event.partition_key(), encode(event))
+        self.publish_raw(topic or event.TOPIC, event.partition_key(), encode(event))
 
     def publish_raw(self, topic: str, key: str, value: bytes) -> None:
         partition = partition_for(key, self._partition_count(topic))

@@ -26,16 +26,8 @@ import polars as pl
 
 from continuum.schema import EVENT_TYPES, Event
 
-# kind -> partition columns (in path order); the time partition (year or month) is added from `ts`.
-PARTITIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "candle": (("exchange", "symbol", "timeframe"), "year"),
-    "trade": (("exchange", "symbol"), "month"),
-    "block": (("chain",), "month"),
-    "transfer": (("chain",), "month"),
-    "swap": (("chain",), "month"),
-    "signal": (("model", "symbol"), "year"),
-    "evaluation": (("run",), "year"),
-}
+# kind -> (partition columns in path order, time partition): declared by each event class (schema.LAKE)
+PARTITIONS: dict[str, tuple[tuple[str, ...], str]] = {k: c.LAKE for k, c in EVENT_TYPES.items() if c.LAKE}
 _lock = threading.Lock()
 
 

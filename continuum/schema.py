@@ -1,8 +1,10 @@
 """The one event schema: every event that crosses the bus or lands in the lake is defined here.
 
-Each event type is a frozen dataclass with
+Each event type is a frozen dataclass, and the one registration of its kind:
 - ``KIND``: the event name, also the lake partition ``kind=...``;
 - ``VERSION``: the schema version carried as ``v`` in the JSON encoding;
+- ``TOPIC``: the bus topic it travels on (:data:`TOPICS` lists them, ``deadletter`` last);
+- ``LAKE``: its lake table's partition columns and time partition (``None``: never stored);
 - ``natural_key()``: the identity used to deduplicate (lake appends, at-least-once consumers);
 - ``partition_key()``: the Kafka message key, so order holds per asset / per address.
 
@@ -23,6 +25,8 @@ from typing import Any, ClassVar
 
 import orjson
 
+from continuum.timeframes import is_timeframe
+
 __all__ = [
     "SchemaError",
     "Event",
@@ -34,6 +38,8 @@ __all__ = [
     "Signal",
     "Retraction",
     "EVENT_TYPES",
+    "TOPICS",
+    "DEADLETTER",
     "encode",
     "decode",
     "ts_from_ms",
@@ -83,6 +89,9 @@ class Event:
     KIND: ClassVar[str] = "event"
     VERSION: ClassVar[int] = 1
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ()
+    TOPIC: ClassVar[str] = ""
+    # lake table: (partition columns in path order, time partition "year" | "month" taken from ts)
+    LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = None
 
     def __post_init__(self) -> None:
         for name, base, optional in _spec(type(self)).checks:
@@ -198,6 +207,8 @@ class Candle(Event):
     """One OHLCV bar. ``ts`` is the bar's open time (UTC ms), as in ccxt and freqtrade."""
 
     KIND: ClassVar[str] = "candle"
+    TOPIC: ClassVar[str] = "market.candles"
+    LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = (("exchange", "symbol", "timeframe"), "year")
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ("exchange", "symbol", "timeframe", "ts")
     exchange: str
     symbol: str
@@ -213,7 +224,7 @@ class Candle(Event):
     def validate(self) -> None:
         _symbol_ok(self, "symbol")
         self._ts("ts")
-        if not re.fullmatch(r"[0-9]+[smhdwM]", self.timeframe):
+        if not is_timeframe(self.timeframe):
             self._fail("timeframe", f"must look like 1m, 1h, 1d; got {self.timeframe!r}")
         self._positive("open", "high", "low", "close")
         self._positive("volume", allow_zero=True)
@@ -229,6 +240,8 @@ class Candle(Event):
 @dataclass(frozen=True, slots=True)
 class Trade(Event):
     KIND: ClassVar[str] = "trade"
+    TOPIC: ClassVar[str] = "market.trades"
+    LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = (("exchange", "symbol"), "month")
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ("exchange", "symbol", "trade_id")
     exchange: str
     symbol: str
@@ -252,6 +265,8 @@ class Trade(Event):
 @dataclass(frozen=True, slots=True)
 class Block(Event):
     KIND: ClassVar[str] = "block"
+    TOPIC: ClassVar[str] = "chain.blocks"
+    LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = (("chain",), "month")
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ("chain", "number", "hash")
     chain: str
     number: int
@@ -277,6 +292,8 @@ class Transfer(Event):
     """A native or ERC-20 transfer. ``token`` is None for the chain's native coin."""
 
     KIND: ClassVar[str] = "transfer"
+    TOPIC: ClassVar[str] = "chain.transfers"
+    LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = (("chain",), "month")
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ("chain", "tx_hash", "log_index")
     chain: str
     block_number: int
@@ -310,6 +327,8 @@ class Transfer(Event):
 @dataclass(frozen=True, slots=True)
 class Swap(Event):
     KIND: ClassVar[str] = "swap"
+    TOPIC: ClassVar[str] = "chain.swaps"
+    LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = (("chain",), "month")
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ("chain", "tx_hash", "log_index")
     chain: str
     block_number: int
@@ -343,6 +362,8 @@ class Retraction(Event):
     """Tells consumers and the lake to drop everything derived from an orphaned block (a reorg)."""
 
     KIND: ClassVar[str] = "retraction"
+    TOPIC: ClassVar[str] = "chain.blocks"
+    # not stored: the lake drops the rows of the retracted block instead
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ("chain", "block_number", "block_hash")
     chain: str
     block_number: int
@@ -362,6 +383,8 @@ class Signal(Event):
     """One forecast for one asset at one bar, with its uncertainty and the model's memory activity."""
 
     KIND: ClassVar[str] = "signal"
+    TOPIC: ClassVar[str] = "signals"
+    LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = (("model", "symbol"), "year")
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ("model", "exchange", "symbol", "ts")
     model: str
     exchange: str
@@ -390,6 +413,8 @@ class Signal(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (Candle, Trade, Block, Transfer, Swap, Signal, Retraction)}
+DEADLETTER = "deadletter"  # malformed messages, with the reason and their bytes
+TOPICS: tuple[str, ...] = (*dict.fromkeys(c.TOPIC for c in EVENT_TYPES.values()), DEADLETTER)
 _TYPES["dict"] = dict
 
 

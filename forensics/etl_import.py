@@ -3,7 +3,7 @@
 Many analysts already hold ethereum-etl dumps (CSV or JSON lines, from ``ethereumetl export_all`` or the
 public BigQuery tables); this lets ``continuum trace`` run on them without a node::
 
-    python -m forensics.etl_import path/to/export_dir --lake .continuum/lake
+    continuum import etl path/to/export_dir --lake .continuum/lake
 
 What is read, from any file under the directory whose name starts with the table name:
 - ``token_transfers.{csv,jsonl,json}``: ERC-20 ``Transfer`` logs -> one row each (``log_index`` from the log);
@@ -19,10 +19,8 @@ they come from ``tokens.*`` when exported, else from the small table of major ma
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,27 +136,3 @@ def import_export(root: str | Path, lake_root: str | Path, chain: str = "ethereu
 
     events = read_export(root, chain)
     return len(events), Lake(lake_root).append_events(events) if events else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m forensics.etl_import",
-        description="Load an ethereum-etl export (token_transfers, transactions) into the lake for `continuum trace`.",
-    )
-    p.add_argument("export_dir", help="directory with token_transfers.* and/or transactions.* (csv or jsonl)")
-    p.add_argument("--lake", default=".continuum/lake", help="lake root (default .continuum/lake)")
-    p.add_argument("--chain", default="ethereum", help="chain name stored with the rows (default ethereum)")
-    args = p.parse_args(argv)
-    from continuum.errors import UserError
-
-    try:
-        n, new = import_export(args.export_dir, args.lake, args.chain)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"read {n} transfers from {args.export_dir}; {new} new in the lake at {args.lake}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -44,7 +44,7 @@ import polars as pl
 from continuum.errors import UserError
 from continuum.lake import Lake
 from continuum.schema import Block, Event, Retraction
-from ingest.chain_decode import TOPICS, TokenInfo, block_event, decode_log, native_transfers, qty
+from ingest.chain_decode import LOG_TOPICS, TokenInfo, block_event, decode_log, native_transfers, qty
 
 log = logging.getLogger(__name__)
 _BLOCK_FIELDS = tuple(f.name for f in dataclasses.fields(Block))
@@ -435,7 +435,7 @@ class ChainFollower:
         blk = self.rpc.block(number, full=True)
         if blk is None:
             return None
-        flt: dict[str, Any] = {"blockHash": blk["hash"], "topics": [list(TOPICS)]}
+        flt: dict[str, Any] = {"blockHash": blk["hash"], "topics": [list(LOG_TOPICS)]}
         if self.addresses:
             flt["address"] = self.addresses
         return blk, self.rpc.call("eth_getLogs", [flt])

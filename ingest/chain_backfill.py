@@ -27,7 +27,7 @@ import polars as pl
 from continuum.lake import Lake
 from continuum.schema import Event
 from ingest.chain import Rpc, RpcError, RpcMetadata, block_events
-from ingest.chain_decode import TOPICS, qty
+from ingest.chain_decode import LOG_TOPICS, qty
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def fetch_logs(
     todo = [(start, end)]
     while todo:
         a, b = todo.pop()
-        flt: dict[str, Any] = {"fromBlock": hex(a), "toBlock": hex(b), "topics": [list(topics or TOPICS)]}
+        flt: dict[str, Any] = {"fromBlock": hex(a), "toBlock": hex(b), "topics": [list(topics or LOG_TOPICS)]}
         if addresses:
             flt["address"] = addresses
         stats.log_queries += 1

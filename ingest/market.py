@@ -47,7 +47,7 @@ from continuum.bus import Bus
 from continuum.errors import UserError
 from continuum.lake import Lake
 from continuum.schema import Candle, SchemaError, Trade
-from ingest.replay import timeframe_ms
+from continuum.timeframes import timeframe_ms
 
 log = logging.getLogger("continuum.ingest.market")
 

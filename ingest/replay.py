@@ -4,8 +4,9 @@ A data directory holds ``BASE_QUOTE-TIMEFRAME.{feather,parquet,json}`` files wit
 ``date, open, high, low, close, volume`` (``date`` = UTC open time), exactly what freqtrade's
 ``download-data`` writes, so a freqtrade user can point Continuum at ``user_data/data/binance``.
 
-Each series is reindexed onto the timeframe grid. Missing bars stay missing: they are NaN in the
-panel with ``present=False`` and are never forward-filled; :func:`gap_report` says where they are.
+Each series is reindexed onto the timeframe grid of a :class:`continuum.panel.Panel`. Missing bars stay
+missing: they are NaN in the panel with ``present=False`` and are never forward-filled;
+:func:`continuum.panel.gap_report` says where they are.
 """
 
 from __future__ import annotations
@@ -13,38 +14,20 @@ from __future__ import annotations
 import heapq
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from continuum.errors import UserError
+from continuum.panel import OHLCV, Panel
 from continuum.schema import Candle
+from continuum.timeframes import timeframe_ms
 
 _FILE = re.compile(
     r"^(?P<base>[A-Za-z0-9]+)_(?P<quote>[A-Za-z0-9]+)-(?P<tf>\d+[smhdwM])\.(?P<ext>feather|parquet|json)$"
 )
-_TF_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-def timeframe_ms(tf: str) -> int:
-    m = re.fullmatch(r"(\d+)([smhdw])", tf)
-    if not m:
-        raise UserError(f"timeframe {tf!r} is not supported (use e.g. 1m, 5m, 1h, 4h, 1d)")
-    return int(m.group(1)) * _TF_MS[m.group(2)]
-
-
-def parse_date(s: str | None, what: str = "date") -> datetime | None:
-    """ISO date or datetime (UTC). One clear error on anything else."""
-    if s is None or s == "":
-        return None
-    try:
-        d = datetime.fromisoformat(s)
-    except ValueError:
-        raise UserError(f"{what} {s!r} is not an ISO date (e.g. 2022-05-01 or 2022-05-01T12:00)") from None
-    return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
 
 
 def list_pairs(data_dir: str | Path, timeframe: str = "1h") -> dict[str, Path]:
@@ -91,41 +74,6 @@ def read_candles(path: Path) -> pl.DataFrame:
     return df.unique("date", keep="last").sort("date")
 
 
-@dataclass
-class Panel:
-    """Aligned bars for many symbols: arrays (T, B), NaN where a bar is missing."""
-
-    symbols: list[str]
-    timeframe: str
-    times: np.ndarray  # (T,) int64 ms, bar open times on the grid
-    open: np.ndarray  # (T, B)
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-    present: np.ndarray  # (T, B) bool: a real bar exists
-    listed: np.ndarray  # (T, B) bool: at or after the symbol's first bar
-
-    @property
-    def gaps(self) -> np.ndarray:
-        """(T, B) bool: missing bars after the symbol's listing (exchange outages)."""
-        return self.listed & ~self.present
-
-    def slice(self, start: int, end: int) -> Panel:
-        return Panel(
-            self.symbols,
-            self.timeframe,
-            self.times[start:end],
-            *(
-                a[start:end]
-                for a in (self.open, self.high, self.low, self.close, self.volume, self.present, self.listed)
-            ),
-        )
-
-    def datetimes(self) -> list[datetime]:
-        return [datetime.fromtimestamp(t / 1000, tz=UTC) for t in self.times]
-
-
 def load_panel(
     data_dir: str | Path,
     symbols: Sequence[str] | None = None,
@@ -140,7 +88,7 @@ def load_panel(
         if unknown:
             raise UserError(f"symbol {unknown[0]} not in {data_dir}; available: {', '.join(pairs)}")
         pairs = {s: pairs[s] for s in symbols}
-    step = timeframe_ms(timeframe)
+    step = timeframe_ms(timeframe, "--timeframe")
     frames = {s: read_candles(p) for s, p in pairs.items()}
     t0 = min(int(f["date"].min().timestamp() * 1000) for f in frames.values() if f.height)
     t1 = max(int(f["date"].max().timestamp() * 1000) for f in frames.values() if f.height)
@@ -151,49 +99,16 @@ def load_panel(
     if t1 < t0:
         raise UserError("the requested time range holds no bars")
     times = np.arange(t0 - t0 % step, t1 + 1, step, dtype=np.int64)
-    T, B = len(times), len(pairs)
-    arr = {c: np.full((T, B), np.nan) for c in ("open", "high", "low", "close", "volume")}
-    listed = np.zeros((T, B), dtype=bool)
-    for j, (_sym, f) in enumerate(frames.items()):
-        ms = (f["date"].dt.epoch("ms")).to_numpy()
+    ohlcv = np.full((len(OHLCV), len(times), len(pairs)), np.nan)
+    first: list[int | None] = []
+    for j, f in enumerate(frames.values()):
+        ms = f["date"].dt.epoch("ms").to_numpy()
         on_grid = (ms % step == 0) & (ms >= times[0]) & (ms <= times[-1])
         idx = ((ms[on_grid] - times[0]) // step).astype(np.int64)
-        for c in arr:
-            arr[c][idx, j] = f[c].to_numpy()[on_grid]
-        if f.height:
-            first = int(ms.min())
-            listed[:, j] = times >= first
-    present = ~np.isnan(arr["close"])
-    return Panel(
-        list(pairs),
-        timeframe,
-        times,
-        arr["open"],
-        arr["high"],
-        arr["low"],
-        arr["close"],
-        arr["volume"],
-        present,
-        listed,
-    )
-
-
-def gap_report(panel: Panel) -> dict[str, dict]:
-    """Per symbol: number of missing bars after listing and the longest gap (in bars)."""
-    out = {}
-    for j, s in enumerate(panel.symbols):
-        g = panel.gaps[:, j]
-        runs, cur = [], 0
-        for x in g:
-            if x:
-                cur += 1
-            elif cur:
-                runs.append(cur)
-                cur = 0
-        if cur:
-            runs.append(cur)
-        out[s] = {"missing": int(g.sum()), "gaps": len(runs), "longest": max(runs, default=0)}
-    return out
+        for c, name in enumerate(OHLCV):
+            ohlcv[c, idx, j] = f[name].to_numpy()[on_grid]
+        first.append(int(ms.min()) if f.height else None)
+    return Panel.from_ohlcv(list(pairs), timeframe, times, ohlcv, first)
 
 
 def replay_events(panel: Panel, exchange: str = "binance") -> Iterator[Candle]:

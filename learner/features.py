@@ -24,7 +24,8 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
-from ingest.replay import Panel
+from continuum.panel import Panel
+from learner.protocol import unit_scale
 
 HALF_LIFE_SCALE = 168  # hours: the volatility unit everything is expressed in
 HORIZONS = {"ret_1h": 1, "ret_24h": 24, "rv_24h": 24}
@@ -103,9 +104,7 @@ class FeaturePanel:
 
     def y_norm(self) -> np.ndarray:
         """Targets in volatility units: ret / sigma*sqrt(h); rv / (24 sigma^2). (T, B, K)."""
-        s = self.sigma[..., None]
-        scale = np.concatenate([s, s * 24**0.5, 24 * s**2], axis=-1)
-        return np.where(self.ymask, self.y / scale, 0.0)
+        return np.where(self.ymask, self.y / unit_scale(self.sigma), 0.0)
 
     def slice(self, a: int, b: int) -> FeaturePanel:
         return FeaturePanel(

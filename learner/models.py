@@ -112,6 +112,11 @@ class Built:
     model: OnlineModel
     needs_history_fit: bool  # call fit_history on the pre-training window
 
+    @property
+    def warm_up_only(self) -> bool:
+        """Pre-trained or fitted models stream only a warm-up before the cut; classical ones all history."""
+        return self.needs_history_fit or isinstance(self.model, Hope)
+
 
 def build_model(
     spec: str,
@@ -133,3 +138,17 @@ def build_model(
     model = cls(n_features, names, **kw)
     model.name = spec
     return Built(model, hasattr(model, "pretrain_steps"))
+
+
+def load_hope(pretrained: str | None, device: str = "cpu") -> Hope:
+    """Hope with the meta-weights of a ``continuum pretrain`` checkpoint, or untrained (seed 0) without one."""
+    import torch
+
+    if pretrained:
+        from learner.checkpoint import load_pretrained
+
+        net, _meta = load_pretrained(pretrained)
+        return Hope(net.cfg, net, device=device)
+    torch.manual_seed(0)
+    cfg = HopeConfig()
+    return Hope(cfg, HopeNet(cfg), device=device)

@@ -12,14 +12,14 @@ starts from the meta-learned initial state and runs exactly as online:
 
 The outer loss is the task loss on every forecast of the window; AdamW updates the slow parameters.
 
+The command line is ``continuum pretrain`` (commands/pretrain.py)::
+
     continuum pretrain --data data/binance --until 2019-01-01 --out runs/hope.pt
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,55 +130,3 @@ def _online_cms_step(net: HopeNet, st, h_all: torch.Tensor, yn, valid, s: int, e
     t0, new = realised_window(s, e, HORIZON_TUPLE, valid.transpose(0, 1))
     net.cms_accumulate(st.cms, h_all[:, t0:e], yn[:, t0:e], new)
     net.cms_apply_due(st.cms, e)
-
-
-# ----------------------------------------------------------------------------- command line
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.epilog = (
-        "example:\n  continuum pretrain --data data/binance --until 2019-01-01 --out runs/hope.pt\n\n"
-        "The checkpoint holds the config and the meta-weights; pass it to `continuum learn --pretrained`\n"
-        "or `continuum evaluate --pretrained`."
-    )
-    p.add_argument("--data", default=None, help="freqtrade-style data dir (default: the bundled Binance 1h data)")
-    p.add_argument("--until", required=True, help="use bars strictly before this UTC date (ISO)")
-    p.add_argument("--out", required=True, help="checkpoint file to write")
-    p.add_argument("--symbols", default=None, help="comma-separated symbols (default: all in --data)")
-    p.add_argument("--steps", type=int, default=PretrainConfig.steps, help="outer AdamW steps (default %(default)s)")
-    p.add_argument("--seq-len", type=int, default=PretrainConfig.seq_len, help="window / truncation length in bars")
-    p.add_argument("--batch", type=int, default=PretrainConfig.batch, help="windows per step")
-    p.add_argument("--lr", type=float, default=PretrainConfig.lr)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu | cuda | auto (default from config)")
-    p.add_argument("--onchain", default=None, help="'lake' or a daily onchain history dir (learner.onchain)")
-
-
-def run(args: argparse.Namespace, cfg) -> int:
-    from continuum.config import BUNDLED_DATA
-    from ingest.replay import load_panel, parse_date
-    from learner.checkpoint import save_pretrained
-    from learner.device import pick_device
-    from learner.features import build_features
-
-    torch.set_num_threads(cfg.learner.threads)
-    until = parse_date(args.until, "--until")
-    symbols = args.symbols.split(",") if args.symbols else None
-    panel = load_panel(args.data or BUNDLED_DATA, symbols=symbols)
-    from learner.onchain import source_from_arg
-
-    fp = build_features(panel, onchain=source_from_arg(args.onchain, cfg.lake.root, cfg.chain.chain))
-    cut = int(np.searchsorted(fp.times, int(until.timestamp() * 1000)))
-    hcfg = HopeConfig(n_features=fp.x.shape[2])
-    pick_device(args.device or cfg.learner.device)  # validated; pre-training itself runs on CPU tensors
-    t0 = time.perf_counter()
-    net, losses = pretrain(
-        hcfg,
-        fp,
-        cut,
-        PretrainConfig(steps=args.steps, seq_len=args.seq_len, batch=args.batch, lr=args.lr, seed=args.seed),
-    )
-    save_pretrained(args.out, net, {"until": until.isoformat(), "symbols": panel.symbols, "losses": losses})
-    print(
-        f"pre-trained on {cut} bars x {len(panel.symbols)} assets in {time.perf_counter() - t0:.0f}s; "
-        f"loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f}; wrote {args.out}"
-    )
-    return 0

@@ -9,14 +9,16 @@ Time is a grid of bars; B streams (assets) advance together. A model sees bars i
   passed (the harness in ``learner.stream`` guarantees it; the tests check it).
 - ``state_dict`` / ``load_state_dict``: the whole state, so a stream resumes bit-for-bit.
 
-Forecasts are in volatility units (see ``learner.features``): ``z_ret_1h = ret_1h / sigma``,
-``z_ret_24h = ret_24h / (sigma sqrt 24)``, ``log_var_24h = log(rv_24h / (24 sigma^2))``.
+Forecasts are in volatility units: ``z_ret_1h = ret_1h / sigma``, ``z_ret_24h = ret_24h / (sigma sqrt 24)``,
+``log_var_24h = log(var_24h / (24 sigma^2))``, with ``sigma`` the asset's causal hourly scale at the bar
+the forecast is made (``learner.features``). :func:`to_raw` and :func:`to_units` are the only places
+these conversions are written; targets are scaled by :func:`unit_scale`.
 
 Example::
 
     >>> import torch
-    >>> from learner.baselines.ewma import EWMAVol
-    >>> m = EWMAVol(n_features=18); m.reset(2)
+    >>> from learner.baselines.volatility import EWMAVol
+    >>> m = EWMAVol(n_features=18, names=[]); m.reset(2)
     >>> m.predict(torch.zeros(2, 4, 18), torch.ones(2, 4, dtype=torch.bool)).shape
     torch.Size([2, 4, 3])
 """
@@ -25,11 +27,43 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import numpy as np
 import torch
 
 OUTPUTS = ("z_ret_1h", "z_ret_24h", "log_var_24h")
 RET_CLIP = 5.0  # training targets are clipped (heavy tails); evaluation uses the raw values
 RV_CLIP = 50.0
+LOG_VAR_CLIP = 12.0  # |log_var_24h| beyond this is clipped when mapped back to a variance
+HOURS_24 = 24  # the 24h horizons, in 1h bars
+
+
+# ----------------------------------------------------------------------------- units
+def unit_scale(sigma: np.ndarray) -> np.ndarray:
+    """(...,) hourly scale -> (..., 3): what ret_1h, ret_24h and var_24h are divided by."""
+    s = np.asarray(sigma, dtype=np.float64)[..., None]
+    return np.concatenate([s, s * HOURS_24**0.5, HOURS_24 * s**2], axis=-1)
+
+
+def to_raw(z: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """(..., 3) forecasts in volatility units -> (..., 3) raw: ret_1h, ret_24h (log returns), var_24h."""
+    s = np.asarray(sigma, dtype=np.float64)
+    out = np.empty(np.shape(z), dtype=np.float64)
+    out[..., 0] = z[..., 0] * s
+    out[..., 1] = z[..., 1] * s * HOURS_24**0.5
+    log_var = np.clip(np.asarray(z[..., 2], dtype=np.float64), -LOG_VAR_CLIP, LOG_VAR_CLIP)
+    out[..., 2] = HOURS_24 * s**2 * np.exp(log_var)
+    return out
+
+
+def to_units(raw: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_raw` (non-finite where sigma or the variance is not positive)."""
+    s = np.asarray(sigma, dtype=np.float64)
+    out = np.empty(np.shape(raw), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[..., 0] = raw[..., 0] / s
+        out[..., 1] = raw[..., 1] / (s * HOURS_24**0.5)
+        out[..., 2] = np.log(raw[..., 2] / (HOURS_24 * s**2))
+    return out
 
 
 class OnlineModel(ABC):

@@ -36,13 +36,14 @@ one row per natural key; consumers of the ``signals`` topic deduplicate on the n
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
-import signal as _signal
 import sys
 import time
 from pathlib import Path
+
+from continuum.panel import Panel
+from continuum.timeframes import timeframe_ms
 
 DEFAULT_WINDOW = 24 * 200
 CANDLES = "market.candles"
@@ -50,50 +51,8 @@ CKPT_RE = re.compile(r"^learn-(?P<group>.+)-(?P<bar>\d{9})\.pt$")
 POSITION_FORMAT = "continuum.learn/1"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.epilog = (
-        "examples:\n"
-        "  continuum learn --pretrained runs/hope.pt                     # [exchange].symbols from config\n"
-        "  CONTINUUM_BUS__KIND=kafka continuum learn --symbols BTC/USDT,ETH/USDT --group learner-1h\n\n"
-        "Checkpoints go to [learner].checkpoint_dir every [learner].checkpoint_every bars; offsets are\n"
-        "committed only after a checkpoint is written. A restart resumes from the newest checkpoint."
-    )
-    p.add_argument("--symbols", default=None, help="comma-separated symbols (default [exchange].symbols)")
-    p.add_argument("--exchange", default=None, help="exchange of the candles to consume (default [exchange].name)")
-    p.add_argument("--timeframe", default=None, help="bar timeframe (default [exchange].timeframe)")
-    p.add_argument("--group", default="learner", help="consumer group (default %(default)s)")
-    p.add_argument("--pretrained", default=None, help="`continuum pretrain` checkpoint (default [learner].pretrained)")
-    p.add_argument("--device", default=None, help="cpu | cuda | auto (default [learner].device)")
-    p.add_argument("--model-name", default="hope", help="model name carried by the signals (default %(default)s)")
-    p.add_argument("--checkpoint-dir", default=None, help="default [learner].checkpoint_dir")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="bars (default [learner].checkpoint_every)")
-    p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="bars kept per symbol (default %(default)s)")
-    p.add_argument(
-        "--wait", type=float, default=120.0, help="seconds to wait for late symbols before masking them (default 120)"
-    )
-    p.add_argument("--max-bars", type=int, default=None, help="stop after processing N bars (tests)")
-    p.add_argument("--idle-exit", type=float, default=None, help="stop after S seconds without a new candle")
-    p.add_argument("--no-lake", action="store_true", help="publish signals to the bus only")
-    p.add_argument(
-        "--onchain",
-        default=None,
-        help="onchain context: 'lake' (hourly aggregates of the lake's chain tables, as `continuum "
-        "stream chain` fills them) or a daily-history dir; the pre-trained model must match",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="one line per processed bar on stderr")
-
-
 def _say(msg: str) -> None:
     print(f"continuum learn: {msg}", file=sys.stderr, flush=True)
-
-
-def timeframe_ms(tf: str) -> int:
-    unit = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-    if not re.fullmatch(r"[0-9]+[smhdw]", tf):
-        from continuum.errors import UserError
-
-        raise UserError(f"--timeframe {tf!r}: use a timeframe like 1m, 1h, 1d")
-    return int(tf[:-1]) * unit[tf[-1]]
 
 
 class LearnerService:
@@ -123,7 +82,7 @@ class LearnerService:
         if window < MAX_HORIZON + 2:
             raise ValueError(f"window must hold at least {MAX_HORIZON + 2} bars")
         self.bus, self.model, self.symbols, self.exchange = bus, model, list(symbols), exchange
-        self.timeframe, self.step_ms, self.group = timeframe, timeframe_ms(timeframe), group
+        self.timeframe, self.step_ms, self.group = timeframe, timeframe_ms(timeframe, "--timeframe"), group
         self.ckpt_dir, self.every, self.keep = Path(checkpoint_dir), checkpoint_every, keep_checkpoints
         self.window, self.wait_s, self.lake, self.model_name, self.verbose = window, wait_s, lake, model_name, verbose
         self.onchain = onchain  # an OnchainSource (learner.features): the same columns for every asset
@@ -335,10 +294,8 @@ class LearnerService:
                 self.checkpoint()
         return n
 
-    def _panel(self, lo: int, hi: int):
+    def _panel(self, lo: int, hi: int) -> Panel:
         import numpy as np
-
-        from ingest.replay import Panel
 
         times = self.t0 + self.step_ms * np.arange(lo, hi + 1, dtype=np.int64)
         T, B = len(times), len(self.symbols)
@@ -349,33 +306,26 @@ class LearnerService:
                 v = bars.get(t)
                 if v is not None:
                     arr[:, i, j] = v
-        present = ~np.isnan(arr[3])
-        listed = np.stack([times >= self.first_seen.get(s, 1 << 62) for s in self.symbols], axis=1)
-        return Panel(list(self.symbols), self.timeframe, times, *arr, present, listed)
+        first = [self.first_seen.get(s) for s in self.symbols]
+        return Panel.from_ohlcv(self.symbols, self.timeframe, times, arr, first)
 
     def process_bar(self) -> list:
         """Features for bar ``next_bar``, predict, release realised targets, publish the signals."""
         import numpy as np
-        import torch
 
         from learner.features import build_features
-        from learner.protocol import realised_window
         from learner.signals import make_signal
-        from learner.stream import HORIZON_TUPLE
+        from learner.stream import run_stream
 
         k = self.next_bar
         lo = max(0, k - self.window + 1)
         fp = build_features(self._panel(lo, k), onchain=self.onchain)
         s = k - lo  # local index of bar k
-        x = torch.from_numpy(fp.x[s : s + 1]).transpose(0, 1)  # (B, 1, F)
-        m = torch.from_numpy(fp.mask[s : s + 1]).transpose(0, 1)  # (B, 1)
-        pred = self.model.predict(x, m)[:, 0].detach().cpu().numpy()  # (B, 3)
-        act = {name: v.detach().cpu().numpy() for name, v in self.model.activity().items()}
-        # release exactly what run_stream releases after the call [k, k+1) (clock0 = bar 0)
-        valid = torch.from_numpy(fp.ymask)  # (T_local, B, K); no skipped bars live
-        t0, new = realised_window(s, s + 1, HORIZON_TUPLE, valid)
-        y = torch.from_numpy(fp.y_norm().astype(np.float32)).transpose(0, 1)  # (B, T_local, K)
-        self.model.learn(torch.arange(t0, s + 1) + lo, y[:, t0 : s + 1], new)
+        # the one streaming loop, for one bar: predict bar k, then learn what its close realised;
+        # clock0 = -lo puts local bar s at the model's absolute bar k (clock 0 = the grid's first bar)
+        res = run_stream(self.model, fp, start=s, end=s + 1, chunk=1, clock0=-lo, record_activity=True)
+        pred = res.preds[s]  # (B, 3)
+        act = {name: v[s] for name, v in res.activity.items()}
         ts = int(fp.times[s])
         out = []
         for b, sym in enumerate(self.symbols):
@@ -449,77 +399,3 @@ class LearnerService:
 
     def stop(self, *_args) -> None:
         self._stop = True
-
-
-def build_model(pretrained: str, device: str):
-    """Hope with the meta-weights of a `continuum pretrain` checkpoint, or untrained (seed 0)."""
-    import torch
-
-    from learner.hope.config import HopeConfig
-    from learner.hope.model import HopeNet
-    from learner.hope.online import Hope
-
-    if pretrained:
-        from learner.checkpoint import load_pretrained
-
-        net, _meta = load_pretrained(pretrained)
-        return Hope(net.cfg, net, device=device)
-    _say("no --pretrained checkpoint ([learner].pretrained is empty): the model starts UNTRAINED (seed 0)")
-    torch.manual_seed(0)
-    cfg = HopeConfig()
-    return Hope(cfg, HopeNet(cfg), device=device)
-
-
-def run(args: argparse.Namespace, cfg) -> int:
-    import torch
-
-    from continuum.bus import make_bus
-    from continuum.errors import UserError
-    from learner.device import pick_device
-
-    torch.set_num_threads(cfg.learner.threads)
-    symbols = [s.strip() for s in (args.symbols or cfg.exchange.symbols).split(",") if s.strip()]
-    if not symbols:
-        raise UserError("--symbols: name at least one symbol")
-    if args.max_bars is not None and args.max_bars < 1:
-        raise UserError("--max-bars must be >= 1")
-    device = pick_device(args.device or cfg.learner.device)
-    model = build_model(args.pretrained or cfg.learner.pretrained, str(device))
-    from learner.features import feature_names
-    from learner.onchain import source_from_arg
-
-    onchain = source_from_arg(args.onchain, cfg.lake.root, cfg.chain.chain)
-    if len(feature_names(onchain)) != model.cfg.n_features:
-        raise UserError(
-            f"the model expects {model.cfg.n_features} features, these inputs give "
-            f"{len(feature_names(onchain))}: pre-train with the same --onchain source"
-        )
-    lake = None
-    if not args.no_lake:
-        from continuum.lake import Lake
-
-        lake = Lake(cfg.lake.root)
-    bus = make_bus(cfg)
-    svc = LearnerService(
-        bus,
-        model,
-        symbols,
-        exchange=args.exchange or cfg.exchange.name,
-        timeframe=args.timeframe or cfg.exchange.timeframe,
-        group=args.group,
-        checkpoint_dir=args.checkpoint_dir or cfg.learner.checkpoint_dir,
-        checkpoint_every=args.checkpoint_every or cfg.learner.checkpoint_every,
-        keep_checkpoints=cfg.learner.keep_checkpoints,
-        window=args.window,
-        wait_s=args.wait,
-        lake=lake,
-        model_name=args.model_name,
-        verbose=args.verbose,
-        onchain=onchain,
-    )
-    _signal.signal(_signal.SIGTERM, svc.stop)
-    try:
-        svc.run(max_bars=args.max_bars, idle_exit_s=args.idle_exit)
-    finally:
-        bus.close()
-    return 0

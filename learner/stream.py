@@ -9,6 +9,7 @@ skipped bar is ever released.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,3 +96,13 @@ def run_stream(
             on_chunk(s, e, preds[s:e])
         s = e
     return StreamResult(preds, time.perf_counter() - t_start, end - start, act)
+
+
+def masked(fp: FeaturePanel, skip: np.ndarray) -> FeaturePanel:
+    """The panel with held-out bars (and targets spanning them) removed."""
+    keep = ~skip[:, None]
+    out = copy.copy(fp)
+    out.mask = fp.mask & keep
+    out.ymask = release_mask(fp, skip)
+    out.x = np.where(out.mask[..., None], fp.x, 0.0).astype(np.float32)
+    return out

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from learner.evaluation.metrics import to_raw
 from learner.evaluation.regimes import Regime
 from learner.features import FeaturePanel
+from learner.protocol import to_raw
 from strategies import metrics as M
 from strategies.positions import STRATEGIES
 

@@ -13,7 +13,7 @@ Conventions for the (T, B) arrays returned:
   whose model is silent for an hour keeps its book rather than liquidating it. Before the first forecast
   the book is empty, so "keep" means flat.
 
-Inputs are raw forecasts from :func:`learner.evaluation.metrics.to_raw`: ``raw[..., 1]`` the expected
+Inputs are raw forecasts from :func:`learner.protocol.to_raw`: ``raw[..., 1]`` the expected
 next-24h log return, ``raw[..., 2]`` the forecast next-24h variance.
 
 Sizing follows volatility targeting (Moskowitz, Ooi & Pedersen 2012; Harvey et al. 2018): each asset

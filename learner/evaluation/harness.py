@@ -25,13 +25,12 @@ from learner.evaluation.regimes import Regime
 from learner.features import FeaturePanel
 from learner.hope.config import HopeConfig
 from learner.hope.model import HopeNet
-from learner.models import build_model, pretrain_key
-from learner.pretrain import PretrainConfig, pretrain
-from learner.protocol import OnlineModel
+from learner.models import build_model
+from learner.pipeline import cut_index, fit_on_history, warm_start
+from learner.protocol import OnlineModel, to_raw
 from learner.stream import release_mask, run_stream
 
 WEEK = 168
-WARMUP_NEURAL = 720  # bars of context streamed (with learning) before the scored stream starts
 SCORE_WARMUP = 48  # bars streamed before a held-out week so recurrent state belongs to its context
 
 
@@ -60,8 +59,7 @@ def make_setup(
     chunk: int = 8,
 ) -> Setup:
     T = len(fp.times)
-    cut = int(np.searchsorted(fp.times, pretrain_until_ms))
-    cut = min(T, math.ceil(cut / chunk) * chunk)
+    cut = cut_index(fp.times, pretrain_until_ms, chunk)
     bounds = [
         (
             int(np.searchsorted(fp.times, int(r.start.timestamp() * 1000))),
@@ -95,37 +93,6 @@ class ModelRun:
     activity: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-class PretrainCache:
-    """One meta-learned net per architecture, on the pre-training window with held-out weeks masked."""
-
-    def __init__(self, setup: Setup, pcfg: PretrainConfig, progress: bool):
-        self.setup, self.pcfg, self.progress = setup, pcfg, progress
-        self.nets: dict[tuple, HopeNet] = {}
-        self.seconds = 0.0
-
-    def __call__(self, cfg: HopeConfig) -> HopeNet:
-        key = pretrain_key(cfg)
-        if key not in self.nets:
-            fp = masked(self.setup.fp, self.setup.skip)
-            t = time.perf_counter()
-            net, _ = pretrain(
-                cfg.with_(write_memories=True, learn_cms=True), fp, self.setup.cut, self.pcfg, progress=self.progress
-            )
-            self.seconds += time.perf_counter() - t
-            self.nets[key] = net
-        return copy.deepcopy(self.nets[key])
-
-
-def masked(fp: FeaturePanel, skip: np.ndarray) -> FeaturePanel:
-    """The panel with held-out bars (and targets spanning them) removed."""
-    keep = ~skip[:, None]
-    out = copy.copy(fp)
-    out.mask = fp.mask & keep
-    out.ymask = release_mask(fp, skip)
-    out.x = np.where(out.mask[..., None], fp.x, 0.0).astype(np.float32)
-    return out
-
-
 def _score(snapshot: OnlineModel, setup: Setup, j: int, clock: int) -> float | None:
     """Mean vol QLIKE of a frozen copy on regime j's held-out weeks (learning off, copy discarded)."""
     fp = setup.fp
@@ -134,7 +101,7 @@ def _score(snapshot: OnlineModel, setup: Setup, j: int, clock: int) -> float | N
         m = copy.deepcopy(snapshot)
         ws = max(0, a - SCORE_WARMUP)
         res = run_stream(m, fp, start=ws, end=b, chunk=setup.chunk, learn=False, clock0=ws - clock)
-        raw = M.to_raw(res.preds[a:b], fp.sigma[a:b])
+        raw = to_raw(res.preds[a:b], fp.sigma[a:b])
         ok = fp.ymask[a:b] & np.isfinite(res.preds[a:b])
         q = M.per_bar(raw, fp.y[a:b], ok)["qlike"]
         errs.append(q[np.isfinite(q)])
@@ -146,7 +113,7 @@ def evaluate_model(
     spec: str,
     setup: Setup,
     base: HopeConfig,
-    cache: PretrainCache,
+    cache: Callable[[HopeConfig], HopeNet],
     progress: Callable[[int], None] | None = None,
     pretrain_steps: int = 300,
     device: str = "cpu",
@@ -157,18 +124,9 @@ def evaluate_model(
     built = build_model(spec, F, fp.names, base, cache, device=device, pretrain_steps=pretrain_steps)
     model = built.model
     t_fit = time.perf_counter()
-    if built.needs_history_fit:
-        fm = masked(fp.slice(0, setup.cut), setup.skip[: setup.cut])
-        # only targets realised before the cut may be used
-        rel = fm.ymask.copy()
-        rel[max(0, setup.cut - 24) :] = False
-        model.fit_history(fm.x, fm.mask, fm.y_norm().astype(np.float32), rel)
+    fit_on_history(built, fp, setup.cut, setup.skip)
     fit_seconds = time.perf_counter() - t_fit + (cache.seconds - t_pre)
-    model.reset(B)
-    neural = spec.startswith("hope") or built.needs_history_fit
-    w0 = max(0, setup.cut - WARMUP_NEURAL) if neural else 0
-    w0 = setup.cut - (setup.cut - w0) // setup.chunk * setup.chunk
-    run_stream(model, fp, start=w0, end=setup.cut, chunk=setup.chunk, skip=setup.skip, clock0=w0)
+    w0 = warm_start(built, fp, setup.cut, setup.chunk, setup.skip, fit=False)
     n_reg = len(setup.regimes)
     R: list[list[float | None]] = [[None] * n_reg for _ in range(n_reg)]
     preds = np.full((T, B, 3), np.nan, dtype=np.float32)
@@ -221,7 +179,7 @@ def summarise_run(run: ModelRun, setup: Setup) -> tuple[dict, np.ndarray, np.nda
     T = len(fp.times)
     ok = release_mask(fp, setup.skip) & np.isfinite(run.preds)
     ok[: setup.cut] = False
-    raw = M.to_raw(np.nan_to_num(run.preds), fp.sigma)
+    raw = to_raw(np.nan_to_num(run.preds), fp.sigma)
     errs = M.per_bar(raw, fp.y, ok)
     ic = M.rank_ic(raw[..., 1], fp.y[..., 1], ok[..., 1])
     rows_all = np.zeros(T, dtype=bool)

@@ -1,7 +1,7 @@
 """Error measures in the units users read (log returns, variances), and the continual-learning summary.
 
-Forecasts arrive in volatility units and are mapped back with the scale known at forecast time:
-ret_1h = z1 sigma, ret_24h = z24 sigma sqrt(24), var_24h = 24 sigma^2 exp(s).
+Forecasts arrive in volatility units and are mapped back with the scale known at forecast time
+(:func:`learner.protocol.to_raw`).
 
 - ``ret_1h_mse``, ``ret_24h_mse``: mean squared error of log returns.
 - ``vol_24h_qlike``: QLIKE(rv, v) = rv/v - log(rv/v) - 1, the robust loss for variance forecasts
@@ -20,16 +20,6 @@ from __future__ import annotations
 import numpy as np
 
 KEYS = ("ret_1h_mse", "ret_24h_mse", "vol_24h_qlike", "hit_rate_1h", "rank_ic_24h")
-
-
-def to_raw(preds: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """(T,B,3) volatility units -> (T,B,3) raw: ret_1h, ret_24h, var_24h."""
-    s = sigma.astype(np.float64)
-    out = np.empty(preds.shape, dtype=np.float64)
-    out[..., 0] = preds[..., 0] * s
-    out[..., 1] = preds[..., 1] * s * 24**0.5
-    out[..., 2] = 24 * s**2 * np.exp(np.clip(preds[..., 2].astype(np.float64), -12, 12))
-    return out
 
 
 def qlike(rv: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -132,3 +122,22 @@ def switch_dynamics(
     peak = float(head[k])
     after = np.flatnonzero(np.isfinite(seg[k:]) & (seg[k:] <= 1.1 * steady))
     return peak, (float(k + after[0]) if after.size else None)
+
+
+def forecast_quality(fp, preds: np.ndarray, cut: int) -> dict:
+    """Error of forecasts ``preds`` (T, B, 3, volatility units) on the bars from ``cut`` on, beside the naive
+    reference (zero returns; next day's variance = 24 x the slow hourly scale: "tomorrow looks like last week")."""
+    from learner.protocol import HOURS_24, to_raw
+
+    ok = fp.ymask.copy() & np.isfinite(preds)
+    ok[:cut] = False
+    raw = to_raw(np.nan_to_num(preds), fp.sigma)
+    errs = per_bar(raw, fp.y, ok)
+    naive = raw.copy()
+    naive[..., :2] = 0.0
+    naive[..., 2] = HOURS_24 * fp.sigma**2
+    nerr = per_bar(naive, fp.y, ok)
+    ic = rank_ic(raw[..., 1], fp.y[..., 1], ok[..., 1])
+    rows = np.zeros(len(fp.times), dtype=bool)
+    rows[cut:] = True
+    return {"model": summarise(errs, ic, rows), "naive": summarise(nerr, np.zeros_like(ic), rows)}

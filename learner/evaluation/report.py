@@ -233,3 +233,38 @@ def write_plots(doc: dict, times: np.ndarray, bar_q: dict[str, np.ndarray], out:
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
     return paths
+
+
+def plot_forecasts(fp, preds: np.ndarray, activity: dict[str, np.ndarray], cut: int, path: Path, name: str) -> None:
+    """Price, forecast vs realised next-day volatility, and weekly mean memory activity after ``cut`` (BTC when
+    present, else the first asset)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from learner.protocol import to_raw
+
+    j = fp.symbols.index("BTC/USDT") if "BTC/USDT" in fp.symbols else 0
+    t = fp.times[cut:].astype("datetime64[ms]")
+    raw = to_raw(np.nan_to_num(preds[cut:]), fp.sigma[cut:])
+    fig, ax = plt.subplots(3, 1, figsize=(12, 8), sharex=True)
+    ax[0].plot(t, fp.close[cut:, j], lw=0.7, color="black")
+    ax[0].set_yscale("log")
+    ax[0].set_title(f"{fp.symbols[j]} close")
+    real = np.where(fp.ymask[cut:, j, 2], np.sqrt(fp.y[cut:, j, 2]), np.nan)
+    ax[1].plot(t, real, lw=0.4, color="grey", label="realised next-day vol")
+    ax[1].plot(t, np.sqrt(raw[:, j, 2]), lw=0.8, color="C0", label=f"{name} forecast")
+    ax[1].set_yscale("log")
+    ax[1].legend(fontsize=8)
+    ax[1].set_title("next-day volatility: forecast at each bar vs. what happened")
+    for k, v in activity.items():
+        if k.endswith("update_norm"):
+            s = np.nanmean(v[cut:], axis=1)
+            ax[2].plot(t, np.convolve(s, np.ones(168) / 168, mode="same"), lw=0.8, label=k)
+    ax[2].set_yscale("symlog", linthresh=1e-4)
+    ax[2].legend(fontsize=7, ncol=4)
+    ax[2].set_title("memory activity (weekly mean update norms per level)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.launch import command
+from commands.dashboard import command
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [

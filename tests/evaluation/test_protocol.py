@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from continuum.cli import main
+from commands.cli import main
 from ingest.replay import load_panel
 from learner.baselines.volatility import HARRV
 from learner.evaluation import harness
@@ -19,6 +19,7 @@ from learner.evaluation.regimes import Regime
 from learner.features import build_features
 from learner.hope.config import HopeConfig
 from learner.models import Built
+from learner.pipeline import PretrainCache
 from learner.pretrain import PretrainConfig
 
 torch.set_num_threads(1)
@@ -74,7 +75,7 @@ def test_targets_never_early_and_held_out_weeks_never_reach_a_model(monkeypatch)
         return Built(m, False)
 
     monkeypatch.setattr(harness, "build_model", build_spy)
-    cache = harness.PretrainCache(setup, PretrainConfig(steps=1), progress=False)
+    cache = PretrainCache(setup.fp, setup.cut, PretrainConfig(steps=1), progress=False, skip=setup.skip)
     run = harness.evaluate_model("spy", setup, HopeConfig(n_features=setup.fp.x.shape[2]), cache)
     live = spies[0]
     w0 = 0  # classical models warm up from the first bar

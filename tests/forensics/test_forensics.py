@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from continuum.cli import main
+from commands.cli import main
 from continuum.lake import Lake
 from forensics.etl_import import read_export
 from forensics.queries import alerts, counterparties, trace

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
-from continuum.cli import COMMANDS, build_parser, main
+from commands.cli import COMMANDS, build_parser, main
 
 
 def _paths():
     for name, spec in COMMANDS.items():
         if isinstance(spec, dict):
-            for child, cspec in spec.items():
-                yield [name, child], cspec[0]
+            for child in spec:
+                yield [name, child]
         else:
-            yield [name], spec[0]
+            yield [name]
 
 
-@pytest.mark.parametrize(("path", "module"), list(_paths()), ids=lambda v: " ".join(v) if isinstance(v, list) else v)
-def test_every_command_module_is_built_and_has_help(path, module, capsys):
-    importlib.import_module(module)  # a command whose module is missing would silently vanish from the CLI
+@pytest.mark.parametrize("path", list(_paths()), ids=" ".join)
+def test_every_command_has_help_that_teaches(path, capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args([*path, "--help"])
     assert e.value.code == 0

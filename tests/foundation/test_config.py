@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from continuum.cli import main
+from commands.cli import main
 from continuum.config import ConfigError, load_config
 
 

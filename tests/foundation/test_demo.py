@@ -7,7 +7,7 @@ import json
 import polars as pl
 import torch
 
-from continuum.cli import main
+from commands.cli import main
 from continuum.lake import Lake
 
 torch.set_num_threads(1)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from continuum.errors import UserError
-from ingest.replay import gap_report, list_pairs, load_panel, read_candles, replay_events
+from continuum.panel import gap_report
+from ingest.replay import list_pairs, load_panel, read_candles, replay_events
 
 
 def test_bundled_pairs_and_btc_gaps_are_reported():

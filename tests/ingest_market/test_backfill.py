@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from continuum.cli import main
+from commands.cli import main
 from continuum.lake import Lake
 from ingest.market import Retry, backfill_ohlcv, backfill_trades, check_symbols, connect, override_urls
 

@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
+from commands.cli import main
 from continuum.bus import EmbeddedBus
-from continuum.cli import main
 from continuum.schema import decode
 from ingest.market import MarketStream, connect
 from tests.services.exchange_server import ExchangeServer

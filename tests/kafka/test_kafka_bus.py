@@ -10,10 +10,10 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
-from continuum.bus import TOPIC_OF_KIND, TOPICS, partition_for
+from continuum.bus import partition_for
 from continuum.errors import UserError
 from continuum.kafka_bus import KafkaBus, KafkaDeliveryError, client_options
-from continuum.schema import Block, Candle, Retraction, Signal, Swap, Trade, Transfer, encode
+from continuum.schema import TOPICS, Block, Candle, Retraction, Signal, Swap, Trade, Transfer, encode
 from tests.kafka.kafka_helpers import PARTITIONS, drain, make_config
 from tests.services.kafka import SASL_PASSWORD, SASL_USER, KafkaBroker
 
@@ -53,7 +53,7 @@ def test_round_trip_every_event_type(bus: KafkaBus, tag: str) -> None:
     assert sorted(map(encode, (m.event for m in got))) == sorted(map(encode, events))
     for m in got:
         assert m.event in events
-        assert m.topic == TOPIC_OF_KIND[m.event.KIND]
+        assert m.topic == m.event.TOPIC
         assert m.key == m.event.partition_key()
         assert m.partition == partition_for(m.key, PARTITIONS)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from continuum.cli import COMMANDS
+from commands.cli import COMMANDS
 from continuum.config import load_config
 from tests.services.kafka import KAFKA_VERSION
 

@@ -271,7 +271,7 @@ def _service_cmd(tag: str, group: str, pretrained: Path, *extra: str) -> list[st
     return [
         sys.executable,
         "-m",
-        "continuum.cli",
+        "commands.cli",
         "learn",
         "--symbols",
         ",".join(SYMBOLS),

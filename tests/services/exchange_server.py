@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from ingest.replay import list_pairs, read_candles, timeframe_ms
+from continuum.timeframes import timeframe_ms
+from ingest.replay import list_pairs, read_candles
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data" / "binance"

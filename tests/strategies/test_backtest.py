@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from learner.evaluation.metrics import to_raw
 from learner.evaluation.regimes import DEFAULT_REGIMES
+from learner.protocol import to_raw
 from strategies.backtest import backtest_from_preds, bar_returns, run_backtest
 from strategies.positions import STRATEGIES, signal_sign, vol_target_long
 

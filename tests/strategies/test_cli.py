@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from continuum.cli import build_parser, main
+from commands.cli import build_parser, main
 
 SLICE = ["--symbols", "BTC/USDT,ETH/USDT", "--start", "2019-01-01", "--end", "2019-05-01"]
 SLICE += ["--pretrain-until", "2019-02-15", "--quiet"]

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from continuum.cli import main
+from commands.cli import main
+from commands.scheduler import retain
 from continuum.errors import UserError
-from continuum.scheduler import retain
 
 
 def _files(d, n: int) -> list:

@@ -1,7 +1,7 @@
 """``continuum backfill market`` and ``continuum stream market``: argument parsing and the run functions.
 
-Kept apart from :mod:`ingest.market` so that building the parser imports neither ccxt nor polars
-(``continuum --help`` stays fast); the run functions import them.
+Building the parser imports neither ccxt nor polars (``continuum --help`` stays fast); the run
+functions import them and call into :mod:`ingest.market`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from datetime import UTC, datetime
 
+from commands.options import config_option
 from continuum.config import Config
 from continuum.errors import UserError
+from continuum.timeframes import date_ms, from_ms
 
 BACKFILL_EPILOG = """\
 examples:
@@ -42,35 +43,52 @@ the embedded default).
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--exchange", metavar="ID", help="ccxt exchange id (default: [exchange].name, binance)")
-    parser.add_argument(
-        "--symbols", metavar="A/B,...", help="comma-separated unified symbols (default: [exchange].symbols)"
+    config_option(
+        parser, "--exchange", key="exchange.name", metavar="ID", help="ccxt exchange id (default: [exchange].name)"
     )
-    parser.add_argument("--timeframe", metavar="TF", help="bar length, e.g. 1m, 1h, 1d (default: [exchange].timeframe)")
+    config_option(
+        parser,
+        "--symbols",
+        key="exchange.symbols",
+        metavar="A/B,...",
+        help="comma-separated unified symbols (default: [exchange].symbols)",
+    )
+    config_option(
+        parser,
+        "--timeframe",
+        key="exchange.timeframe",
+        metavar="TF",
+        help="bar length, e.g. 1m, 1h, 1d (default: [exchange].timeframe)",
+    )
     parser.add_argument("--since", metavar="DATE", help="UTC start, ISO date or datetime (e.g. 2024-01-01)")
     parser.add_argument(
         "--exchange-url",
         metavar="URL",
         help="send every API request to this host instead (a proxy, a mirror, a local test exchange)",
     )
-    parser.add_argument(
-        "--no-rate-limit", action="store_true", help="turn off ccxt's rate limiter (only for your own servers)"
+    config_option(
+        parser,
+        "--no-rate-limit",
+        key="exchange.rate_limit",
+        action="store_const",
+        const=False,
+        help="turn off ccxt's rate limiter (only for your own servers; [exchange].rate_limit)",
     )
     parser.add_argument("--timeout-ms", type=int, default=10_000, metavar="MS", help="HTTP timeout (default 10000)")
 
 
-def add_backfill_market_arguments(parser: argparse.ArgumentParser) -> None:
+def add_backfill_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = BACKFILL_EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     _common(parser)
     parser.add_argument("--until", metavar="DATE", help="UTC end, exclusive (default: now; the open bar is skipped)")
     parser.add_argument("--trades", action="store_true", help="also backfill public trades (fetch_trades)")
-    parser.add_argument("--lake", metavar="DIR", help="lake root (default: [lake].root)")
+    config_option(parser, "--lake", key="lake.root", metavar="DIR", help="lake root (default: [lake].root)")
     parser.add_argument("--page-limit", type=int, default=1000, metavar="N", help="candles per request (default 1000)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def add_stream_market_arguments(parser: argparse.ArgumentParser) -> None:
+def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = STREAM_EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     _common(parser)
@@ -79,25 +97,16 @@ def add_stream_market_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="do not print each closed bar")
 
 
-def _resolve(args: argparse.Namespace, cfg: Config) -> tuple[str, list[str], str]:
-    exchange = args.exchange or cfg.exchange.name
-    symbols = [s for s in (args.symbols or cfg.exchange.symbols).split(",") if s.strip()]
-    timeframe = args.timeframe or cfg.exchange.timeframe
-    return exchange, symbols, timeframe
-
-
-def _ms(s: str | None, what: str) -> int | None:
-    from ingest.replay import parse_date
-
-    d = parse_date(s, what)
-    return None if d is None else int(d.timestamp() * 1000)
+def _resolve(cfg: Config) -> tuple[str, list[str], str]:
+    symbols = [s.strip() for s in cfg.exchange.symbols.split(",") if s.strip()]
+    return cfg.exchange.name, symbols, cfg.exchange.timeframe
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+    return from_ms(ms).strftime("%Y-%m-%d %H:%M")
 
 
-def run_backfill_market(args: argparse.Namespace, cfg: Config) -> int:
+def run_backfill(args: argparse.Namespace, cfg: Config) -> int:
     """Backfill each symbol in turn; prints one summary line per symbol (and per trade backfill)."""
     import ccxt
 
@@ -105,15 +114,15 @@ def run_backfill_market(args: argparse.Namespace, cfg: Config) -> int:
     from ingest.market import Retry, backfill_ohlcv, backfill_trades, check_symbols, check_timeframe, connect
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    exchange, symbols, timeframe = _resolve(args, cfg)
-    since, until = _ms(args.since, "--since"), _ms(args.until, "--until")
+    exchange, symbols, timeframe = _resolve(cfg)
+    since, until = date_ms(args.since, "--since"), date_ms(args.until, "--until")
     if since is not None and until is not None and until <= since:
         raise UserError("--until must be after --since")
     if not 1 <= args.page_limit <= 5000:
         raise UserError("--page-limit must be within 1..5000")
-    rate_limit = cfg.exchange.rate_limit and not args.no_rate_limit
+    rate_limit = cfg.exchange.rate_limit
     ex = connect(exchange, url=args.exchange_url, rate_limit=rate_limit, timeout_ms=args.timeout_ms)
-    lake = Lake(args.lake or cfg.lake.root)
+    lake = Lake(cfg.lake.root)
     retry = Retry()
     try:
         check_timeframe(ex, timeframe)
@@ -149,17 +158,17 @@ def run_backfill_market(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def run_stream_market(args: argparse.Namespace, cfg: Config) -> int:
+def run_stream(args: argparse.Namespace, cfg: Config) -> int:
     """Stream until Ctrl-C (or --max-bars per symbol); closed bars go to the bus and, unless --quiet, stdout."""
     import ccxt
 
-    from continuum.bus import make_bus
+    from continuum.bus_factory import make_bus
     from ingest.market import MarketStream, check_symbols, check_timeframe, connect
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    exchange, symbols, timeframe = _resolve(args, cfg)
-    since = _ms(args.since, "--since")
-    rate_limit = cfg.exchange.rate_limit and not args.no_rate_limit
+    exchange, symbols, timeframe = _resolve(cfg)
+    since = date_ms(args.since, "--since")
+    rate_limit = cfg.exchange.rate_limit
 
     async def main() -> int:
         ex = connect(exchange, url=args.exchange_url, rate_limit=rate_limit, pro=True, timeout_ms=args.timeout_ms)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from commands.options import config_option
+from continuum.config import Config
 from continuum.errors import UserError
 
 log = logging.getLogger("continuum.scheduler")
@@ -54,9 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--once", choices=JOB_NAMES, metavar="JOB", help=f"run one job now, exit ({', '.join(JOB_NAMES)})")
     p.add_argument("--list", action="store_true", help="print the jobs and their next run times, then exit")
-    p.add_argument("--keep", type=int, default=None, help="checkpoints to keep (default [learner].keep_checkpoints)")
-    p.add_argument("--checkpoint-dir", default=None, help="default [learner].checkpoint_dir")
-    p.add_argument("--lake", default=None, help="lake root for backfills (default [lake].root)")
+    config_option(
+        p, "--keep", key="learner.keep_checkpoints", type=int, help="checkpoints to keep ([learner].keep_checkpoints)"
+    )
+    config_option(p, "--checkpoint-dir", key="learner.checkpoint_dir", help="default [learner].checkpoint_dir")
+    config_option(p, "--lake", key="lake.root", help="lake root for backfills (default [lake].root)")
     p.add_argument("--exchange-url", default=None, help="send backfill requests to this host (mirror, local exchange)")
     p.add_argument("--no-backfill", action="store_true", help="do not schedule the backfill job")
     p.add_argument("--reports", default=".continuum/reports", help="where nightly reports go (default %(default)s)")
@@ -103,7 +107,7 @@ def retain(directory: str | Path, keep: int, protect: tuple[str | Path, ...] = (
     return removed
 
 
-def backfill_lake(cfg, lake_root: str, exchange_url: str | None = None) -> dict[str, int | None]:
+def backfill_lake(cfg: Config, lake_root: str, exchange_url: str | None = None) -> dict[str, int | None]:
     """Resume every configured symbol after the lake's newest bar; {symbol: new rows, or None if skipped}."""
     from continuum.lake import Lake
     from ingest.market import backfill_ohlcv, check_timeframe, connect
@@ -130,7 +134,7 @@ def backfill_lake(cfg, lake_root: str, exchange_url: str | None = None) -> dict[
 
 def nightly_commands(args: argparse.Namespace, day: str) -> list[list[str]]:
     """The ``continuum evaluate`` and ``continuum backtest`` command lines of one night's reports."""
-    base = [sys.executable, "-m", "continuum.cli"]
+    base = [sys.executable, "-m", "commands.cli"]
     if getattr(args, "config", None):
         base += ["--config", args.config]
     root = Path(args.reports) / day
@@ -169,11 +173,10 @@ def nightly(args: argparse.Namespace, now: datetime | None = None) -> Path:
     return root
 
 
-def job_specs(args: argparse.Namespace, cfg) -> list[JobSpec]:
+def job_specs(args: argparse.Namespace, cfg: Config) -> list[JobSpec]:
     from apscheduler.triggers.cron import CronTrigger
 
-    keep = args.keep if args.keep is not None else cfg.learner.keep_checkpoints
-    ckpt = args.checkpoint_dir or cfg.learner.checkpoint_dir
+    keep, ckpt = cfg.learner.keep_checkpoints, cfg.learner.checkpoint_dir
 
     def retention() -> list[Path]:
         removed = retain(ckpt, keep, protect=(cfg.learner.pretrained,))
@@ -186,7 +189,7 @@ def job_specs(args: argparse.Namespace, cfg) -> list[JobSpec]:
             JobSpec(
                 "backfill",
                 CronTrigger(minute=5, timezone=UTC),
-                lambda: backfill_lake(cfg, args.lake or cfg.lake.root, args.exchange_url),
+                lambda: backfill_lake(cfg, cfg.lake.root, args.exchange_url),
                 f"candle gaps of {cfg.exchange.name} {cfg.exchange.symbols} {cfg.exchange.timeframe} into the lake",
             )
         )
@@ -215,7 +218,7 @@ def build_scheduler(specs: list[JobSpec]):
     return sched
 
 
-def run(args: argparse.Namespace, cfg) -> int:
+def run(args: argparse.Namespace, cfg: Config) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     specs = job_specs(args, cfg)
     by_name = {s.name: s for s in specs}

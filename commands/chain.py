@@ -1,6 +1,7 @@
 """``continuum backfill chain`` and ``continuum stream chain``: the chain source on the command line.
 
-web3 is imported inside the run functions so ``continuum --help`` stays fast.
+web3 is imported inside the run functions so ``continuum --help`` stays fast; the work is in
+:mod:`ingest.chain`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import logging
 import signal
 import threading
 
+from commands.options import config_option
+from continuum.config import Config
 from continuum.errors import UserError
 
 BACKFILL_EPILOG = """\
@@ -37,10 +40,16 @@ resumes after the last block in the lake.
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rpc", help="JSON-RPC URL: http(s):// (polled) or ws(s):// (newHeads); default chain.rpc")
-    p.add_argument("--chain", help="chain name stored with every event (default chain.chain, e.g. ethereum)")
-    p.add_argument(
+    config_option(
+        p, "--rpc", key="chain.rpc", help="JSON-RPC URL: http(s):// (polled) or ws(s):// (newHeads); default chain.rpc"
+    )
+    config_option(
+        p, "--chain", key="chain.chain", help="chain name stored with every event (default chain.chain, e.g. ethereum)"
+    )
+    config_option(
+        p,
         "--confirmations",
+        key="chain.confirmations",
         type=int,
         help="blocks on top before a block counts as final (default chain.confirmations)",
     )
@@ -54,7 +63,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-lake", action="store_true", help="do not write the lake (bus only)")
 
 
-def add_backfill_chain_arguments(p: argparse.ArgumentParser) -> None:
+def add_backfill_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = BACKFILL_EPILOG
     _common(p)
     p.add_argument("--from-block", type=int, required=True, help="first block (inclusive)")
@@ -63,7 +72,7 @@ def add_backfill_chain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", action="store_true", help="also publish the events on the bus")
 
 
-def add_stream_chain_arguments(p: argparse.ArgumentParser) -> None:
+def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = STREAM_EPILOG
     _common(p)
     p.add_argument("--from-block", type=int, help="start here when the lake has nothing newer (default: the head)")
@@ -71,25 +80,20 @@ def add_stream_chain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-polls", type=int, help="stop after this many polls (default: run until Ctrl-C)")
 
 
-def _settings(args: argparse.Namespace, cfg) -> tuple[str, str, int, list[str] | None]:
+def _settings(args: argparse.Namespace, cfg: Config) -> tuple[str, str, int, list[str] | None]:
     from ingest.chain import check_address
 
-    rpc = args.rpc or cfg.chain.rpc
-    chain = args.chain or cfg.chain.chain
-    conf = cfg.chain.confirmations if args.confirmations is None else args.confirmations
-    if conf < 0:
-        raise UserError(f"--confirmations {conf}: must be >= 0")
     addrs = [check_address(a) for a in args.address] or None
-    return rpc, chain, conf, addrs
+    return cfg.chain.rpc, cfg.chain.chain, cfg.chain.confirmations, addrs
 
 
-def _lake(args: argparse.Namespace, cfg):
+def _lake(args: argparse.Namespace, cfg: Config):
     from continuum.lake import Lake
 
     return None if args.no_lake else Lake(cfg.lake.root)
 
 
-def run_backfill_chain(args: argparse.Namespace, cfg) -> int:
+def run_backfill(args: argparse.Namespace, cfg: Config) -> int:
     from tqdm import tqdm
 
     from ingest.chain import Rpc
@@ -107,7 +111,7 @@ def run_backfill_chain(args: argparse.Namespace, cfg) -> int:
         raise UserError(f"--to-block {to} is before --from-block {args.from_block}")
     bus = None
     if args.publish:
-        from continuum.bus import make_bus
+        from continuum.bus_factory import make_bus
 
         bus = make_bus(cfg)
     with tqdm(total=to - args.from_block + 1, unit="block", disable=None) as bar:
@@ -133,8 +137,8 @@ def run_backfill_chain(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
-def run_stream_chain(args: argparse.Namespace, cfg) -> int:
-    from continuum.bus import make_bus
+def run_stream(args: argparse.Namespace, cfg: Config) -> int:
+    from continuum.bus_factory import make_bus
     from ingest.chain import ChainFollower, Rpc
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

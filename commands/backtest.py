@@ -15,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from continuum.jsonsafe import jsonsafe
+from commands.options import config_option, split_list
+from continuum.config import BUNDLED_DATA, Config
+from continuum.errors import UserError
 
 EPILOG = """\
 examples:
@@ -66,18 +68,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategies", default=None, help="comma-separated subset of the strategies (default: all)")
     p.add_argument("--regimes", default=None, help="JSON file [{name,start,end}] (default: DESIGN §5 regimes)")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--device", default=None, help="cpu | cuda | auto")
+    config_option(p, "--device", key="learner.device", help="cpu | cuda | auto (default [learner].device)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def run(args: argparse.Namespace, cfg) -> int:
+def run(args: argparse.Namespace, cfg: Config) -> int:
     import json
 
     import torch
 
-    from continuum.config import BUNDLED_DATA
-    from continuum.errors import UserError
-    from ingest.replay import load_panel, parse_date
+    from continuum.jsonsafe import jsonsafe
+    from continuum.timeframes import parse_date
+    from ingest.replay import load_panel
     from learner.evaluation.regimes import load_regimes
     from learner.features import build_features
     from strategies import report
@@ -91,14 +93,13 @@ def run(args: argparse.Namespace, cfg) -> int:
             raise UserError(f"{name} must be within 0..10000 (basis points), got {v}")
     if not 0 <= args.rebalance_band < 1:
         raise UserError("--rebalance-band must be within 0..1 (a weight, e.g. 0.02)")
-    strategies = [s.strip() for s in args.strategies.split(",")] if args.strategies else list(STRATEGIES)
+    strategies = split_list(args.strategies) or list(STRATEGIES)
     for s in strategies:
         if s not in STRATEGIES:
             raise UserError(f"unknown strategy {s!r}; known: {', '.join(STRATEGIES)}")
-    symbols = args.symbols.split(",") if args.symbols else None
     panel = load_panel(
         args.data or BUNDLED_DATA,
-        symbols=symbols,
+        symbols=split_list(args.symbols),
         start=parse_date(args.start, "--start"),
         end=parse_date(args.end, "--end"),
     )
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace, cfg) -> int:
         source = f"forecasts read from {args.signals}"
     else:
         until = parse_date(args.pretrain_until, "--pretrain-until")
-        preds, model_seconds = stream_model(args, cfg, fp, regimes, int(until.timestamp() * 1000))
+        preds, model_seconds = stream_model(args, cfg, fp)
         model = args.model
         source = (
             f"{args.model} pre-trained/warmed up before {until.date()}, then streamed prequentially "
@@ -143,71 +144,45 @@ def run(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
-def backtest_from_preds(fp, preds, regimes, fee_bps: float = 10.0, slippage_bps: float = 2.0, **kw):
-    """:func:`strategies.backtest.backtest_from_preds`, importable from here without loading it at parse time."""
-    from strategies.backtest import backtest_from_preds as impl
-
-    return impl(fp, preds, regimes, fee_bps, slippage_bps, **kw)
-
-
-def stream_model(args, cfg, fp, regimes, until_ms: int):
+def stream_model(args: argparse.Namespace, cfg: Config, fp) -> tuple:
     """Run ``args.model`` as it would have run live; forecasts (T, B, 3) are NaN before the cut."""
-    import numpy as np
     from tqdm import tqdm
 
-    from continuum.errors import UserError
+    from continuum.timeframes import date_ms
     from learner.device import pick_device
-    from learner.evaluation.harness import WARMUP_NEURAL, PretrainCache, make_setup
-    from learner.hope.config import HopeConfig
-    from learner.models import build_model, parse_spec
+    from learner.models import parse_spec
+    from learner.pipeline import PretrainCache, check_cut, cut_index, stream_from_cut
     from learner.pretrain import PretrainConfig
-    from learner.stream import run_stream
 
     parse_spec(args.model)
-    device = str(pick_device(args.device or cfg.learner.device))
-    setup = make_setup(fp, regimes, until_ms, seed=args.seed, weeks_per_regime=0)  # live: every bar streamed
-    T, B, F = fp.x.shape
-    if setup.cut >= T - 24 * 14:
-        raise UserError("--pretrain-until leaves less than two weeks to trade; pick an earlier date")
-    if setup.cut < 24 * 30:
-        raise UserError("--pretrain-until leaves less than a month of history to pre-train on; pick a later date")
-    base = HopeConfig(n_features=F)
-    cache = PretrainCache(setup, PretrainConfig(steps=args.pretrain_steps, seed=args.seed), progress=not args.quiet)
+    device = str(pick_device(cfg.learner.device))
+    chunk = 8
+    cut = cut_index(fp.times, date_ms(args.pretrain_until, "--pretrain-until"), chunk)
+    check_cut(cut, len(fp.times), "--pretrain-until")
+    cache = PretrainCache(fp, cut, PretrainConfig(steps=args.pretrain_steps, seed=args.seed), progress=not args.quiet)
     t0 = time.perf_counter()
-    built = build_model(args.model, F, fp.names, base, cache, device=device, pretrain_steps=args.pretrain_steps)
-    model = built.model
-    cut = setup.cut
-    if built.needs_history_fit:
-        hist = fp.slice(0, cut)
-        released = hist.ymask.copy()
-        released[max(0, cut - 24) :] = False  # only targets realised before the cut
-        model.fit_history(hist.x, hist.mask, hist.y_norm().astype(np.float32), released)
-    model.reset(B)
-    neural = args.model.startswith("hope") or built.needs_history_fit
-    w0 = max(0, cut - WARMUP_NEURAL) if neural else 0
-    w0 = cut - (cut - w0) // setup.chunk * setup.chunk
-    run_stream(model, fp, start=w0, end=cut, chunk=setup.chunk, clock0=w0)
-    bar = tqdm(total=T - cut, desc=f"{args.model} stream", unit="bar", disable=args.quiet, file=sys.stderr)
-    res = run_stream(
-        model, fp, start=cut, end=T, chunk=setup.chunk, clock0=w0, on_chunk=lambda a, b, _p: bar.update(b - a)
+    bar = tqdm(total=len(fp.times) - cut, desc=f"{args.model} stream", unit="bar", disable=args.quiet, file=sys.stderr)
+    res = stream_from_cut(
+        args.model,
+        fp,
+        cut,
+        cache,
+        chunk=chunk,
+        device=device,
+        pretrain_steps=args.pretrain_steps,
+        on_chunk=lambda a, b, _p: bar.update(b - a),
     )
     bar.close()
-    preds = res.preds
-    preds[:cut] = np.nan
-    return preds, time.perf_counter() - t0
+    return res.preds, time.perf_counter() - t0
 
 
 def preds_from_signals(path: str, fp, model: str | None):
-    """Forecasts (T, B, 3) in volatility units from saved signals (symbol, ts, ret_1h, ret_24h, vol_24h), and
-    the model's name.
-
-    The raw forecasts are divided by the panel's own causal scale ``sigma`` at the same bar, so
-    ``to_raw`` gives the saved numbers back exactly.
-    """
+    """Forecasts (T, B, 3) in volatility units from saved signals (a parquet file or a lake folder), and the
+    model's name (:func:`learner.signals.preds_from_frame` does the conversion)."""
     import numpy as np
     import polars as pl
 
-    from continuum.errors import UserError
+    from learner.signals import preds_from_frame
 
     p = Path(path)
     if p.is_dir():
@@ -218,7 +193,7 @@ def preds_from_signals(path: str, fp, model: str | None):
         files = []
     if not files:
         raise UserError(f"--signals {path}: no parquet file there")
-    df = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    df = pl.concat([read_parquet(f) for f in files], how="diagonal_relaxed")
     need = {"symbol", "ts", "ret_1h", "ret_24h", "vol_24h"}
     if not need <= set(df.columns):
         raise UserError(f"--signals {path}: needs columns {', '.join(sorted(need))}; has {', '.join(df.columns)}")
@@ -231,21 +206,17 @@ def preds_from_signals(path: str, fp, model: str | None):
                 raise UserError(f"--signals-model {model}: not in {path} (has {', '.join(models)})")
             df = df.filter(pl.col("model") == model)
     name = model or (df["model"][0] if "model" in df.columns and df.height else "signals")
-    col = {s: j for j, s in enumerate(fp.symbols)}
-    df = df.filter(pl.col("symbol").is_in(list(col)))
-    step = int(fp.times[1] - fp.times[0]) if len(fp.times) > 1 else 3_600_000
-    t_idx = (df["ts"].to_numpy() - fp.times[0]) // step
-    ok = (t_idx >= 0) & (t_idx < len(fp.times)) & (df["ts"].to_numpy() % step == fp.times[0] % step)
-    if not ok.any():
+    preds = preds_from_frame(df, fp.symbols, fp.times, fp.sigma)
+    if not np.isfinite(preds).any():
         raise UserError(f"--signals {path}: no forecast falls on the bars of --data for {', '.join(fp.symbols)}")
-    ti = t_idx[ok].astype(np.int64)
-    bi = np.array([col[s] for s in df["symbol"].to_list()], dtype=np.int64)[ok]
-    s = fp.sigma[ti, bi]
-    preds = np.full((*fp.close.shape, 3), np.nan, dtype=np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        preds[ti, bi, 0] = df["ret_1h"].to_numpy()[ok] / s
-        preds[ti, bi, 1] = df["ret_24h"].to_numpy()[ok] / (s * 24**0.5)
-        preds[ti, bi, 2] = np.log(df["vol_24h"].to_numpy()[ok] ** 2 / (24 * s**2))
-    bad = ~np.isfinite(preds).all(-1)
-    preds[bad] = np.nan
     return preds, name
+
+
+def read_parquet(path: str):
+    """A Parquet file, or one clear line naming it when it is not one (truncated, another format)."""
+    import polars as pl
+
+    try:
+        return pl.read_parquet(path)
+    except Exception as e:  # polars raises ComputeError/OSError/... by cause; all mean "not readable"
+        raise UserError(f"{path}: not a readable Parquet file ({type(e).__name__})") from None

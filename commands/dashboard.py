@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
+from commands.options import config_option
+from continuum.config import Config
 from continuum.errors import UserError
 
-APP = Path(__file__).resolve().parent / "app.py"
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,7 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = "example:\n  continuum demo && continuum dashboard --port 8501\n"
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     p.add_argument("--address", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--lake", metavar="DIR", help="lake with signals and transfers (default: lake.root from the config)")
+    config_option(
+        p, "--lake", key="lake.root", metavar="DIR", help="lake with signals and transfers (default: [lake].root)"
+    )
     p.add_argument("--eval-dir", metavar="DIR", default=".continuum/demo/eval", help="a `continuum evaluate --out` dir")
     p.add_argument("--backtest-dir", metavar="DIR", default=".continuum/demo", help="a `continuum backtest --out` dir")
 
@@ -49,10 +52,10 @@ def command(args: argparse.Namespace, lake: str) -> tuple[list[str], dict[str, s
     return cmd, env
 
 
-def run(args: argparse.Namespace, cfg: Any) -> int:
+def run(args: argparse.Namespace, cfg: Config) -> int:
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port must be 1..65535, got {args.port}")
-    lake = args.lake or getattr(getattr(cfg, "lake", None), "root", ".continuum/lake")
+    lake = cfg.lake.root
     cmd, env = command(args, lake)
     print(f"Continuum dashboard on http://{args.address}:{args.port}  (lake {lake}; Ctrl-C to stop)", flush=True)
     try:

@@ -1,21 +1,24 @@
 """``continuum trace``, ``continuum counterparties``, ``continuum alerts``: forensics on the lake's transfers.
 
-Argument parsing is cheap (no polars import); the queries live in :mod:`forensics.queries`.
+Also ``continuum import etl``. Argument parsing is cheap (no polars import); the queries live in
+:mod:`forensics.queries`, the importer in :mod:`forensics.etl_import`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
+from commands.options import config_option
+from continuum.config import Config
 from continuum.errors import UserError
+from continuum.timeframes import parse_date
 
 _COMMON_EPILOG = """\
 data: transfers come from the lake (--lake, default the config's lake.root, .continuum/lake), filled by
   `continuum backfill chain --rpc URL --from-block A --to-block B`, `continuum stream chain`, or an
-  ethereum-etl export: `python -m forensics.etl_import EXPORT_DIR --lake .continuum/lake`.
+  ethereum-etl export: `continuum import etl EXPORT_DIR`.
 labels: exchanges, bridges, mixers, OFAC-sanctioned, exploit and phishing addresses ship with Continuum
   (continuum/labels/SOURCES.md says where each comes from).
 """
@@ -24,7 +27,7 @@ labels: exchanges, bridges, mixers, OFAC-sanctioned, exploit and phishing addres
 def _common(p: argparse.ArgumentParser, with_address: bool = True) -> None:
     if with_address:
         p.add_argument("address", help="0x + 40 hex digits; mixed case must pass its EIP-55 checksum")
-    p.add_argument("--lake", metavar="DIR", help="lake root (default: lake.root from the config)")
+    config_option(p, "--lake", key="lake.root", metavar="DIR", help="lake root (default: [lake].root)")
     p.add_argument("--token", help="only this token: a symbol (USDC, ETH for native ether) or a contract address")
     p.add_argument("--start", metavar="DATE", help="from this UTC date/time (ISO, e.g. 2023-05-01 or 2023-05-01T12:00)")
     p.add_argument("--end", metavar="DATE", help="before this UTC date/time (exclusive)")
@@ -35,24 +38,17 @@ def _common(p: argparse.ArgumentParser, with_address: bool = True) -> None:
 
 
 def _date(s: str | None, flag: str) -> datetime | None:
-    if s is None:
-        return None
-    try:
-        d = datetime.fromisoformat(s)
-    except ValueError:
-        raise UserError(f"{flag} {s!r}: not an ISO date; use e.g. 2023-05-01 or 2023-05-01T12:00") from None
-    return d.replace(tzinfo=UTC) if d.tzinfo is None else d
+    return parse_date(s, flag)
 
 
-def _lake(args: argparse.Namespace, cfg: Any):
+def _lake(args: argparse.Namespace, cfg: Config):
     from pathlib import Path
 
     from continuum.lake import Lake
 
-    root = args.lake or getattr(getattr(cfg, "lake", None), "root", ".continuum/lake")
-    if args.lake and not Path(root).is_dir():
-        raise UserError(f"--lake {root}: no such directory")
-    return Lake(root)
+    if args.lake and not Path(cfg.lake.root).is_dir():
+        raise UserError(f"--lake {cfg.lake.root}: no such directory")
+    return Lake(cfg.lake.root)
 
 
 def _positive(name: str, v: float) -> None:
@@ -133,7 +129,7 @@ examples:
     p.add_argument("--out", metavar="FILE", help="also write the graph: .html (drawing), .json, .dot or .svg")
 
 
-def run_trace(args: argparse.Namespace, cfg: Any) -> int:
+def run_trace(args: argparse.Namespace, cfg: Config) -> int:
     from forensics.addresses import parse_address
 
     address = parse_address(args.address)
@@ -212,7 +208,7 @@ examples:
     p.add_argument("--min-value", type=float, default=0.0, help="ignore transfers below this many token units")
 
 
-def run_counterparties(args: argparse.Namespace, cfg: Any) -> int:
+def run_counterparties(args: argparse.Namespace, cfg: Config) -> int:
     from forensics.addresses import parse_address
 
     address = parse_address(args.address)
@@ -278,7 +274,7 @@ def add_alerts_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch", default="", metavar="ADDR,...", help="addresses to alert on (comma-separated)")
 
 
-def run_alerts(args: argparse.Namespace, cfg: Any) -> int:
+def run_alerts(args: argparse.Namespace, cfg: Config) -> int:
     from forensics.addresses import parse_address
     from forensics.queries import ALERT_RULES, alerts
 
@@ -305,4 +301,32 @@ def run_alerts(args: argparse.Namespace, cfg: Any) -> int:
         print("\n" + ", ".join(f"{r}: {n}" for r, n in counts.iter_rows()) + f" ({df.height} hits)")
         if args.limit and df.height > args.limit:
             print(f"showing {args.limit} of {df.height}; --limit 0 shows all", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- import etl
+IMPORT_EPILOG = """\
+examples:
+  continuum import etl path/to/ethereum-etl-export                 # into [lake].root
+  continuum import etl export_dir --lake /data/lake --chain ethereum
+
+The directory holds ethereum-etl's token_transfers.* and/or transactions.* (csv or json lines), as
+`ethereumetl export_all` writes them. Rows are deduplicated on their natural key, so importing the same
+export twice adds nothing.
+"""
+
+
+def add_import_etl_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = IMPORT_EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("export_dir", help="directory with token_transfers.* and/or transactions.* (csv or jsonl)")
+    config_option(p, "--lake", key="lake.root", metavar="DIR", help="lake root (default: [lake].root)")
+    config_option(p, "--chain", key="chain.chain", help="chain name stored with the rows (default: [chain].chain)")
+
+
+def run_import_etl(args: argparse.Namespace, cfg: Config) -> int:
+    from forensics.etl_import import import_export
+
+    n, new = import_export(args.export_dir, cfg.lake.root, cfg.chain.chain)
+    print(f"read {n} transfers from {args.export_dir}; {new} new in the lake at {cfg.lake.root}")
     return 0
