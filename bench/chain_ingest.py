@@ -23,9 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from continuum.lake import Lake  # noqa: E402
-from ingest.chain import ChainFollower, Rpc  # noqa: E402
-from ingest.chain_backfill import backfill  # noqa: E402
-from ingest.chain_decode import EtlMetadata, decode_log, etl_log, read_jsonl  # noqa: E402
+from ingest.chain import ChainFollower, EtlMetadata, Rpc, backfill, decode_log, etl_log, read_jsonl  # noqa: E402
 from tests.services.anvil import Scenario, anvil  # noqa: E402
 
 GOLDEN = REPO.parent / "shared" / "data" / "onchain" / "ethereum_etl_mainnet_samples" / "blocks_17173049_17173050"

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from commands.options import config_option, split_list
-from continuum.config import BUNDLED_DATA, Config
+from commands.options import add_history_options, add_run_options, load_history, split_list
+from continuum.config import Config
 from continuum.errors import UserError
 
 EPILOG = """\
@@ -43,18 +43,10 @@ outputs in --out: backtest.json, equity.parquet, signals.parquet, report.md, equ
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--data", default=None, help="freqtrade-style data dir (default: bundled Binance 1h)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--model", default="hope", help="online model driving the strategies (default %(default)s)")
-    p.add_argument("--symbols", default=None, help="comma-separated symbols (default: all in --data)")
-    p.add_argument("--start", default=None, help="ignore bars before this date")
-    p.add_argument("--end", default=None, help="ignore bars from this date on")
-    p.add_argument(
-        "--pretrain-until",
-        default="2018-12-15",
-        help="pre-train/warm up before this date; trading starts here (default %(default)s)",
-    )
-    p.add_argument("--pretrain-steps", type=int, default=300, help="outer steps for Hope and neural baselines")
+    add_history_options(p)
+    add_run_options(p, "pre-train/warm up before this date; trading starts here")
     p.add_argument("--fee-bps", type=float, default=10.0, help="fee per unit of traded notional (default 10)")
     p.add_argument("--slippage-bps", type=float, default=2.0, help="slippage per unit traded (default 2)")
     p.add_argument(
@@ -67,9 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signals-model", default=None, help="which model's rows to use when --signals holds several")
     p.add_argument("--strategies", default=None, help="comma-separated subset of the strategies (default: all)")
     p.add_argument("--regimes", default=None, help="JSON file [{name,start,end}] (default: DESIGN §5 regimes)")
-    p.add_argument("--seed", type=int, default=7)
-    config_option(p, "--device", key="learner.device", help="cpu | cuda | auto (default [learner].device)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -79,7 +68,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     from continuum.jsonsafe import jsonsafe
     from continuum.timeframes import parse_date
-    from ingest.replay import load_panel
     from learner.evaluation.regimes import load_regimes
     from learner.features import build_features
     from strategies import report
@@ -97,12 +85,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     for s in strategies:
         if s not in STRATEGIES:
             raise UserError(f"unknown strategy {s!r}; known: {', '.join(STRATEGIES)}")
-    panel = load_panel(
-        args.data or BUNDLED_DATA,
-        symbols=split_list(args.symbols),
-        start=parse_date(args.start, "--start"),
-        end=parse_date(args.end, "--end"),
-    )
+    panel = load_history(args)
     fp = build_features(panel)
     regimes = load_regimes(args.regimes)
     if args.signals:
@@ -182,6 +165,7 @@ def preds_from_signals(path: str, fp, model: str | None):
     import numpy as np
     import polars as pl
 
+    from continuum.files import read_parquet
     from learner.signals import preds_from_frame
 
     p = Path(path)
@@ -210,13 +194,3 @@ def preds_from_signals(path: str, fp, model: str | None):
     if not np.isfinite(preds).any():
         raise UserError(f"--signals {path}: no forecast falls on the bars of --data for {', '.join(fp.symbols)}")
     return preds, name
-
-
-def read_parquet(path: str):
-    """A Parquet file, or one clear line naming it when it is not one (truncated, another format)."""
-    import polars as pl
-
-    try:
-        return pl.read_parquet(path)
-    except Exception as e:  # polars raises ComputeError/OSError/... by cause; all mean "not readable"
-        raise UserError(f"{path}: not a readable Parquet file ({type(e).__name__})") from None

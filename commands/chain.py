@@ -1,7 +1,7 @@
 """``continuum backfill chain`` and ``continuum stream chain``: the chain source on the command line.
 
 web3 is imported inside the run functions so ``continuum --help`` stays fast; the work is in
-:mod:`ingest.chain`.
+:mod:`ingest.chain`. RPC URLs usually carry an API key: they are only ever shown masked.
 """
 
 from __future__ import annotations
@@ -96,8 +96,7 @@ def _lake(args: argparse.Namespace, cfg: Config):
 def run_backfill(args: argparse.Namespace, cfg: Config) -> int:
     from tqdm import tqdm
 
-    from ingest.chain import Rpc
-    from ingest.chain_backfill import backfill
+    from ingest.chain import Rpc, backfill
 
     rpc_url, chain, conf, addrs = _settings(args, cfg)
     if args.from_block < 0:
@@ -155,7 +154,7 @@ def run_stream(args: argparse.Namespace, cfg: Config) -> int:
         from_block=args.from_block,
         addresses=addrs,
     )
-    print(f"following {chain} at {rpc_url} from block {follower.next_block} ({conf} confirmations); Ctrl-C stops")
+    print(f"following {chain} at {rpc.shown_url} from block {follower.next_block} ({conf} confirmations); Ctrl-C stops")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: (stop.set(), rpc.wake()))
     try:

@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from commands.options import split_list
+from commands.options import add_history_options, load_history
 from continuum.config import BUNDLED_DATA, Config
 from continuum.errors import UserError
 
@@ -39,10 +39,7 @@ PRETRAINED = "hope_pretrained.pt"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = EPILOG
-    p.add_argument("--data", default=None, help="freqtrade-style data dir (default: bundled Binance 1h)")
-    p.add_argument("--symbols", default=None, help="comma-separated symbols (default: all)")
-    p.add_argument("--start", default=None, help="first bar to replay (ISO date; default: all history)")
-    p.add_argument("--end", default=None, help="stop before this date")
+    add_history_options(p, start_help="first bar to stream (ISO date; the 30 days before it warm the model up)")
     p.add_argument("--pretrain-until", default="2018-12-15", help="signals start here; earlier bars pre-train")
     p.add_argument(
         "--pretrain-steps",
@@ -68,7 +65,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from continuum.jsonsafe import jsonsafe
     from continuum.lake import Lake
     from continuum.timeframes import parse_date, to_ms
-    from ingest.replay import load_panel, replay_events
+    from ingest.replay import replay_events
     from learner.checkpoint import load_pretrained
     from learner.evaluation.metrics import forecast_quality
     from learner.evaluation.regimes import DEFAULT_REGIMES
@@ -88,13 +85,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else BUNDLED_DATA
-    start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
+    start = parse_date(args.start, "--start")
     until = parse_date(args.pretrain_until, "--pretrain-until")
 
     # 1. replay the history as candle events through the embedded bus, and assemble them again
     # with --start, 30 days before it are loaded too: the model's memories warm up on them (no signals)
-    warm_from = start - timedelta(days=30) if start is not None else None
-    source = load_panel(data, symbols=split_list(args.symbols), start=warm_from, end=end)
+    source = load_history(args, before_start=timedelta(days=30))
     bus = EmbeddedBus(partitions=4)
     n_events = int(source.present.sum())
     with tqdm(total=n_events, desc="replay candles -> bus", unit="ev", disable=args.quiet) as bar:
@@ -171,12 +167,13 @@ def _assemble(bus: EmbeddedBus, source: Panel) -> Panel:
     import numpy as np
 
     from continuum.panel import OHLCV, Panel
+    from continuum.schema import Candle
 
     T, B = source.close.shape
     ohlcv = np.full((len(OHLCV), T, B), np.nan)
     col = {s: j for j, s in enumerate(source.symbols)}
     step = int(source.times[1] - source.times[0]) if T > 1 else 3_600_000
-    consumer = bus.consumer(["market.candles"], group="demo")
+    consumer = bus.consumer([Candle.TOPIC], group="demo")
     for msg in consumer:
         c = msg.event
         i, j = (c.ts - int(source.times[0])) // step, col[c.symbol]

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from commands.options import config_option, split_list
-from continuum.config import BUNDLED_DATA, Config
+from commands.options import add_history_options, add_run_options, load_history
+from continuum.config import Config
 
 EPILOG = """\
 examples:
@@ -31,33 +31,23 @@ per_regime.png, switches.png.
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = EPILOG
-    p.add_argument("--data", default=None, help="freqtrade-style data dir (default: bundled Binance 1h)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--models", default=None, help="comma-separated models (default: all)")
-    p.add_argument("--symbols", default=None, help="comma-separated symbols (default: all in --data)")
-    p.add_argument(
-        "--pretrain-until", default="2018-12-15", help="pre-train/warm up before this date (default %(default)s)"
-    )
-    p.add_argument("--start", default=None, help="ignore bars before this date")
-    p.add_argument("--end", default=None, help="ignore bars from this date on")
+    add_history_options(p)
+    add_run_options(p, "pre-train/warm up before this date")
     p.add_argument("--regimes", default=None, help="JSON file [{name,start,end}] (default: DESIGN §5 regimes)")
     p.add_argument("--weeks-per-regime", type=int, default=2, help="held-out weeks per regime (default 2)")
-    p.add_argument("--pretrain-steps", type=int, default=300, help="outer steps for Hope and neural baselines")
     p.add_argument(
         "--onchain",
         default=None,
-        help="onchain context: a daily history dir (e.g. ../shared/data/onchain_daily) or 'lake'",
+        help="onchain context: a daily history dir (same layout as the onchain_daily data set) or 'lake'",
     )
-    p.add_argument("--seed", type=int, default=7)
-    config_option(p, "--device", key="learner.device", help="cpu | cuda | auto (default [learner].device)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     import torch
 
     from continuum.timeframes import parse_date, to_ms
-    from ingest.replay import load_panel
     from learner.device import pick_device
     from learner.evaluation.evaluate import run_evaluation
     from learner.evaluation.harness import make_setup
@@ -73,12 +63,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     for s in specs:
         parse_spec(s)
     device = str(pick_device(cfg.learner.device))
-    panel = load_panel(
-        args.data or BUNDLED_DATA,
-        symbols=split_list(args.symbols),
-        start=parse_date(args.start, "--start"),
-        end=parse_date(args.end, "--end"),
-    )
+    panel = load_history(args)
     fp = build_features(panel, onchain=source_from_arg(args.onchain, cfg.lake.root, cfg.chain.chain))
     regimes = load_regimes(args.regimes)
     until = parse_date(args.pretrain_until, "--pretrain-until")

@@ -247,7 +247,7 @@ def _thresholds(items: list[str]) -> dict[str, float]:
 
 
 def add_alerts_arguments(p: argparse.ArgumentParser) -> None:
-    from forensics.queries import ALERT_RULES, DEFAULT_LARGE
+    from forensics.rules import ALERT_RULES, DEFAULT_LARGE
 
     p.description = (
         "Run alert rules over the lake's transfers in a time range and list the hits, newest first:\n"
@@ -276,7 +276,8 @@ def add_alerts_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_alerts(args: argparse.Namespace, cfg: Config) -> int:
     from forensics.addresses import parse_address
-    from forensics.queries import ALERT_RULES, alerts
+    from forensics.queries import alerts
+    from forensics.rules import ALERT_RULES
 
     rules = tuple(r.strip() for r in args.rules.split(",") if r.strip())
     bad = [r for r in rules if r not in ALERT_RULES]

@@ -106,6 +106,17 @@ def _when(ms: int) -> str:
     return from_ms(ms).strftime("%Y-%m-%d %H:%M")
 
 
+def _user_error(exchange: str, e: Exception, url: str | None) -> UserError:
+    """A ccxt failure as one line; ccxt quotes request URLs, so the secrets of ``--exchange-url`` are masked."""
+    import ccxt
+
+    from continuum.redact import redact
+
+    if isinstance(e, ccxt.AuthenticationError):
+        return UserError(f"{exchange}: authentication failed ({type(e).__name__}); check CONTINUUM_EXCHANGE_API_KEY")
+    return UserError(f"{exchange}: {type(e).__name__}: {redact(str(e), url)[:300]}")
+
+
 def run_backfill(args: argparse.Namespace, cfg: Config) -> int:
     """Backfill each symbol in turn; prints one summary line per symbol (and per trade backfill)."""
     import ccxt
@@ -148,12 +159,8 @@ def run_backfill(args: argparse.Namespace, cfg: Config) -> int:
             if args.trades:
                 t = backfill_trades(ex, lake, sym, since, until, retry=retry, progress=not args.no_progress)
                 print(f"{ex.id} {sym} trades: {t.fetched} trades ({t.written} new); {t.requests} requests")
-    except ccxt.AuthenticationError as e:
-        raise UserError(
-            f"{exchange}: authentication failed ({type(e).__name__}); check CONTINUUM_EXCHANGE_API_KEY"
-        ) from None
     except (ccxt.NetworkError, ccxt.ExchangeError) as e:
-        raise UserError(f"{exchange}: {type(e).__name__}: {str(e)[:300]}") from None
+        raise _user_error(exchange, e, args.exchange_url) from None
     print(f"lake: {lake.root}")
     return 0
 
@@ -201,10 +208,8 @@ def run_stream(args: argparse.Namespace, cfg: Config) -> int:
                 f"published {stats.published_candles} candles ({stats.filled_candles} from REST after gaps), "
                 f"{stats.published_trades} trades; {stats.reconnects} reconnects"
             )
-        except ccxt.AuthenticationError:
-            raise UserError(f"{exchange}: authentication failed; check CONTINUUM_EXCHANGE_API_KEY") from None
         except (ccxt.NetworkError, ccxt.ExchangeError) as e:
-            raise UserError(f"{exchange}: {type(e).__name__}: {str(e)[:300]}") from None
+            raise _user_error(exchange, e, args.exchange_url) from None
         finally:
             await ex.close()
             bus.close()

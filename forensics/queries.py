@@ -27,20 +27,13 @@ from datetime import datetime
 
 import polars as pl
 
-# Categories whose presence on a path an analyst must see (GraphSense/Chainalysis "risk" categories).
-RISK_CATEGORIES = ("sanctioned", "mixer", "exploit", "phishing")
-# Where a trace stops expanding by default: services whose onward flows are other customers' funds.
-DEFAULT_STOP_CATEGORIES = ("exchange", "dex", "bridge", "mixer")
-# Default "large transfer" thresholds in token units (roughly USD 250k+ at 2023-24 prices); override per symbol.
-DEFAULT_LARGE: dict[str, float] = {
-    "ETH": 100.0,
-    "WETH": 100.0,
-    "stETH": 100.0,
-    "WBTC": 5.0,
-    "USDC": 250_000.0,
-    "USDT": 250_000.0,
-    "DAI": 250_000.0,
-}
+from forensics.rules import (  # noqa: F401 (part of this module's interface)
+    ALERT_RULES,
+    DEFAULT_LARGE,
+    DEFAULT_STOP_CATEGORIES,
+    RISK_CATEGORIES,
+    SEVERITY,
+)
 
 _TRANSFER_COLS = ["ts", "tx_hash", "log_index", "token", "symbol", "from_address", "to_address", "value"]
 _EMPTY_TRANSFERS = pl.Schema(
@@ -405,16 +398,6 @@ def counterparties(
 
 
 # --------------------------------------------------------------------------- alerts
-ALERT_RULES = ("sanctioned", "mixer_deposit", "mixer_withdrawal", "exploit", "phishing", "large", "watch")
-SEVERITY = {
-    "sanctioned": "high",
-    "exploit": "high",
-    "mixer_deposit": "medium",
-    "mixer_withdrawal": "medium",
-    "phishing": "medium",
-    "large": "low",
-    "watch": "low",
-}
 
 
 def alerts(

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from continuum.errors import UserError
+from continuum.files import read_feather, read_parquet, short_reason
 from continuum.panel import OHLCV, Panel
 from continuum.schema import Candle
 from continuum.timeframes import timeframe_ms
@@ -33,6 +34,8 @@ _FILE = re.compile(
 def list_pairs(data_dir: str | Path, timeframe: str = "1h") -> dict[str, Path]:
     """``{"BTC/USDT": path}`` for every file of this timeframe in the directory."""
     d = Path(data_dir)
+    if d.is_file():
+        raise UserError(f"data directory {d} is a file; name the directory that holds BASE_QUOTE-TIMEFRAME files")
     if not d.is_dir():
         raise UserError(f"data directory {d} does not exist")
     out: dict[str, Path] = {}
@@ -47,30 +50,46 @@ def list_pairs(data_dir: str | Path, timeframe: str = "1h") -> dict[str, Path]:
 
 
 def read_candles(path: Path) -> pl.DataFrame:
-    """One freqtrade file as ``date (UTC datetime[ms]), open, high, low, close, volume``."""
+    """One freqtrade file as ``date (UTC datetime[ms]), open, high, low, close, volume``.
+
+    A file that cannot be read (truncated, another format, other column types) is a UserError naming it.
+    """
     if path.suffix == ".parquet":
-        df = pl.read_parquet(path)
+        df = read_parquet(path)
     elif path.suffix == ".feather":
-        df = pl.read_ipc(path)
+        df = read_feather(path)
     else:  # freqtrade json: [[ms, o, h, l, c, v], ...]
         import json
 
         try:
             rows = json.loads(path.read_text() or "[]")
-        except ValueError as e:
-            raise UserError(f"{path.name}: not valid JSON ({e})") from None
-        df = pl.DataFrame(rows, schema=["date", "open", "high", "low", "close", "volume"], orient="row")
+        except ValueError as e:  # also UnicodeDecodeError: a binary file under a .json name
+            raise UserError(f"{path}: not valid JSON ({short_reason(e)})") from None
+        try:
+            df = pl.DataFrame(rows, schema=["date", "open", "high", "low", "close", "volume"], orient="row")
+        except Exception:  # a dict, rows of another length, strings: not freqtrade's layout
+            raise UserError(
+                f"{path}: not a freqtrade candle file (expected a JSON list of "
+                "[ms, open, high, low, close, volume] rows)"
+            ) from None
     need = ["date", "open", "high", "low", "close", "volume"]
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise UserError(f"{path.name}: missing columns {missing} (freqtrade layout: {', '.join(need)})")
+        raise UserError(f"{path}: missing columns {missing} (freqtrade layout: {', '.join(need)})")
     df = df.select(need)
-    if df.schema["date"].is_integer():
-        df = df.with_columns(pl.from_epoch("date", time_unit="ms"))
-    df = df.with_columns(
-        pl.col("date").dt.replace_time_zone(None).dt.cast_time_unit("ms").dt.replace_time_zone("UTC"),
-        *(pl.col(c).cast(pl.Float64) for c in need[1:]),
-    )
+    try:
+        if df.schema["date"].is_integer():
+            df = df.with_columns(pl.from_epoch("date", time_unit="ms"))
+        df = df.with_columns(
+            pl.col("date").dt.replace_time_zone(None).dt.cast_time_unit("ms").dt.replace_time_zone("UTC"),
+            *(pl.col(c).cast(pl.Float64) for c in need[1:]),
+        )
+    except Exception:  # e.g. a string date column, a non-numeric price
+        types = ", ".join(f"{c}: {t}" for c, t in df.schema.items())
+        raise UserError(
+            f"{path}: columns of the wrong type ({types}); freqtrade layout: date (datetime or epoch ms), "
+            "open..volume numbers"
+        ) from None
     return df.unique("date", keep="last").sort("date")
 
 
@@ -90,6 +109,8 @@ def load_panel(
         pairs = {s: pairs[s] for s in symbols}
     step = timeframe_ms(timeframe, "--timeframe")
     frames = {s: read_candles(p) for s, p in pairs.items()}
+    if not any(f.height for f in frames.values()):
+        raise UserError(f"no bars in the files of {', '.join(pairs)} in {data_dir}")
     t0 = min(int(f["date"].min().timestamp() * 1000) for f in frames.values() if f.height)
     t1 = max(int(f["date"].max().timestamp() * 1000) for f in frames.values() if f.height)
     if start is not None:

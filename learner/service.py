@@ -43,10 +43,11 @@ import time
 from pathlib import Path
 
 from continuum.panel import Panel
+from continuum.schema import Candle
 from continuum.timeframes import timeframe_ms
 
 DEFAULT_WINDOW = 24 * 200
-CANDLES = "market.candles"
+CANDLES = Candle.TOPIC
 CKPT_RE = re.compile(r"^learn-(?P<group>.+)-(?P<bar>\d{9})\.pt$")
 POSITION_FORMAT = "continuum.learn/1"
 
@@ -213,8 +214,6 @@ class LearnerService:
 
     def ingest(self, msg) -> None:
         """Fold one consumed message into the windows; record its offset."""
-        from continuum.schema import Candle
-
         self.offsets[(msg.topic, msg.partition)] = msg.offset + 1
         self._dirty = True
         c = msg.event

@@ -52,22 +52,6 @@ def make_signal(
     )
 
 
-def signals_for_bars(
-    model: str,
-    exchange: str,
-    symbols: list[str],
-    times: np.ndarray,
-    preds: np.ndarray,
-    sigma: np.ndarray,
-    mask: np.ndarray,
-    activity: dict[str, np.ndarray] | None = None,
-):
-    """Signals for every (bar, asset) with a forecast: preds (T,B,3), sigma/mask (T,B), activity name->(T,B)."""
-    for t, b in zip(*np.nonzero(mask & np.isfinite(preds).all(-1)), strict=True):
-        act = {k: v[t, b] for k, v in (activity or {}).items()}
-        yield make_signal(model, exchange, symbols[b], int(times[t]), preds[t, b], float(sigma[t, b]), act)
-
-
 def signals_frame(
     model: str,
     exchange: str,

@@ -13,8 +13,7 @@ if not has_transfers():
     st.info(
         f"No transfers in the lake at `{lake_root()}` yet.\n\nRun:\n\n"
         "`continuum backfill chain --rpc URL --from-block A --to-block B`\n\n"
-        "or import an ethereum-etl export: `python -m forensics.etl_import EXPORT_DIR --lake "
-        f"{lake_root()}`"
+        f"or import an ethereum-etl export: `continuum import etl EXPORT_DIR --lake {lake_root()}`"
     )
     st.stop()
 

@@ -9,7 +9,12 @@ A chain of MLP levels after the memory, each updating at its own frequency:
 L is the *task* loss, so a level only learns from targets that have been observed: the gradient
 of a forecast made at bar t enters the accumulator when its target is realised at t+h. Accumulators
 are running sums (never token buffers); one level's step is applied exactly when the bar index is a
-multiple of its period C_l, and never otherwise.
+multiple of its period C_l, and never otherwise. The step is eta^(l) times the level optimizer's
+direction (``cms_optimizer``; the default "sgd" is the sum itself), rescaled per stream to norm <=
+``cms_clip`` (C-KM's CMSBlock.grad_clip): neither the optimizer nor the clip is in eq. 71.
+
+Each level is residual with a pre-norm, h <- h + Wb silu(Wa LN(h) + ba) + bb (eq. 70 chains the MLPs
+without a residual).
 
 Representation: a level's fast weights are ``theta_0 + delta`` with theta_0 the meta-learned initial
 state (shared by all streams, trained by pre-training) and delta the per-stream online change. The

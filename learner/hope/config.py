@@ -16,11 +16,11 @@ class HopeConfig:
     chunk_mem: int = 8  # C_mem: write period of the main memory; a multiple of chunk_other
     eta_max: float = 0.05  # CHOICE: eta_t = eta_max * sigmoid(.) bounds the inner learning rate
     alpha_min: float = 0.9  # CHOICE: alpha_t in [alpha_min, 1]: retention gate (1 = no decay)
-    momentum: float = 0.9  # CHOICE: beta of the inner momentum S (Table 6 ablates it; eqs. omit it)
+    momentum: float = 0.9  # CHOICE: constant beta of the heavy-ball inner momentum S (Table 6 ablates it; eqs. omit it)
     inner_clip: float = 1.0  # soft-clamp of each token's inner-gradient norm (stability, pitfalls §4.1)
-    dgd: bool = True  # Delta Gradient Descent projector (alpha I - eta k k^T); False = plain GD
+    dgd: bool = True  # DGD projector (alpha I - eta k k^T) on W2; False = alpha-decay + GD there too
     self_modifying: bool = True  # k, v, eta, alpha memories write themselves; False = static projections
-    stopgrad_vhat: bool = True  # CHOICE: the self-generated target v_hat is a constant in the inner loss
+    stopgrad_vhat: bool = True  # CHOICE: detach v_hat from the outer graph (inner grads treat it as constant anyway)
     cms_periods: tuple[int, ...] = (24, 168, 720)  # C_l per level, in bars (day, week, month)
     cms_hidden: int = 64  # hidden width of each CMS MLP level
     cms_lr: tuple[float, ...] = (1e-3, 3e-4, 1e-4)  # eta^(l); picked on 2018-06..12 only (docs/results.md)

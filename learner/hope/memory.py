@@ -10,13 +10,25 @@ and stay differentiable for the outer loop when it wants them.
 
 One write (eq. 88, with the momentum that Table 6's "w/o momentum" row implies)::
 
-    S_t  = beta S_{t-1} + g_t                       g_t = grad L at the chunk-boundary state (eq. 93)
+    g_t  = clip(grad L at the chunk-boundary state)  (eq. 93; factor 2 of the squared norm kept;
+                                                      one norm over both layers, <= clip, per token)
+    S_t  = beta S_{t-1} + g_t                        beta constant (HopeConfig.momentum)
     W2_t = W2_{t-1} (alpha_t I - eta_t k_t k_t^T) - eta_t S2_t     # DGD projector on the layer reading k
     W1_t = alpha_t W1_{t-1} - eta_t S1_t                            # decay + GD on the output layer
 
 CHOICE (paper ambiguity 1, "double decay"): the projector acts on W2 only, the layer that reads k,
-as in the most complete public reproduction; W1 gets alpha-decay. With ||k|| = 1 and
-0 < eta <= alpha <= 1 the projector's eigenvalues are alpha and alpha - eta: a contraction.
+as in the most complete public reproduction; W1 (whose input is silu(W2 k), not k) gets alpha-decay
+and the gradient step. This does not keep k k^T from acting twice on W2: W2's own L2 gradient is
+g2 = delta k^T, also along k, so W2 gets both the projector's -eta (W2 k) k^T and -eta delta k^T (via
+S2), which is eq. 88/93 read literally. With ||k|| = 1 and 0 < eta <= alpha <= 1 the projector's
+eigenvalues are alpha and alpha - eta: non-expansive (a contraction for alpha < 1); the gradient
+terms come on top.
+
+The momentum is the heavy-ball form (torch's SGD momentum) with a constant beta: S sums raw
+gradients and the current eta_t scales all of it. Titans' momentum (S_t = eta_t S_{t-1} - theta_t
+grad, with data-dependent decay eta_t and step size theta_t) scales each gradient by its own step
+size when it enters S; the two agree only for a constant learning rate. docs/learner.md has the
+comparison with eq. 88, the DGD derivation and Titans.
 """
 
 from __future__ import annotations
@@ -84,7 +96,9 @@ def mem_grads(
     """Per-token gradients of ||M(k_t) - v_hat_t||^2 at fixed (W1, W2)  (eq. 87, 93).
 
     k (B,L,i), v_hat (B,L,o) -> g1 (B,L,o,h), g2 (B,L,h,i), and the per-token loss (B,L) (surprise).
-    Each token's gradient is soft-clamped to norm <= clip (pitfalls §4.1, max_grad_norm).
+    Each token's gradient, one norm over g1 and g2 together, is rescaled to norm <= clip (pitfalls §4.1,
+    max_grad_norm). v_hat is a constant here whatever ``stopgrad_vhat`` says: that flag only cuts the
+    outer (pre-training) graph through v_hat.
     """
     z = torch.einsum("bhi,bli->blh", W2, k)  # (B,L,h)
     a = F.silu(z)
@@ -113,7 +127,8 @@ def dgd_momentum_scan(
     beta: float,
     dgd: bool,
 ) -> MemoryState:
-    """Apply eq. 88 token by token over a chunk into the running weights R (boundary W untouched).
+    """Apply the write above (eq. 88 with momentum; the projector on W2 only, and only when ``dgd``) token
+    by token over a chunk into the running weights R (boundary W untouched).
 
     The gradients were computed for the whole chunk in parallel at the boundary state; only this cheap
     recurrence is sequential. Masked tokens (gaps, held-out bars) leave R and S unchanged.

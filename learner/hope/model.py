@@ -10,6 +10,9 @@ Equation numbers refer to arXiv v1. Our notes on the paper: ../shared/reference/
     y_t   = MLP^(f_K)( ... MLP^(f_1)(h_t) )             CMS, eqs. 70-71 / 94-97       (B,L,d)
     out_t = LN(y_t) W_head                               3 forecasts in volatility units
 
+Departure from eqs. 94-97, which feed o_t straight into the CMS chain: the residual stream u_t carries
+past the memory (h_t = u_t + o_t W_o) and each CMS level is residual with a pre-norm.
+
 :class:`HopeNet` holds the slow (meta) parameters; :class:`HopeState` holds every fast tensor and is
 passed in and returned explicitly, never hidden in the modules.
 """

@@ -3,8 +3,8 @@
 The self-modifying memories write during :meth:`Hope.predict` (label-free). The CMS levels learn in
 :meth:`Hope.learn` from task-loss gradients of forecasts whose targets have just been realised; the
 gradient is taken at the level's current weights on the CMS input kept from the forecast bar (a ring
-buffer of the last 64 bars: the longest horizon plus one call), summed into the level's accumulator,
-and applied when the bar clock reaches a multiple of the level's period (eq. 71).
+buffer of the last 64 bars: more than the longest horizon, 24, plus one 8-bar call), summed into the
+level's accumulator, and applied when the bar clock reaches a multiple of the level's period (eq. 71).
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@
 Every projection except the query is itself a fast memory that writes itself in context:
 
     k_t = M_k(x_t),  v_t = M_v(x_t),  eta_t = M_eta(x_t),  alpha_t = M_alpha(x_t)        (eqs. 79-82)
+        (eta_t, alpha_t: width-1 outputs squashed into (0, eta_max) and (alpha_min, 1), shared by all memories)
     q_t = x_t W_q                                   the only non-adaptive projection      (eq. 83)
     o_t = M_mem(q_t)                                read with the chunk-boundary state    (eqs. 84, 90)
     v_hat_{□,t} = M_□(v_t)                          each memory's self-generated target   (eq. 85)
     M_□ <- DGD + momentum + decay step on ||M_□(k_t) - v_hat_{□,t}||^2                    (eqs. 86-88)
+        (projector on the layer reading k only, heavy-ball momentum: memory.py and docs/learner.md)
 
 q and k are L2-normalised; a causal depthwise convolution (window 4) mixes neighbouring bars first.
 
@@ -57,7 +59,7 @@ class SelfModifyingTitans(nn.Module):
             self.init_W2[name] = nn.Parameter(torch.randn(h, d) / d**0.5)
         # CHOICE (ambiguity 5): squashing. eta_t = eta_max sigmoid(.), alpha_t in [alpha_min, 1].
         self.eta_bias = nn.Parameter(torch.tensor(-1.5))
-        self.alpha_bias = nn.Parameter(torch.tensor(4.0))  # alpha ~ 0.998: a half-life of ~2 weeks of bars
+        self.alpha_bias = nn.Parameter(torch.tensor(4.0))  # alpha ~ 0.998: a half-life of ~385 bars (16 days)
 
     def init_state(self, B: int) -> TitansState:
         d = self.cfg.d_model

@@ -94,7 +94,7 @@ def test_empty_states_say_what_to_run(tmp_path, monkeypatch):
         (None, "continuum demo"),
         ("views/memory.py", "continuum demo"),
         ("views/evaluation.py", "continuum evaluate"),
-        ("views/forensics.py", "etl_import"),
+        ("views/forensics.py", "continuum import etl"),
     ]
     for page, needle in expected:
         assert needle in _text(_page(page)), page

@@ -53,3 +53,18 @@ def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path, monkeypatc
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
+
+
+def test_help_loads_no_heavy_library():
+    """`continuum --help` builds every subcommand's parser without importing torch, polars, ccxt, web3...
+    (they cost ~2 s and ~900 MB); each command imports them when it runs."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "polars", "numpy", "ccxt", "web3", "kafka", "streamlit", "matplotlib", "pandas")
+    code = (
+        "import sys; from commands.cli import build_parser; build_parser(); "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"building the parser imported {out}"

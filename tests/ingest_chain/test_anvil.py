@@ -15,8 +15,7 @@ import pytest
 from continuum.errors import UserError
 from continuum.lake import Lake
 from continuum.schema import Retraction
-from ingest.chain import ChainFollower, Rpc, chain_view
-from ingest.chain_backfill import backfill
+from ingest.chain import ChainFollower, Rpc, backfill, chain_view
 from tests.services.anvil import RangeLimitProxy
 
 pytestmark = pytest.mark.integration

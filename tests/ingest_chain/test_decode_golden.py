@@ -11,8 +11,7 @@ import pytest
 
 from continuum.errors import UserError
 from continuum.schema import Swap, Transfer
-from ingest.chain import check_address
-from ingest.chain_decode import EtlMetadata, TokenInfo, decode_etl_export, read_jsonl, swap_fields
+from ingest.chain import EtlMetadata, TokenInfo, check_address, decode_etl_export, read_jsonl, swap_fields
 
 
 @pytest.fixture(scope="module")

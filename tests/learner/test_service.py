@@ -37,7 +37,7 @@ from learner.hope.config import HopeConfig
 from learner.hope.model import HopeNet
 from learner.hope.online import Hope
 from learner.service import LearnerService
-from learner.signals import signals_for_bars
+from learner.signals import frame_to_signals, signals_frame
 from learner.stream import run_stream
 
 torch.set_num_threads(1)
@@ -75,13 +75,13 @@ def candles(panel, exchange: str = "binance") -> list[Candle]:
 
 
 def reference(panel, net: HopeNet, exchange: str = "binance", model_name: str = "hope") -> dict[tuple, Signal]:
-    """The replay path: features over the whole panel, run_stream, signals_for_bars."""
+    """The replay path: features over the whole panel, run_stream, signals_frame."""
     fp = build_features(panel)
     model = Hope(net.cfg, HopeNet(net.cfg))
     model.net.load_state_dict(net.state_dict())
     model.reset(len(panel.symbols))
     res = run_stream(model, fp, chunk=8)
-    sigs = signals_for_bars(model_name, exchange, fp.symbols, fp.times, res.preds, fp.sigma, fp.mask)
+    sigs = frame_to_signals(signals_frame(model_name, exchange, fp.symbols, fp.times, res.preds, fp.sigma, fp.mask))
     return {s.natural_key(): s for s in sigs}
 
 
@@ -240,7 +240,7 @@ def test_hourly_onchain_features_reach_the_live_learner(panel, tmp_path):
     res = run_stream(model, fp, chunk=8)
     want = {
         s.natural_key(): s
-        for s in signals_for_bars("hope", "binance", fp.symbols, fp.times, res.preds, fp.sigma, fp.mask)
+        for s in frame_to_signals(signals_frame("hope", "binance", fp.symbols, fp.times, res.preds, fp.sigma, fp.mask))
     }
     bus = EmbeddedBus(partitions=2)
     bus.publish_many(candles(panel))

@@ -1,24 +1,23 @@
 """Log decoding for the chain source: ERC-20 ``Transfer``, Uniswap V2 and V3 ``Swap``, native ETH transfers.
 
 Pure functions over plain JSON-RPC dictionaries (hex strings, as a node returns them), so the same code
-decodes a live node's logs, ``eth_getLogs`` backfills and ethereum-etl exports (see :func:`etl_log`). No
+decodes a live node's logs, ``eth_getLogs`` backfills and ethereum-etl exports (:mod:`ingest.chain.etl`). No
 web3 objects cross this boundary: ``HexBytes.hex()`` has no ``0x`` prefix, and a topic compared with it
 silently never matches; everything here is lower-case ``0x`` hex.
 
-Token decimals/symbols and pool tokens come from a :class:`Metadata` (the live one calls the node and caches,
-:class:`EtlMetadata` infers pools from an export's own transfers). A token whose ``decimals()`` is unknown
-keeps ``value`` in raw units and ``symbol`` None, so a reader can tell it was not scaled.
+Token decimals/symbols and pool tokens come from a :class:`Metadata`: the live one
+(:class:`~ingest.chain.blocks.RpcMetadata`) calls the node and caches, :class:`~ingest.chain.etl.EtlMetadata`
+infers pools from an export's own transfers. A token whose ``decimals()`` is unknown keeps ``value`` in raw
+units and ``symbol`` None, so a reader can tell it was not scaled.
 
 Event signatures follow the contracts: ERC-20 (EIP-20), UniswapV2Pair.sol and UniswapV3Pool.sol.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from continuum.labels import label_of
 from continuum.schema import Block, Swap, Transfer
@@ -30,6 +29,17 @@ TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523
 V2_SWAP_TOPIC = "0xd78ad95fa46c994b6551d0da85fc275fe613ce37657fb8d5e3d130840159d822"
 V3_SWAP_TOPIC = "0xc42079f94a6350d7e6235f29174924f928cc2ac818eb64fed8004e115fbcca67"
 LOG_TOPICS = (TRANSFER_TOPIC, V2_SWAP_TOPIC, V3_SWAP_TOPIC)
+
+
+def log_filter(addresses: list[str] | None = None, topics: list | None = None, **where: Any) -> dict[str, Any]:
+    """An ``eth_getLogs`` filter (``where``: ``blockHash``, or ``fromBlock`` and ``toBlock``).
+
+    ``topics``: any of these as topic 0 (default: the ones decoded here); ``addresses``: only these contracts.
+    """
+    flt: dict[str, Any] = {**where, "topics": [list(topics or LOG_TOPICS)]}
+    if addresses:
+        flt["address"] = addresses
+    return flt
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,58 +230,3 @@ def block_event(block: dict, chain: str, final: bool = False) -> Block:
         base_fee_gwei=None if base is None else qty(base) / 1e9,
         final=final,
     )
-
-
-# ----------------------------------------------------------------------------- ethereum-etl exports
-def etl_log(row: dict) -> dict:
-    """An ethereum-etl ``logs.jsonl`` row in JSON-RPC log shape (what :func:`decode_log` reads)."""
-    return {
-        "address": row["address"],
-        "topics": row["topics"],
-        "data": row["data"],
-        "blockNumber": row["block_number"],
-        "blockHash": row["block_hash"],
-        "transactionHash": row["transaction_hash"],
-        "logIndex": row["log_index"],
-    }
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-class EtlMetadata:
-    """Metadata for an export with no node behind it.
-
-    Pool tokens are inferred from the export's own token transfers: both Uniswap V2 and V3 order a pool's
-    tokens by address (token0 < token1), so the two tokens seen moving in or out of a pool fix the pair.
-    Decimals come from ``decimals`` (e.g. a few well-known tokens); others stay unknown (raw units).
-    """
-
-    def __init__(self, transfers: Iterable[dict], decimals: dict[str, TokenInfo] | None = None):
-        self._decimals = {k.lower(): v for k, v in (decimals or {}).items()}
-        seen: dict[str, set[str]] = {}
-        for t in transfers:
-            for end in (t["from_address"], t["to_address"]):
-                seen.setdefault(end.lower(), set()).add(t["token_address"].lower())
-        self._seen = seen
-
-    def token(self, address: str) -> TokenInfo:
-        return self._decimals.get(address.lower(), TokenInfo(None, None))
-
-    def pool_tokens(self, pool: str) -> tuple[str, str] | None:
-        toks = sorted(self._seen.get(pool.lower(), ()))
-        return (toks[0], toks[1]) if len(toks) == 2 else None
-
-
-def decode_etl_export(directory: Path, chain: str = "ethereum", meta: Metadata | None = None) -> list:
-    """Every Transfer and Swap in an ethereum-etl export directory (``logs.jsonl``, ``token_transfers.jsonl``)."""
-    directory = Path(directory)
-    logs = read_jsonl(directory / "logs.jsonl")
-    meta = meta or EtlMetadata(read_jsonl(directory / "token_transfers.jsonl"))
-    out = []
-    for row in logs:
-        ev = decode_log(etl_log(row), chain, int(row["block_timestamp"]) * 1000, meta)
-        if ev is not None:
-            out.append(ev)
-    return out

@@ -20,14 +20,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import polars as pl
 
 from continuum.lake import Lake
 from continuum.schema import Event
-from ingest.chain import Rpc, RpcError, RpcMetadata, block_events
-from ingest.chain_decode import LOG_TOPICS, qty
+from ingest.chain.blocks import RpcMetadata, block_events
+from ingest.chain.decode import log_filter, qty
+from ingest.chain.rpc import Rpc, RpcError
+from ingest.chain.store import Sink
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,9 @@ def fetch_logs(
     todo = [(start, end)]
     while todo:
         a, b = todo.pop()
-        flt: dict[str, Any] = {"fromBlock": hex(a), "toBlock": hex(b), "topics": [list(topics or LOG_TOPICS)]}
-        if addresses:
-            flt["address"] = addresses
         stats.log_queries += 1
         try:
-            got = rpc.call("eth_getLogs", [flt])
+            got = rpc.call("eth_getLogs", [log_filter(addresses, topics, fromBlock=hex(a), toBlock=hex(b))])
         except RpcError as e:
             if a == b:
                 raise
@@ -96,6 +94,7 @@ def backfill(
         raise ValueError(f"to-block {end} is before from-block {start}")
     stats = BackfillStats()
     meta = meta or RpcMetadata(rpc)
+    sink = Sink(lake, publish)
     have: set[int] = set()
     if lake is not None:
         lf = lake.scan("block", chain=chain)
@@ -116,11 +115,7 @@ def backfill(
             stats.events += len(events)
             for e in events:
                 stats.by_kind[e.KIND] = stats.by_kind.get(e.KIND, 0) + 1
-            if lake is not None:
-                lake.append_events(events)
-            if publish is not None:
-                for e in events:
-                    publish(e)
+            sink.write(events)
         if progress is not None:
             progress(b - a + 1)
         a = b + 1
