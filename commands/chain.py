@@ -96,9 +96,12 @@ def _lake(args: argparse.Namespace, cfg: Config):
 def run_backfill(args: argparse.Namespace, cfg: Config) -> int:
     from tqdm import tqdm
 
+    from continuum.redact import redact_logging
     from ingest.chain import Rpc, backfill
 
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     rpc_url, chain, conf, addrs = _settings(args, cfg)
+    redact_logging(rpc_url)
     if args.from_block < 0:
         raise UserError(f"--from-block {args.from_block}: must be >= 0")
     rpc = Rpc(rpc_url)
@@ -138,10 +141,12 @@ def run_backfill(args: argparse.Namespace, cfg: Config) -> int:
 
 def run_stream(args: argparse.Namespace, cfg: Config) -> int:
     from continuum.bus_factory import make_bus
+    from continuum.redact import redact_logging
     from ingest.chain import ChainFollower, Rpc
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     rpc_url, chain, conf, addrs = _settings(args, cfg)
+    redact_logging(rpc_url)  # web3 logs the URL it connects to
     rpc = Rpc(rpc_url)
     bus = make_bus(cfg)
     follower = ChainFollower(

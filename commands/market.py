@@ -122,9 +122,11 @@ def run_backfill(args: argparse.Namespace, cfg: Config) -> int:
     import ccxt
 
     from continuum.lake import Lake
+    from continuum.redact import redact_logging
     from ingest.market import Retry, backfill_ohlcv, backfill_trades, check_symbols, check_timeframe, connect
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    redact_logging(args.exchange_url)
     exchange, symbols, timeframe = _resolve(cfg)
     since, until = date_ms(args.since, "--since"), date_ms(args.until, "--until")
     if since is not None and until is not None and until <= since:
@@ -170,9 +172,11 @@ def run_stream(args: argparse.Namespace, cfg: Config) -> int:
     import ccxt
 
     from continuum.bus_factory import make_bus
+    from continuum.redact import redact_logging
     from ingest.market import MarketStream, check_symbols, check_timeframe, connect
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    redact_logging(args.exchange_url)
     exchange, symbols, timeframe = _resolve(cfg)
     since = date_ms(args.since, "--since")
     rate_limit = cfg.exchange.rate_limit

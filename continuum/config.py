@@ -175,23 +175,25 @@ def _range(name: str, value: int, lo: int, hi: int) -> None:
 
 
 def _coerce(name: str, raw: Any, typ: type, from_env: bool) -> Any:
-    """TOML values must already have the right type; environment strings are parsed strictly."""
+    """TOML values must already have the right type; environment strings are parsed strictly.
+    A secret's value never appears in the message."""
+    shown = "***" if _secret(name) else repr(raw)
     if from_env:
         if typ is bool:
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True
             if raw.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ConfigError(f"{name}: {raw!r} is not a boolean (true/false)")
+            raise ConfigError(f"{name}: {shown} is not a boolean (true/false)")
         if typ is int:
             try:
                 return int(raw)
             except ValueError:
-                raise ConfigError(f"{name}: {raw!r} is not an integer") from None
+                raise ConfigError(f"{name}: {shown} is not an integer") from None
         return raw
     ok = isinstance(raw, typ) and not (typ is int and isinstance(raw, bool))
     if not ok:
-        raise ConfigError(f"{name}: expected {typ.__name__}, got {type(raw).__name__} {raw!r}")
+        raise ConfigError(f"{name}: expected {typ.__name__}, got {type(raw).__name__} {shown}")
     return raw
 
 

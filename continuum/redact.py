@@ -3,7 +3,8 @@
 Node and exchange URLs often carry credentials: ``https://mainnet.infura.io/v3/<API_KEY>``,
 ``https://user:pass@host/rpc``, ``https://host/eth?apikey=<KEY>``, ``wss://host/ws/<TOKEN>``. Anything a
 user may paste into a log or an issue goes through :func:`mask_url` (a URL we print) or :func:`redact`
-(a library's message that may quote the URL, or only its path):
+(a library's message that may quote the URL, or only its path); :func:`redact_logging` does the same for
+every log line, libraries' included (web3 logs the URL it connects to):
 
 >>> mask_url("https://user:pass@mainnet.infura.io:443/v3/abcdef0123456789abcdef0123456789?apikey=XYZ")
 'https://***@mainnet.infura.io:443/v3/***?apikey=***'
@@ -13,6 +14,7 @@ user may paste into a log or an issue goes through :func:`mask_url` (a URL we pr
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
 
@@ -73,3 +75,30 @@ def _secrets(url: str) -> list[tuple[str, str]]:
     found += [parts.fragment]
     pairs += [(s, MASK) for s in found if len(s) >= 3]
     return sorted((p for p in pairs if p[0] != p[1]), key=lambda p: -len(p[0]))
+
+
+class RedactFilter(logging.Filter):
+    """A handler filter that passes every record with :func:`redact` applied to its message and traceback."""
+
+    def __init__(self, *urls: str | None):
+        super().__init__()
+        self.urls = urls
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage(), *self.urls), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, *self.urls)
+        return True
+
+
+def redact_logging(*urls: str | None) -> None:
+    """Mask URLs, and the secrets of ``urls``, in everything the root logger's handlers write.
+
+    Call it after ``logging.basicConfig``: the filter sits on the handlers, so records that libraries'
+    loggers propagate to the root are masked too.
+    """
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactFilter) and f.urls == urls for f in handler.filters):
+            handler.addFilter(RedactFilter(*urls))

@@ -4,9 +4,18 @@ Names: ``hope``, ``hope-no-cms``, ``hope-frozen``, ``ewma``, ``har``, ``garch``,
 ``gru_online``, ``transformer_online``, ``gru_sliding``; Hope variants take options in brackets:
 ``hope[opt=momentum,no-dgd,no-momentum,levels=2,lowest-period=168]``.
 
-Pre-training is shared where the architecture is the same: ``hope`` and ``hope-frozen`` run the same
-meta-weights (frozen = no writes, no CMS steps); an architectural change (no CMS, fewer levels, no DGD,
-no momentum) is pre-trained on its own with the same budget.
+Two attribution variants switch one kind of online learning off and keep the other:
+``hope[no-writes]`` (the self-modifying memories never write; the CMS levels still step online) and
+``hope[no-cms-online]`` (the memories write; the CMS levels never step online). ``hope-frozen`` switches
+both off.
+
+Pre-training is shared where the architecture is the same: ``hope``, ``hope-frozen``, ``hope[no-writes]``
+and ``hope[no-cms-online]`` run the same meta-weights (they differ only online); an architectural change
+(no CMS, fewer levels, no DGD, no momentum) is pre-trained on its own with the same budget.
+
+Learning models (every Hope variant, the neural baselines) depend on a seed: the pre-training seed and
+torch's initialisation seed (:func:`is_seeded`); the classical ones (ewma, har, garch, river_linear) are
+deterministic.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ BASELINES: dict[str, type] = {
     "transformer_online": OnlineTransformer,
     "gru_sliding": SlidingGRU,
 }
+NEURAL = ("gru_online", "transformer_online", "gru_sliding")
 HOPE_NAMES = ("hope", "hope-no-cms", "hope-frozen")
 ALL_MODELS = (*HOPE_NAMES, *BASELINES)
 DEFAULT_MODELS = ALL_MODELS
@@ -77,6 +87,10 @@ def hope_config(spec: str, base: HopeConfig) -> HopeConfig:
             cfg = cfg.with_(momentum=0.0)
         elif k == "no-selfmod":
             cfg = cfg.with_(self_modifying=False)
+        elif k == "no-writes":  # attribution: the memories never write online, the CMS levels still step
+            cfg = cfg.with_(write_memories=False)
+        elif k == "no-cms-online":  # attribution: the CMS levels never step online, the memories still write
+            cfg = cfg.with_(learn_cms=False)
         elif k == "levels":
             n = int(v)
             cfg = cfg.with_(cms_periods=base.cms_periods[:n], cms_lr=base.cms_lr[:n])
@@ -97,9 +111,17 @@ def hope_config(spec: str, base: HopeConfig) -> HopeConfig:
             cfg = cfg.with_(chunk_other=c, chunk_mem=c)
         else:
             raise UserError(
-                f"{spec}: unknown option {k!r} (opt=, no-dgd, no-momentum, no-selfmod, levels=, lowest-period=, chunk=)"
+                f"{spec}: unknown option {k!r} (opt=, no-dgd, no-momentum, no-selfmod, no-writes, no-cms-online, "
+                "levels=, lowest-period=, chunk=)"
             )
     return cfg
+
+
+def is_seeded(spec: str) -> bool:
+    """Whether a run of ``spec`` depends on a seed (Hope's pre-training, the neural baselines' init and fit);
+    the classical baselines are deterministic, so one run of them stands for every seed."""
+    name, _ = parse_spec(spec)
+    return name.startswith("hope") or name in NEURAL
 
 
 def pretrain_key(cfg: HopeConfig) -> tuple:
@@ -126,15 +148,17 @@ def build_model(
     pretrained: Callable[[HopeConfig], HopeNet] | None,
     device: str = "cpu",
     pretrain_steps: int = 300,
+    seed: int = 0,
 ) -> Built:
-    """Instantiate ``spec``. ``pretrained(cfg)`` returns the (cached) meta-learned net for a Hope config."""
+    """Instantiate ``spec``. ``pretrained(cfg)`` returns the (cached) meta-learned net for a Hope config;
+    ``seed`` seeds a neural baseline's initialisation and history fit (Hope's seed is its pre-training's)."""
     name, _ = parse_spec(spec)
     if name.startswith("hope"):
         cfg = hope_config(spec, base)
         net = pretrained(cfg) if pretrained is not None else None
         return Built(Hope(cfg, net=net, device=device, name=spec), False)
     cls = BASELINES[name]
-    kw = {"pretrain_steps": pretrain_steps} if cls in (OnlineGRU, OnlineTransformer, SlidingGRU) else {}
+    kw = {"pretrain_steps": pretrain_steps, "seed": seed} if cls in (OnlineGRU, OnlineTransformer, SlidingGRU) else {}
     model = cls(n_features, names, **kw)
     model.name = spec
     return Built(model, hasattr(model, "pretrain_steps"))

@@ -1,16 +1,26 @@
 """Pre-training, the outer level: meta-learn Hope's initial states and projections on history.
 
-Windows of ``seq_len`` bars are cut from the history before ``--until`` (every target inside a window
-is realised before the cut-off, so nothing after it is ever seen). Each window is one stream that
-starts from the meta-learned initial state and runs exactly as online:
+Streams are cut from the history before ``--until`` (every target a stream forecasts is realised before
+the cut-off, so nothing after it is ever seen). Each stream starts from the meta-learned initial state
+and runs exactly as online:
 
 - the self-modifying memories write in context, and the outer gradient flows *through* those writes
-  (truncated back-propagation over the window), so the parameters that act only through writes —
-  the key, value, learning-rate and decay memories — get a gradient (pitfalls §4.2);
-- the CMS levels take their online steps from realised targets (first-order: the steps are detached;
-  the initial states theta_0 get the outer gradient through theta_0 + delta).
+  within a window of ``seq_len`` bars (truncated back-propagation), so the parameters that act only
+  through writes — the key, learning-rate and decay memories, and the value memory when its targets
+  stay in the graph (``stopgrad_vhat=False``) — get a gradient (pitfalls §4.2);
+- the CMS levels take their online steps from realised targets at their own periods on the stream's
+  clock (first-order: the gradient sums are detached; theta_0 gets the outer gradient through
+  theta_0 + delta, and with ``learn_cms_lr`` each level's step size through the steps of the window).
 
-The outer loss is the task loss on every forecast of the window; AdamW updates the slow parameters.
+Long horizons (``carry`` > 1, pitfalls §4.9): a stream runs ``carry`` consecutive windows with its whole
+state carried from one to the next — the gradient is cut at window edges, the stream goes on — so one
+stream covers ``carry x seq_len`` bars, every CMS level steps many times, and the outer loss sees the
+memories after thousands of writes, as deployed. Forecasts made near a window's end are learned from
+(CMS) in the next window, when their targets are realised, exactly as online. ``carry=1`` is the first
+landing's recipe: every window a fresh stream.
+
+The outer loss is the task loss on every forecast of the window (weighted like the online CMS loss when
+``weighted``); AdamW updates the slow parameters.
 
 The command line is ``continuum pretrain`` (commands/pretrain.py)::
 
@@ -43,18 +53,21 @@ class PretrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     optimizer: str = "adamw"  # outer optimizer: a key of learner.optim.TORCH_OPTIMIZERS (adamw, m3, delta, ...)
+    carry: int = 1  # consecutive windows a stream runs with its state carried (1: a fresh stream every window)
+    weighted: bool = False  # outer loss weighted like the online CMS loss (HopeConfig.loss_weights)
 
 
 def _windows(fp: FeaturePanel, until: int, seq_len: int, rng: np.random.Generator, n: int, align: int):
-    """n random (start, asset) windows that end (targets included) before bar ``until``."""
+    """n random (start, asset) streams of ``seq_len`` bars that end (targets included) before bar ``until``."""
     hi = until - seq_len - max(HORIZON_TUPLE)
+    need = 0.9 if seq_len <= 1024 else 0.8  # long streams may cross an exchange outage
     out = []
     tries = 0
     while len(out) < n and tries < 100 * n:
         tries += 1
         a = int(rng.integers(0, max(1, hi))) // align * align
         b = int(rng.integers(0, fp.x.shape[1]))
-        if fp.mask[a : a + seq_len, b].mean() > 0.9:
+        if fp.mask[a : a + seq_len, b].mean() > need:
             out.append((a, b))
     if not out:
         raise ValueError("no usable pre-training window before the cut-off: use a later --until")
@@ -83,38 +96,47 @@ def pretrain(
     valid_all = torch.from_numpy(fp.ymask)
     x_all = torch.from_numpy(fp.x)
     m_all = torch.from_numpy(fp.mask)
-    C = cfg.chunk_other
+    C, L, H = cfg.chunk_other, pcfg.seq_len, max(HORIZON_TUPLE)
     align = math.lcm(C, cfg.chunk_mem)
+    weights = cfg.loss_weights if pcfg.weighted else None
+    w_k = torch.tensor(weights if weights else (1.0, 1.0, 1.0))
     losses: list[float] = []
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=pcfg.steps, desc="pretrain", unit="step")
-    for _ in range(pcfg.steps):
-        wins = _windows(fp, until, pcfg.seq_len, rng, pcfg.batch, align)
-        idx_t = torch.stack([torch.arange(a, a + pcfg.seq_len) for a, _ in wins])  # (Bw, L)
-        idx_b = torch.tensor([b for _, b in wins])[:, None]
-        x, mask = x_all[idx_t, idx_b], m_all[idx_t, idx_b]  # (Bw,L,F), (Bw,L)
-        yn, valid = yn_all[idx_t, idx_b], valid_all[idx_t, idx_b]  # (Bw,L,K)
-        st = net.init_state(len(wins))
+    starts: list[tuple[int, int]] = []
+    st, h_prev = None, None
+    for i in range(pcfg.steps):
+        w = i % pcfg.carry  # which window of the streams' current segment
+        if w == 0:  # new streams from the meta-learned initial state
+            starts = _windows(fp, until, pcfg.carry * L, rng, pcfg.batch, align)
+            st, h_prev = net.init_state(len(starts)), None
+        P = H if h_prev is not None else 0  # bars before the window whose targets land in it
+        idx_t = torch.stack([torch.arange(a + w * L - P, a + (w + 1) * L) for a, _ in starts])  # (Bw, P+L)
+        idx_b = torch.tensor([b for _, b in starts])[:, None]
+        x, mask = x_all[idx_t[:, P:], idx_b], m_all[idx_t[:, P:], idx_b]  # (Bw,L,F), (Bw,L)
+        yn, valid = yn_all[idx_t, idx_b], valid_all[idx_t, idx_b]  # (Bw,P+L,K)
         total, count = 0.0, 0.0
-        hs = []
-        for s in range(0, pcfg.seq_len, C):
+        hs = [h_prev] if P else []
+        for s in range(0, L, C):
             e = s + C
-            pred, h, st, _ = net(st, x[:, s:e], mask[:, s:e])
+            pred, h, st, _ = net(st, x[:, s:e], mask[:, s:e], delta_grad=cfg.learn_cms_lr)
             hs.append(h)
-            w = valid[:, s:e]
-            total = total + task_loss(pred, yn[:, s:e], w)
-            count += float(w.sum())
+            vw = valid[:, P + s : P + e]
+            total = total + task_loss(pred, yn[:, P + s : P + e], vw, weights)
+            count += float((vw * w_k).sum())
             if cfg.learn_cms and cfg.cms_periods:
-                _online_cms_step(net, st, torch.cat(hs, 1), yn, valid, s, e)
+                _online_cms_step(net, st, torch.cat(hs, 1), yn, valid, P + s, P + e)
         loss = total / max(count, 1.0)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), pcfg.grad_clip)
         opt.step()
         sched.step()
+        if pcfg.carry > 1:  # the stream goes on; the gradient is cut here
+            st, h_prev = st.detached(), torch.cat(hs, 1)[:, -H:].detach()
         losses.append(float(loss.detach()))
         if bar is not None:
             bar.update(1)
@@ -126,7 +148,10 @@ def pretrain(
 
 
 def _online_cms_step(net: HopeNet, st, h_all: torch.Tensor, yn, valid, s: int, e: int) -> None:
-    """The same first-order CMS accumulation and periodic step as online (learner.hope.online)."""
+    """The same first-order CMS accumulation and periodic step as online (learner.hope.online).
+
+    Indices are local to the arrays (h_all, yn, valid: (Bw, n, ...)); the levels step on the stream's clock.
+    """
     t0, new = realised_window(s, e, HORIZON_TUPLE, valid.transpose(0, 1))
     net.cms_accumulate(st.cms, h_all[:, t0:e], yn[:, t0:e], new)
-    net.cms_apply_due(st.cms, e)
+    net.cms_apply_due(st.cms, st.step)

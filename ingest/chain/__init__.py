@@ -16,7 +16,7 @@ from ingest.chain.blocks import RpcMetadata, block_events
 from ingest.chain.decode import LOG_TOPICS, Metadata, TokenInfo, decode_log, qty, swap_fields, transfer_fields
 from ingest.chain.etl import EtlMetadata, decode_etl_export, etl_log, read_jsonl
 from ingest.chain.follower import ChainFollower, StepResult
-from ingest.chain.rpc import Rpc, RpcError, check_address
+from ingest.chain.rpc import Rpc, RpcError, RpcUnavailable, check_address
 from ingest.chain.store import Sink, apply_retraction, chain_view
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Rpc",
     "RpcError",
     "RpcMetadata",
+    "RpcUnavailable",
     "Sink",
     "StepResult",
     "TokenInfo",

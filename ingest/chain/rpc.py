@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from continuum.errors import UserError
@@ -26,6 +26,10 @@ class RpcError(RuntimeError):
     def __init__(self, method: str, code: int | None, message: str):
         self.method, self.code, self.message = method, code, message
         super().__init__(f"{method}: {message} (code {code})")
+
+
+class RpcUnavailable(ConnectionError):
+    """The node could not be reached or did not answer (an OSError, so pollers retry it); says why, URL masked."""
 
 
 def check_address(addr: str) -> str:
@@ -50,7 +54,8 @@ class Rpc:
     """Raw JSON-RPC over a web3 provider: ``call``, ``batch``; HTTP or websocket (with ``newHeads``).
 
     Connection problems at start are a :class:`UserError` naming the URL, because a wrong ``--rpc`` is the
-    usual cause; error responses are :class:`RpcError` so callers can react (e.g. split a log range).
+    usual cause; later ones are :class:`RpcUnavailable` (requests' own errors quote the URL, key and all).
+    Error responses are :class:`RpcError` so callers can react (e.g. split a log range).
     """
 
     def __init__(self, url: str, timeout_s: float = 30.0):
@@ -79,15 +84,17 @@ class Rpc:
         except UserError:
             raise
         except Exception as e:  # connection refused, DNS, TLS, timeout: all "cannot reach"
-            raise UserError(f"--rpc {self.shown_url}: cannot reach a JSON-RPC node there ({self.reason(e)})") from None
+            raise UserError(f"--rpc {self.shown_url}: cannot reach a JSON-RPC node there ({self._reason(e)})") from None
 
     def redact(self, text: str) -> str:
         """``text`` (a library's error message) without this URL's secrets, even where it quotes only the path."""
         return redact(text, self.url)
 
-    def reason(self, e: BaseException) -> str:
+    def _reason(self, e: BaseException) -> str:
         """The useful tail of a connection error ("[Errno 111] Connection refused"), not urllib3's whole repr."""
         text = self.redact(str(e))
+        if isinstance(e, RpcUnavailable):
+            return text
         m = re.search(r"\[Errno -?\d+\][^'\")]*", text)
         return m.group(0).strip() if m else f"{type(e).__name__}: {text[:200]}"
 
@@ -146,11 +153,19 @@ class Rpc:
             self._loop = None
 
     # ---------------------------------------------------------------- calls
+    @contextlib.contextmanager
+    def _transport(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:  # requests', socket and timeout errors
+            raise RpcUnavailable(self._reason(e)) from None  # the original's text (and chain) names the URL
+
     def _request(self, method: str, params: list) -> dict:
-        if self._loop is None:
-            return self._provider.make_request(method, params)
-        fut = asyncio.run_coroutine_threadsafe(self._provider.make_request(method, params), self._loop)
-        return fut.result(self.timeout_s)
+        with self._transport():
+            if self._loop is None:
+                return self._provider.make_request(method, params)
+            fut = asyncio.run_coroutine_threadsafe(self._provider.make_request(method, params), self._loop)
+            return fut.result(self.timeout_s)
 
     def call(self, method: str, params: list) -> Any:
         resp = self._request(method, params)
@@ -166,7 +181,8 @@ class Rpc:
             return []
         if self._loop is not None:
             return [self.call(m, p) for m, p in calls]
-        resps = self._provider.make_batch_request([(m, p) for m, p in calls])
+        with self._transport():
+            resps = self._provider.make_batch_request([(m, p) for m, p in calls])
         if isinstance(resps, dict):  # the node rejected the whole batch
             err = resps.get("error") or {}
             raise RpcError("batch", err.get("code"), str(err.get("message", resps)))

@@ -2,6 +2,11 @@
 
 ``continuum evaluate`` (commands/evaluate.py) loads the data and calls :func:`run_evaluation`; the
 protocol itself is :mod:`learner.evaluation.harness`.
+
+With ``seeds`` > 1 every learning model (Hope variants, neural baselines: :func:`learner.models.is_seeded`)
+runs once per seed ``seed, seed+1, ...`` (pre-training seed, neural init/fit seed); the held-out weeks are
+the same for every seed (the setup is made once). The deterministic classical models run once. A model's
+block keeps its keys from the first seed's run and gains ``seeds`` (mean, std, values over the runs).
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ import polars as pl
 from continuum.jsonsafe import jsonsafe
 from learner.checkpoint import save_pretrained
 from learner.evaluation import report
-from learner.evaluation.harness import Setup, evaluate_model, summarise_run
+from learner.evaluation.harness import NEW_ASSET_WINDOWS, Setup, across_seeds, evaluate_model, summarise_run
 from learner.evaluation.regimes import Regime
 from learner.features import FeaturePanel
 from learner.hope.config import HopeConfig
-from learner.models import pretrain_key
+from learner.models import is_seeded, pretrain_key
 from learner.pipeline import PretrainCache
 from learner.pretrain import PretrainConfig
 
@@ -39,37 +44,71 @@ def run_evaluation(
     device: str = "cpu",
     progress: bool = True,
     command: str = "continuum evaluate",
+    seeds: int = 1,
+    started: float | None = None,
 ) -> dict:
-    """Evaluate ``specs`` on ``setup``; write every output into ``out``; return evaluation.json's document."""
+    """Evaluate ``specs`` on ``setup``; write every output into ``out``; return evaluation.json's document.
+
+    ``seeds``: runs per learning model (seeds ``seed`` .. ``seed + seeds - 1``). ``started``: the
+    ``time.perf_counter()`` the command started at, so ``wall_seconds`` includes loading the data."""
     from tqdm import tqdm
 
-    t_wall = time.perf_counter()
+    t_wall = time.perf_counter() if started is None else started
     panel_symbols = fp.symbols
     base = HopeConfig(n_features=fp.x.shape[2])
-    pcfg = PretrainConfig(steps=pretrain_steps, seed=seed)
-    cache = PretrainCache(fp, setup.cut, pcfg, progress=progress, skip=setup.skip)
+    caches: dict[int, PretrainCache] = {}  # one per seed: the nets of seed k are pre-trained with seed + k
+
+    def cache_for(k: int) -> PretrainCache:
+        if k not in caches:
+            pcfg = PretrainConfig(steps=pretrain_steps, seed=seed + k)
+            caches[k] = PretrainCache(fp, setup.cut, pcfg, progress=progress, skip=setup.skip)
+        return caches[k]
+
     out.mkdir(parents=True, exist_ok=True)
     doc_models, bar_q, frames = {}, {}, []
     n_stream = len(fp.times) - setup.cut
     for spec in specs:
-        bar = tqdm(total=n_stream, desc=f"{spec:>20}", unit="bar", disable=not progress, file=sys.stderr)
-        run_ = evaluate_model(
-            spec, setup, base, cache, progress=bar.update, pretrain_steps=pretrain_steps, device=device
-        )
-        bar.close()
-        block, q, se = summarise_run(run_, setup)
-        doc_models[spec] = block
-        bar_q[spec] = q
-        frames.append(pl.DataFrame({"ts": fp.times, "model": spec, "vol_24h_qlike": q, "ret_1h_se": se}))
-        if spec == "hope" and run_.activity:
-            act = {k: np.nanmean(v, axis=1) for k, v in run_.activity.items()}
-            pl.DataFrame({"ts": fp.times, **act}).slice(setup.cut).write_parquet(out / "hope_activity.parquet")
-    for i, (key, net) in enumerate(cache.nets.items()):  # meta-learned nets, reusable by `demo`/`learn`
+        ks = list(range(seeds)) if is_seeded(spec) else [0]
+        blocks = []
+        for k in ks:
+            desc = f"{spec:>20}" + (f" s{seed + k}" if len(ks) > 1 else "")
+            bar = tqdm(total=n_stream, desc=desc, unit="bar", disable=not progress, file=sys.stderr)
+            run_ = evaluate_model(
+                spec,
+                setup,
+                base,
+                cache_for(k),
+                progress=bar.update,
+                pretrain_steps=pretrain_steps,
+                device=device,
+                seed=seed + k,
+            )
+            bar.close()
+            block, q, se = summarise_run(run_, setup)
+            blocks.append(block)
+            if k:
+                continue
+            bar_q[spec] = q  # the series, plots and tables of single numbers are the first seed's
+            frames.append(pl.DataFrame({"ts": fp.times, "model": spec, "vol_24h_qlike": q, "ret_1h_se": se}))
+            if spec == "hope" and run_.activity:
+                act = {k_: np.nanmean(v, axis=1) for k_, v in run_.activity.items()}
+                pl.DataFrame({"ts": fp.times, **act}).slice(setup.cut).write_parquet(out / "hope_activity.parquet")
+        summary = across_seeds(blocks, [seed + k for k in ks])
+        doc_models[spec] = {**blocks[0], "seeds": {**summary, "deterministic": not is_seeded(spec)}}
+    new_assets = [fp.symbols[j] for j in setup.new]
+    for i, (key, net) in enumerate(cache_for(0).nets.items()):  # meta-learned nets, reusable by `demo`/`learn`
         name = "hope_pretrained.pt" if key == pretrain_key(base) else f"pretrained_{i}.pt"  # configs inside
-        save_pretrained(out / name, net, {"until": until.isoformat(), "symbols": panel_symbols})
+        meta = {"until": until.isoformat(), "symbols": [s for s in panel_symbols if s not in new_assets]}
+        save_pretrained(out / name, net, meta)  # the first seed's nets
     iso = [str(t.astype("datetime64[ms]")) + "Z" for t in (fp.times[0], fp.times[-1])]
     doc = {
-        "data": {"symbols": panel_symbols, "start": iso[0], "end": iso[1], "pretrain_until": until.isoformat()},
+        "data": {
+            "symbols": panel_symbols,
+            "start": iso[0],
+            "end": iso[1],
+            "pretrain_until": until.isoformat(),
+            "new_assets": new_assets,
+        },
         "regimes": [
             {**r.to_dict(), "in_pretraining": b <= setup.cut} for r, (_, b) in zip(regimes, setup.bounds, strict=True)
         ],
@@ -84,14 +123,28 @@ def run_evaluation(
             "features": fp.names,
             "hope_config": base.to_dict(),
             "pretrain_steps": pretrain_steps,
+            "seeds": [seed + k for k in range(seeds)],
+            "new_assets": {
+                "symbols": new_assets,
+                "windows": {
+                    w: [iso_bar(fp, setup.cut), iso_bar(fp, min(len(fp.times), setup.cut + n) - 1)]
+                    for w, n in NEW_ASSET_WINDOWS.items()
+                }
+                if new_assets
+                else {},
+            },
         },
     }
-    doc = jsonsafe(doc)
-    report.write_json(doc, out)
     pl.concat(frames).with_columns(
         pl.col("vol_24h_qlike").fill_nan(None), pl.col("ret_1h_se").fill_nan(None)
     ).write_parquet(out / "errors.parquet")
+    doc = jsonsafe(doc)
     report.write_plots(doc, fp.times, bar_q, out, setup.cut)
-    wall = time.perf_counter() - t_wall
-    report.write_report(doc, out, command, wall)
+    doc["wall_seconds"] = time.perf_counter() - t_wall  # all but writing evaluation.json and report.md
+    report.write_json(doc, out)
+    report.write_report(doc, out, command, doc["wall_seconds"])
     return doc
+
+
+def iso_bar(fp: FeaturePanel, i: int) -> str:
+    return str(fp.times[i].astype("datetime64[ms]")) + "Z"

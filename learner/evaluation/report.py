@@ -26,6 +26,19 @@ def _fmt(k: str, v: float | None) -> str:
     return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
 
 
+def _pm(k: str, st: dict | None) -> str:
+    """``mean ± std`` of a ``seeds`` entry ({"mean", "std", "values"}); the mean alone for a single run."""
+    if not st or st.get("mean") is None:
+        return "–"
+    if len([v for v in st["values"] if v is not None]) < 2:
+        return _fmt(k, st["mean"])
+    return f"{_fmt(k, st['mean'])} ± {_fmt(k, st['std'])}"
+
+
+def _n_seeds(doc: dict) -> int:
+    return len(doc.get("protocol", {}).get("seeds", [])) or 1
+
+
 def write_json(doc: dict, out: Path) -> Path:
     p = out / "evaluation.json"
     p.write_text(json.dumps(doc, indent=1, allow_nan=False))
@@ -34,10 +47,18 @@ def write_json(doc: dict, out: Path) -> Path:
 
 def write_report(doc: dict, out: Path, command: str, wall_s: float) -> Path:
     models = doc["models"]
+    n_seeds = _n_seeds(doc)
+    multi = n_seeds > 1
+
+    def value(m: str, k: str) -> float | None:  # what a cell shows: the mean over seeds, or the one run's
+        if multi and "seeds" in models[m]:
+            return models[m]["seeds"]["cumulative"][k]["mean"]
+        return models[m]["cumulative"][k]
+
     best = {
         k: (min if k in ("ret_1h_mse", "ret_24h_mse", "vol_24h_qlike") else max)(
-            (m for m in models if models[m]["cumulative"][k] is not None),
-            key=lambda m, k=k: models[m]["cumulative"][k],
+            (m for m in models if value(m, k) is not None),
+            key=lambda m, k=k: value(m, k),
             default=None,
         )
         for k in KEYS
@@ -52,6 +73,19 @@ def write_report(doc: dict, out: Path, command: str, wall_s: float) -> Path:
         "Prequential and task-free: every model predicts each bar, then learns each target once its horizon "
         "has passed; no regime label reaches any model. Held-out weeks are never streamed. **Bold** = best.",
         "",
+    ]
+    if multi:
+        seeds = doc["protocol"]["seeds"]
+        det = [m for m in models if models[m].get("seeds", {}).get("deterministic")]
+        lines += [
+            f"**{n_seeds} seeds** ({', '.join(str(x) for x in seeds)}): every learning model was pre-trained and run "
+            "once per seed (pre-training seed, neural baselines' initialisation); the held-out weeks are the same "
+            "for every seed. Cells are mean ± sample std (ddof=1) over the seeds. "
+            + (f"Deterministic classical models ({', '.join(det)}) ran once: they show a single value. " if det else "")
+            + "A difference between two models is only claimed where it exceeds 2 std.",
+            "",
+        ]
+    lines += [
         "## Cumulative (all streamed bars)",
         "",
         "| model | " + " | ".join(LABELS[k] for k in KEYS) + " | BWT | avg forgetting | stream-steps/s |",
@@ -59,14 +93,41 @@ def write_report(doc: dict, out: Path, command: str, wall_s: float) -> Path:
     ]
     for m, r in models.items():
         cells = []
+        sd = r.get("seeds") if multi else None
         for k in KEYS:
-            s = _fmt(k, r["cumulative"][k])
+            s = _pm(k, sd["cumulative"][k]) if sd else _fmt(k, r["cumulative"][k])
             cells.append(f"**{s}**" if best[k] == m else s)
         f = r["forgetting"]
-        lines.append(
-            f"| {m} | " + " | ".join(cells) + f" | {_fmt('x', f['bwt'])} | {_fmt('x', f['avg_forgetting'])} | "
-            f"{r['steps_per_s']:.0f} |"
-        )
+        if sd:
+            fcells = f"{_pm('x', sd['forgetting']['bwt'])} | {_pm('x', sd['forgetting']['avg_forgetting'])}"
+        else:
+            fcells = f"{_fmt('x', f['bwt'])} | {_fmt('x', f['avg_forgetting'])}"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {fcells} | {r['steps_per_s']:.0f} |")
+    if doc["data"].get("new_assets"):
+        new = doc["data"]["new_assets"]
+        wins = doc["protocol"]["new_assets"]["windows"]
+        lines += [
+            "",
+            f"## New assets ({', '.join(new)}), listed at the cut",
+            "",
+            "Their bars before the cut were removed before features were built: no model saw them in pre-training, "
+            "a history fit or the warm-up, and their features start from nothing at the cut (the first week has no "
+            "forecast while the volatility scale and the 168h return fill). Scored on their own bars only"
+            + ("; rank IC needs 3 new assets" if len(new) < 3 else "")
+            + ".",
+            "",
+        ]
+        for w, (a, b) in wins.items():
+            lines += [
+                f"**{w}** ({a[:10]} → {b[:10]})  ",
+                "| model | " + " | ".join(LABELS[k] for k in KEYS) + " |",
+                "|---" * (len(KEYS) + 1) + "|",
+            ]
+            for m, r in models.items():
+                sd = r.get("seeds") if multi else None
+                cells = [_pm(k, sd["new_assets"][w][k]) if sd else _fmt(k, r["new_assets"][w][k]) for k in KEYS]
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            lines.append("")
     lines += ["", "## Volatility QLIKE per regime", ""]
     regimes = [r["name"] for r in doc["regimes"]]
     marked = {r["name"] for r in doc["regimes"] if r.get("in_pretraining")}
@@ -74,9 +135,12 @@ def write_report(doc: dict, out: Path, command: str, wall_s: float) -> Path:
     lines.append("| model | " + " | ".join(shown) + " |")
     lines.append("|---" * (len(shown) + 1) + "|")
     for m, r in models.items():
-        lines.append(
-            f"| {m} | " + " | ".join(_fmt("q", r["per_regime"].get(g, {}).get("vol_24h_qlike")) for g in shown) + " |"
-        )
+        sd = r.get("seeds") if multi else None
+        if sd:
+            cells = [_pm("q", sd["per_regime"].get(g, {}).get("vol_24h_qlike")) for g in shown]
+        else:
+            cells = [_fmt("q", r["per_regime"].get(g, {}).get("vol_24h_qlike")) for g in shown]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Forgetting matrices (vol QLIKE of the state after row-regime on held-out weeks of column-regime)",
@@ -115,10 +179,38 @@ def write_report(doc: dict, out: Path, command: str, wall_s: float) -> Path:
             )
             + " |"
         )
+    lines += _cost_lines(doc, wall_s)
+    if multi:
+        lines.append("Forgetting matrices, regime switches, plots and `errors.parquet` are the first seed's runs.")
     lines += ["", "Plots: `cumulative_error.png`, `forgetting_matrices.png`, `per_regime.png`, `switches.png`.", ""]
     p = out / "report.md"
     p.write_text("\n".join(lines))
     return p
+
+
+def _cost_lines(doc: dict, wall_s: float) -> list[str]:
+    """Where the time went, per model (first seed's run; all seeds' total)."""
+    models = doc["models"]
+    lines = [
+        "",
+        "## Cost (seconds)",
+        "",
+        f"Whole run {wall_s:.0f} s ({wall_s / 60:.1f} min). Fit = pre-training (Hope; paid by the first model "
+        "that uses a net) or the history fit (neural baselines); stream = predict + learn from the cut; "
+        "score = the held-out-week copies (R).",
+        "",
+        "| model | runs | fit | warm-up | stream | score | total, one run | total, all runs |",
+        "|---" * 8 + "|",
+    ]
+    for m, r in models.items():
+        sd = r.get("seeds", {})
+        lines.append(
+            f"| {m} | {sd.get('n', 1)} | {r.get('fit_seconds', 0):.1f} | {r.get('warmup_seconds', 0):.1f} | "
+            f"{r.get('stream_seconds', 0):.1f} | {r.get('score_seconds', 0):.1f} | {r.get('total_seconds', 0):.1f} | "
+            f"{sd.get('total_seconds', r.get('total_seconds', 0)):.1f} |"
+        )
+    lines.append("")
+    return lines
 
 
 def write_plots(doc: dict, times: np.ndarray, bar_q: dict[str, np.ndarray], out: Path, cut: int) -> list[Path]:

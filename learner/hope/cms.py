@@ -66,6 +66,15 @@ class CMS(nn.Module):
                 }
             )
             self.levels.append(lvl)
+        # log-scale of each level's step size eta^(l) (learn_cms_lr): meta-learned, since pre-training keeps the
+        # step in the graph within a window (CMS.weights(detach_delta=False)); exp(0) = the configured eta^(l)
+        if cfg.learn_cms_lr:
+            self.log_lr = nn.Parameter(torch.zeros(len(cfg.cms_periods)))
+
+    def lr(self, level: int) -> torch.Tensor | float:
+        """eta^(l): the configured step size, times the meta-learned scale when there is one."""
+        base = self.cfg.cms_lr[level]
+        return base * torch.exp(self.log_lr[level]) if hasattr(self, "log_lr") else base
 
     def init_state(self, B: int) -> list[LevelState]:
         out = []

@@ -31,6 +31,10 @@ class HopeConfig:
     # CHOICE: weights of ret_1h, ret_24h, vol_24h in the *online* CMS loss (pre-training weighs all 1).
     # Hourly returns are mostly noise: full weight lets the fast levels chase it (measured in docs/results.md).
     loss_weights: tuple[float, float, float] = (0.25, 0.25, 1.0)
+    # Long-stream health (issue 12; pitfalls §4.9). Off = the first landing's behaviour, kept for its checkpoints.
+    anchor_memories: bool = False  # retention pulls every write back toward the meta-learned initial memory
+    norm_values: bool = False  # v_t L2-normalised like k_t, so targets and errors are O(1) whatever W grows to
+    learn_cms_lr: bool = False  # per-level log-scale of eta^(l) is a meta-parameter (pre-training learns it)
     extra: dict = field(default_factory=dict, compare=False, hash=False)  # free-form notes, not used
 
     def __post_init__(self) -> None:

@@ -92,7 +92,7 @@ def mem_grads(
     v_hat: torch.Tensor,
     clip: float,
     residual: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token gradients of ||M(k_t) - v_hat_t||^2 at fixed (W1, W2)  (eq. 87, 93).
 
     k (B,L,i), v_hat (B,L,o) -> g1 (B,L,o,h), g2 (B,L,h,i), and the per-token loss (B,L) (surprise).
@@ -113,7 +113,7 @@ def mem_grads(
     g2 = torch.einsum("blh,bli->blhi", dz, k)
     norm = torch.sqrt(g1.pow(2).sum((-1, -2)) + g2.pow(2).sum((-1, -2)) + 1e-12)  # (B,L)
     scale = (clip / norm).clamp(max=1.0)[..., None, None]
-    return g1 * scale, g2 * scale, e.pow(2).sum(-1)
+    return g1 * scale, g2 * scale, e.pow(2).sum(-1), norm
 
 
 def dgd_momentum_scan(
@@ -126,6 +126,7 @@ def dgd_momentum_scan(
     mask: torch.Tensor,
     beta: float,
     dgd: bool,
+    anchor: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> MemoryState:
     """Apply the write above (eq. 88 with momentum; the projector on W2 only, and only when ``dgd``) token
     by token over a chunk into the running weights R (boundary W untouched).
@@ -133,6 +134,14 @@ def dgd_momentum_scan(
     The gradients were computed for the whole chunk in parallel at the boundary state; only this cheap
     recurrence is sequential. Masked tokens (gaps, held-out bars) leave R and S unchanged.
     g1 (B,L,o,h), g2 (B,L,h,i), k (B,L,i), eta/alpha/mask (B,L).
+
+    ``anchor`` (A1, A2), the meta-learned initial weights: retention then acts on what was *written*,
+    D = R - A, instead of on the whole weight (``anchor_memories``)::
+
+        R2 <- A2 + (R2 - A2)(alpha I - eta k k^T) - eta S2        R1 <- A1 + alpha (R1 - A1) - eta S1
+
+    so for any stream length the memory stays within eta |S| / (1 - alpha) of where pre-training put it,
+    and alpha < 1 forgets toward that state rather than toward zero (which a residual memory never is).
     """
     R1, R2, S1, S2 = st.R1, st.R2, st.S1, st.S2
     # A masked token has eta = 0 and alpha = 1 (set by the caller); with its gradient zeroed and its
@@ -140,15 +149,20 @@ def dgd_momentum_scan(
     keep = mask[..., None, None].to(g1.dtype)
     g1, g2 = g1 * keep, g2 * keep
     b = torch.where(mask, torch.full_like(eta, beta), torch.ones_like(eta))
+    A1, A2 = anchor if anchor is not None else (None, None)
     for t in range(k.shape[1]):
         e, a, bt = eta[:, t, None, None], alpha[:, t, None, None], b[:, t, None, None]
         S1 = torch.addcmul(g1[:, t], S1, bt)
         S2 = torch.addcmul(g2[:, t], S2, bt)
-        if dgd:  # W2 (alpha I - eta k k^T) - eta S2 = alpha W2 - eta ((W2 k) k^T + S2)
+        D2 = R2 if A2 is None else R2 - A2  # the part retention acts on
+        D1 = R1 if A1 is None else R1 - A1
+        if dgd:  # D2 (alpha I - eta k k^T) - eta S2 = alpha D2 - eta ((D2 k) k^T + S2)
             kt = k[:, t]  # (B,i)
-            proj = torch.bmm(R2, kt[:, :, None]) * kt[:, None, :]
-            R2 = a * R2 - e * (proj + S2)
+            proj = torch.bmm(D2, kt[:, :, None]) * kt[:, None, :]
+            D2 = a * D2 - e * (proj + S2)
         else:
-            R2 = a * R2 - e * S2
-        R1 = a * R1 - e * S1
+            D2 = a * D2 - e * S2
+        D1 = a * D1 - e * S1
+        R2 = D2 if A2 is None else A2 + D2
+        R1 = D1 if A1 is None else A1 + D1
     return MemoryState(st.W1, st.W2, R1, R2, S1, S2)

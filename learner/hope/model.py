@@ -27,6 +27,7 @@ from torch import nn
 
 from learner.hope.cms import CMS, PARAMS, LevelState
 from learner.hope.config import HopeConfig
+from learner.hope.memory import MemoryState
 from learner.hope.titans import SelfModifyingTitans, TitansState
 from learner.optim import LEVEL_OPTIMIZERS
 from learner.protocol import task_loss
@@ -37,6 +38,20 @@ class HopeState:
     step: int  # absolute bar index of the next call (the clock every period refers to)
     titans: TitansState
     cms: list[LevelState]
+
+    def detached(self) -> HopeState:
+        """The same state cut from the autograd graph (pre-training carries it across windows)."""
+        mems = {n: MemoryState(*(t.detach() for t in m.tensors().values())) for n, m in self.titans.mems.items()}
+        cms = [
+            LevelState(
+                {k: t.detach() for k, t in c.delta.items()},
+                {k: t.detach() for k, t in c.acc.items()},
+                {k: t.detach() for k, t in c.opt.items()},
+                c.last_update_norm.detach(),
+            )
+            for c in self.cms
+        ]
+        return HopeState(self.step, TitansState(self.titans.conv.detach(), mems), cms)
 
 
 class HopeNet(nn.Module):
@@ -73,11 +88,14 @@ class HopeNet(nn.Module):
         return self.head(F.layer_norm(y, y.shape[-1:]))
 
     def forward(
-        self, st: HopeState, x: torch.Tensor, mask: torch.Tensor
+        self, st: HopeState, x: torch.Tensor, mask: torch.Tensor, delta_grad: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, HopeState, dict[str, torch.Tensor]]:
-        """One call over L bars: forecasts (B,L,3), CMS inputs (B,L,d), new state, activity."""
+        """One call over L bars: forecasts (B,L,3), CMS inputs (B,L,d), new state, activity.
+
+        ``delta_grad``: keep the CMS levels' online change in the graph (pre-training with meta-learned
+        step sizes); online it is always a constant."""
         h, st2, act = self.encode(st, x, mask)
-        pred = self.readout(self.cms.weights(st.cms), h)
+        pred = self.readout(self.cms.weights(st.cms, detach_delta=not delta_grad), h)
         return pred, h, st2, act
 
     def cms_accumulate(self, levels: list[LevelState], h: torch.Tensor, y: torch.Tensor, ymask: torch.Tensor) -> None:
@@ -103,20 +121,22 @@ class HopeNet(nn.Module):
         """eq. 71: level l steps exactly when the bar clock is a multiple of C_l, never otherwise."""
         cfg = self.cfg
         opt = LEVEL_OPTIMIZERS[cfg.cms_optimizer]
-        for lvl, period, lr in zip(levels, cfg.cms_periods, cfg.cms_lr, strict=False):
+        for i, (lvl, period) in enumerate(zip(levels, cfg.cms_periods, strict=False)):
             lvl.last_update_norm = torch.zeros_like(lvl.last_update_norm)
             if step == 0 or step % period or not cfg.learn_cms:
                 continue
+            lr = self.cms.lr(i)
             steps = {}
             for n in PARAMS:
                 d, lvl.opt = opt(n, lvl.acc[n], lvl.opt)
                 steps[n] = lr * d
-            norm = torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in steps.values()))  # (B,)
+            # (B,); the eps keeps d sqrt/dx finite at a zero step (meta-learned step sizes differentiate it)
+            norm = torch.sqrt(sum(v.flatten(1).pow(2).sum(1) for v in steps.values()) + 1e-24)
             scale = (cfg.cms_clip / (norm + 1e-12)).clamp(max=1.0)  # clip each stream's step
             for n in PARAMS:
                 lvl.delta[n] = lvl.delta[n] - steps[n] * scale.view(-1, *([1] * (steps[n].dim() - 1)))
                 lvl.acc[n] = torch.zeros_like(lvl.acc[n])
-            lvl.last_update_norm = norm * scale
+            lvl.last_update_norm = (norm * scale).detach()
 
     def meta_checksum(self) -> str:
         """Fingerprint of the slow weights: a fast state is meaningless with other meta-weights."""

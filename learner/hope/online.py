@@ -53,9 +53,9 @@ class Hope(OnlineModel):
         assert self.state is not None, "call reset() first"
         x, mask = x.to(self.device), mask.to(self.device)
         L, C = x.shape[1], self.cfg.chunk_other
-        first = min(self.cfg.cms_periods, default=C)
-        if self.state.step % first + L > first:
-            raise ValueError(f"a call of {L} bars crosses a CMS period boundary; call learn() at each")
+        for period in self.cfg.cms_periods:  # every level, not only the fastest: a level must see its step
+            if self.state.step % period + L > period:
+                raise ValueError(f"a call of {L} bars crosses the CMS period {period}; call learn() at each")
         outs, pos = [], 0
         with torch.no_grad():
             while pos < L:  # split at memory chunk boundaries (the streaming form is L = 1)

@@ -88,6 +88,8 @@ class SelfModifyingTitans(nn.Module):
         # generation, all with the boundary state of each memory (eqs. 79-83, 90)
         k = F.normalize(mem_apply(m["k"].W1, m["k"].W2, u), dim=-1)  # (B,L,d)
         v = mem_apply(m["v"].W1, m["v"].W2, u)  # (B,L,d)
+        if cfg.norm_values:
+            v = F.normalize(v, dim=-1)
         eta = cfg.eta_max * torch.sigmoid(mem_apply(m["eta"].W1, m["eta"].W2, u)[..., 0] + self.eta_bias)
         alpha = cfg.alpha_min + (1 - cfg.alpha_min) * torch.sigmoid(
             mem_apply(m["alpha"].W1, m["alpha"].W2, u)[..., 0] + self.alpha_bias
@@ -117,12 +119,21 @@ class SelfModifyingTitans(nn.Module):
             res = torch.tensor([0.0 if n in ("eta", "alpha") else 1.0 for n in names], device=x.device)
             res = res.repeat_interleave(B)[:, None, None]  # (G*B, 1, 1): skip connection on/off
             big = MemoryState(*(stack(a) for a in ("W1", "W2", "R1", "R2", "S1", "S2")))
+            anchor = None
+            if cfg.anchor_memories:  # the meta-learned initial weights, stacked like the state
+                a1 = [F.pad(self.init_W1[n], (0, 0, 0, d - self.init_W1[n].shape[0])) for n in names]
+                anchor = (
+                    torch.stack(a1).repeat_interleave(B, 0),  # (G*B, d, h)
+                    torch.stack([self.init_W2[n] for n in names]).repeat_interleave(B, 0),  # (G*B, h, d)
+                )
             kG = rep(k)
             v_hat = mem_apply(big.W1, big.W2, rep(v), res)  # eq. 85: each memory's own target
             if cfg.stopgrad_vhat:
                 v_hat = v_hat.detach()
-            g1, g2, loss = mem_grads(big.W1, big.W2, kG, v_hat, cfg.inner_clip, res)  # eqs. 87, 93
-            out = dgd_momentum_scan(big, g1, g2, kG, rep(eta), rep(alpha), rep(mask), cfg.momentum, cfg.dgd)
+            g1, g2, loss, gnorm = mem_grads(big.W1, big.W2, kG, v_hat, cfg.inner_clip, res)  # eqs. 87, 93
+            out = dgd_momentum_scan(
+                big, g1, g2, kG, rep(eta), rep(alpha), rep(mask), cfg.momentum, cfg.dgd, anchor=anchor
+            )
             for i, name in enumerate(names):  # eq. 88 done; split the batch back per memory
                 sl = slice(i * B, (i + 1) * B)
                 o_n = m[name].W1.shape[1]
@@ -134,6 +145,9 @@ class SelfModifyingTitans(nn.Module):
                 )
                 if name == "mem":
                     act["surprise"] = _masked_mean(loss[sl], mask)
+                    # health: share of tokens whose write the clamp cut, and the size of the running weights
+                    act["mem_clip_frac"] = _masked_mean((gnorm[sl] > cfg.inner_clip).to(loss.dtype), mask)
+                    act["mem_weight_norm"] = new[name].R1.flatten(1).norm(dim=1) + new[name].R2.flatten(1).norm(dim=1)
                     act["mem_update_norm"] = (new[name].R2 - m[name].R2).flatten(1).norm(dim=1) + (
                         new[name].R1 - m[name].R1
                     ).flatten(1).norm(dim=1)

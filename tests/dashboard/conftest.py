@@ -20,8 +20,8 @@ from continuum.config import BUNDLED_DATA
 from continuum.lake import Lake
 from forensics.etl_import import read_export
 
-# shared/ sits beside the clone (as in CI and on every developer machine)
-ETL_SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "onchain" / "ethereum_etl_mainnet_samples"
+# vendored in the repository (MIT, see tests/data/SOURCES.md): the tests need nothing beside the clone
+ETL_SAMPLES = Path(__file__).resolve().parents[1] / "data" / "ethereum_etl_mainnet_samples"
 SYMBOLS = ("BTC/USDT", "ETH/USDT")
 START, SWITCH, END = (
     datetime(2022, 11, 1, tzinfo=UTC),

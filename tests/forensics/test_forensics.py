@@ -14,8 +14,8 @@ from continuum.lake import Lake
 from forensics.etl_import import read_export
 from forensics.queries import alerts, counterparties, trace
 
-# shared/ sits beside the clone (as in CI and on every developer machine)
-ETL = Path(__file__).resolve().parents[3] / "shared" / "data" / "onchain" / "ethereum_etl_mainnet_samples"
+# vendored in the repository (MIT, see tests/data/SOURCES.md): the tests need nothing beside the clone
+ETL = Path(__file__).resolve().parents[1] / "data" / "ethereum_etl_mainnet_samples"
 A, B, C, D, E, M, S = ("0x" + ch * 40 for ch in "abcde9f")
 T0 = 1_700_000_000_000
 LABELS = pl.DataFrame(

@@ -164,6 +164,17 @@ def test_bad_value_in_toml_file_names_the_file(cli, tmp_path):
     assert "mine.toml: learner.device: expected str" in line
 
 
+def test_a_secret_of_the_wrong_type_is_named_but_never_shown(cli, tmp_path, monkeypatch):
+    (tmp_path / "continuum.toml").write_text("[kafka]\nsasl_password = 987654321\n")
+    line = cli(["evaluate", "--out", "out"])
+    assert "kafka.sasl_password" in line and "987654321" not in line, line
+    (tmp_path / "continuum.toml").unlink()
+    monkeypatch.setenv("CONTINUUM_KAFKA__SASL_PASSWORD", "hunter2")  # fine as a string: no error at all
+    monkeypatch.setenv("CONTINUUM_KAFKA__REPLICATION_FACTOR", "s3cret-not-a-number")
+    line = cli(["evaluate", "--out", "out"])
+    assert "CONTINUUM_KAFKA__REPLICATION_FACTOR" in line and "hunter2" not in line
+
+
 def test_bad_option_names_the_option(cli):
     line = cli(["evaluate", "--out", "out", "--device", "gpu"])
     assert "--device" in line and "'gpu' is not one of cpu, cuda, auto" in line

@@ -39,6 +39,12 @@ def test_top_level_help_lists_commands(capsys):
     [
         (["evaluate", "--out", "x", "--models", "hopeful"], "unknown model 'hopeful'"),
         (["evaluate", "--out", "x", "--symbols", "BTC/EUR"], "BTC/EUR not in"),
+        (["evaluate", "--out", "x", "--seeds", "0"], "--seeds 0"),
+        (
+            ["evaluate", "--out", "x", "--data", "data/binance", "--symbols", "BTC/USDT,ETH/USDT"]
+            + ["--start", "2021-01-01", "--end", "2021-02-01", "--new-assets", "DOGE/USDT"],
+            "--new-assets: DOGE/USDT is not in the data",
+        ),
         (["demo", "--start", "yesterday"], "not an ISO date"),
         (["pretrain", "--data", "/nonexistent", "--until", "2019-01-01", "--out", "x.pt"], "does not exist"),
     ],

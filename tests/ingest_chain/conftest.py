@@ -18,7 +18,8 @@ if str(REPO) not in sys.path:
 
 from tests.services.anvil import Anvil, Scenario, start_anvil  # noqa: E402
 
-GOLDEN = REPO.parent / "shared" / "data" / "onchain" / "ethereum_etl_mainnet_samples" / "blocks_17173049_17173050"
+# vendored in the repository (MIT, see tests/data/SOURCES.md): the tests need nothing beside the clone
+GOLDEN = REPO / "tests" / "data" / "ethereum_etl_mainnet_samples" / "blocks_17173049_17173050"
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +31,8 @@ def golden_dir() -> Path:
 
 @pytest.fixture
 def node() -> Iterator[Anvil]:
-    a = start_anvil()
+    # usually up in well under a second; the deadline is for a loaded machine, it never adds a wait
+    a = start_anvil(timeout_s=60.0)
     try:
         yield a
     finally:

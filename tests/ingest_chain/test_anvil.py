@@ -153,29 +153,56 @@ def test_node_refusing_large_log_ranges_is_split(node, scenario, tmp_path):
         proxy.close()
 
 
+def _wait_for(cond, timeout_s: float) -> bool:
+    """Poll ``cond`` until it holds or ``timeout_s`` passes; whether it held."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_websocket_new_heads_drive_the_follower(node, tmp_path):
     from tests.services.anvil import Scenario
 
+    # Generous deadlines (a loaded CI machine can be slow), all far below the follower's polling fallback of an
+    # hour: whatever the follower picks up within them, only a newHeads notification can have woken it for.
+    wait_s, poll_s = 60.0, 3600.0
     lake = Lake(tmp_path / "lake")
     rpc = Rpc(node.ws_url)
+    stop = threading.Event()
     try:
         f = ChainFollower(rpc, lake=lake, confirmations=0, from_block=0)
-        stop = threading.Event()
-        t = threading.Thread(target=f.run, kwargs={"poll_s": 30.0, "stop": stop}, daemon=True)
+        t = threading.Thread(target=f.run, kwargs={"poll_s": poll_s, "stop": stop}, daemon=True)
         t.start()
+        assert _wait_for(lambda: f.next_block == 1, wait_s), "the follower never read the genesis block"
+        # The subscription is set up in the background, and a block mined before the node has it is never
+        # announced. Do not assume it is up a moment after the thread started (under CPU load it is not): mine
+        # empty blocks until one of them has woken the follower, so the subscription demonstrably works.
+        deadline = time.monotonic() + wait_s
+        while True:
+            node.rpc("evm_mine")
+            head = int(node.rpc("eth_blockNumber"), 16)
+            if _wait_for(lambda h=head: f.next_block > h, 1.0):
+                break
+            assert time.monotonic() < deadline, f"no newHeads notification woke the follower in {wait_s:.0f}s"
+        first = f.next_block
         s = Scenario(node.url)
         s.eth_transfer(0, 1, E18)
         s.eth_transfer(1, 2, E18)
-        deadline = time.monotonic() + 10  # far below the 30 s poll: only newHeads can wake it this fast
-        while time.monotonic() < deadline and _frame(lake, "transfer").height < 2:
-            time.sleep(0.05)
+        assert _wait_for(lambda: _frame(lake, "transfer").height >= 2 and f.next_block == first + 2, wait_s), (
+            f"follower at block {f.next_block}, {_frame(lake, 'transfer').height} transfer(s) after {wait_s:.0f}s"
+        )
         stop.set()
         rpc.wake()
-        t.join(10)
+        t.join(wait_s)
         assert not t.is_alive()
-        assert f.next_block == 3
-        assert _frame(lake, "transfer").height == 2
+        assert f.next_block == first + 2
+        tr = _frame(lake, "transfer")
+        assert tr.height == 2 and sorted(tr["block_number"]) == [first, first + 1]
     finally:
+        stop.set()
         rpc.close()
 
 

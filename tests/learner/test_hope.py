@@ -46,7 +46,7 @@ def test_inner_update_matches_hand_computed_dgd_momentum_decay():
     alpha = torch.tensor([[0.95, 0.9]], dtype=torch.float64)
     beta = 0.5
     st = MemoryState(W1, W2, W1.clone(), W2.clone(), torch.zeros_like(W1), torch.zeros_like(W2))
-    g1, g2, _ = mem_grads(W1, W2, k, v_hat, clip=1e9)
+    g1, g2, _, _ = mem_grads(W1, W2, k, v_hat, clip=1e9)
     new = dgd_momentum_scan(st, g1, g2, k, eta, alpha, torch.ones(1, 2, dtype=torch.bool), beta, dgd=True)
 
     # by hand: gradients of ||k + W1 silu(W2 k) - v||^2 at the boundary weights, then eq. 88 twice
@@ -77,7 +77,7 @@ def test_closed_form_gradient_equals_autograd():
     W2 = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
     k = torch.randn(2, 3, 4, dtype=torch.float64)
     v = torch.randn(2, 3, 4, dtype=torch.float64)
-    g1, g2, _ = mem_grads(W1, W2, k, v, clip=1e9)
+    g1, g2, _, _ = mem_grads(W1, W2, k, v, clip=1e9)
     for t in range(3):
         loss = (mem_apply(W1, W2, k[:, t : t + 1]) - v[:, t : t + 1]).pow(2).sum()
         a1, a2 = torch.autograd.grad(loss, [W1, W2])

@@ -1,0 +1,132 @@
+"""Choose Hope's pre-training recipe on the validation split, never on a test period (issue 12).
+
+Protocol (docs/results.md, "Validation protocol"): the bundled history only; pre-train (and warm up) on bars
+before 2022-07-01; stream 2022-07-01 -> 2024-06-30 prequentially with the held-out weeks of
+`continuum evaluate` (seed 7, 2 weeks per regime); score cumulative vol-24h QLIKE, return MSE and
+forgetting. Each recipe is pre-trained once per seed; the same net then runs as
+
+    hope                 writes on, CMS steps on (as deployed)
+    hope-frozen          writes off, CMS steps off
+    hope[no-writes]      writes off, CMS steps on
+    hope[no-cms-online]  writes on, CMS steps off
+
+so the online parts are attributed on the same meta-weights. Memory health over the stream is recorded from
+Hope's activity: the main memory's weight norm, surprise, and the share of writes the per-token clamp cut.
+
+    python bench/validate_hope.py --recipe long --seeds 0,1,2 --out bench/results/validation_hope
+
+Prints one line per (recipe, seed, variant) and writes one JSON per (recipe, seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from continuum.timeframes import parse_date, to_ms
+from ingest.replay import load_panel
+from learner.evaluation.harness import evaluate_model, make_setup, summarise_run
+from learner.evaluation.regimes import DEFAULT_REGIMES
+from learner.features import build_features
+from learner.hope.config import HopeConfig
+from learner.pretrain import PretrainConfig, pretrain
+from learner.stream import masked
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = ("hope", "hope-frozen", "hope[no-writes]", "hope[no-cms-online]")
+HEALTH = ("mem_weight_norm", "surprise", "mem_clip_frac", "mem_update_norm", "eta", "alpha")
+
+# recipe -> (HopeConfig changes, PretrainConfig changes)
+RECIPES: dict[str, tuple[dict, dict]] = {
+    "landed": ({}, {}),
+    "long": ({}, {"carry": 24, "weighted": True}),
+    "health": ({"anchor_memories": True, "norm_values": True, "stopgrad_vhat": False, "learn_cms_lr": True}, {}),
+    "long-health": (
+        {"anchor_memories": True, "norm_values": True, "stopgrad_vhat": False, "learn_cms_lr": True},
+        {"carry": 24, "weighted": True},
+    ),
+}
+
+
+class _Shipped:
+    """The pre-training cache interface for one net already pre-trained here (every variant gets a copy)."""
+
+    seconds = 0.0
+
+    def __init__(self, net):
+        self.net = net
+
+    def __call__(self, _cfg):
+        return copy.deepcopy(self.net)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", required=True, help=f"one of {', '.join(RECIPES)}, or name=JSON of HopeConfig")
+    ap.add_argument("--seeds", default="0", help="pre-training seeds, comma-separated")
+    ap.add_argument("--symbols", default=None, help="default: all bundled")
+    ap.add_argument("--until", default="2022-07-01", help="validation cut (default %(default)s)")
+    ap.add_argument("--end", default="2024-07-01")
+    ap.add_argument("--steps", type=int, default=300, help="outer pre-training steps")
+    ap.add_argument("--extra", default="{}", help="JSON of HopeConfig changes on top of the recipe")
+    ap.add_argument("--pextra", default="{}", help="JSON of PretrainConfig changes on top of the recipe")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--out", default=str(REPO / "bench/results/validation_hope"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    hchg, pchg = RECIPES[args.recipe]
+    hchg, pchg = {**hchg, **json.loads(args.extra)}, {**pchg, **json.loads(args.pextra)}
+    symbols = args.symbols.split(",") if args.symbols else None
+    panel = load_panel(REPO / "data/binance", symbols=symbols, end=parse_date(args.end))
+    fp = build_features(panel)
+    setup = make_setup(fp, DEFAULT_REGIMES, to_ms(parse_date(args.until)), seed=7, weeks_per_regime=2)
+    base = HopeConfig(n_features=fp.x.shape[2]).with_(**hchg)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = args.recipe + ("" if args.extra == "{}" and args.pextra == "{}" else "+" + args.extra + args.pextra)
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        t0 = time.perf_counter()
+        pcfg = PretrainConfig(steps=args.steps, seed=seed, **pchg)
+        net, losses = pretrain(base, masked(fp, setup.skip), setup.cut, pcfg, progress=False)
+        t_pre = time.perf_counter() - t0
+        doc = {
+            "recipe": tag,
+            "hope_config": base.to_dict(),
+            "pretrain": vars(pcfg),
+            "seed": seed,
+            "symbols": fp.symbols,
+            "pretrain_seconds": t_pre,
+            "loss_first_last": [losses[0], float(np.mean(losses[-20:]))],
+            "models": {},
+        }
+        if hasattr(net.cms, "log_lr"):
+            doc["cms_lr_learned"] = [net.cms.lr(i).item() for i in range(len(base.cms_periods))]
+        for spec in args.variants.split(","):
+            run = evaluate_model(spec, setup, base, _Shipped(net))  # activity (health) is recorded for "hope"
+            block, _, _ = summarise_run(run, setup)
+            health = {}
+            for k in HEALTH:
+                if k in run.activity:
+                    v = run.activity[k][setup.cut :]
+                    per_month = [float(np.nanmean(v[i : i + 720])) for i in range(0, len(v), 720)]
+                    health[k] = {"mean": float(np.nanmean(v)), "max_month": max(per_month), "last_month": per_month[-1]}
+            c = block["cumulative"]
+            doc["models"][spec] = {"cumulative": c, "forgetting": block["forgetting"], "health": health}
+            print(
+                f"{tag:>14} seed {seed} {spec:>20}: vol QLIKE {c['vol_24h_qlike']:.4f}  "
+                f"ret1h MSE {c['ret_1h_mse'] * 1e8:.1f}  avg forgetting {block['forgetting']['avg_forgetting']}  "
+                + "  ".join(f"{k}={v['mean']:.3g}/{v['max_month']:.3g}" for k, v in health.items()),
+                flush=True,
+            )
+        name = f"{args.recipe}{'' if tag == args.recipe else '_' + str(abs(hash(tag)) % 10**6)}_seed{seed}.json"
+        (out / name).write_text(json.dumps(doc, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
