@@ -32,7 +32,9 @@ def _pm(k: str, st: dict | None) -> str:
         return "–"
     if len([v for v in st["values"] if v is not None]) < 2:
         return _fmt(k, st["mean"])
-    return f"{_fmt(k, st['mean'])} ± {_fmt(k, st['std'])}"
+    m, s = st["mean"] * SCALE.get(k, 1.0), st["std"] * SCALE.get(k, 1.0)
+    f = "{:.4f}" if abs(m) < 100 else "{:.1f}"  # the std in the mean's precision
+    return f"{f.format(m)} ± {f.format(s)}"
 
 
 def _n_seeds(doc: dict) -> int:
