@@ -26,7 +26,7 @@ from continuum.lake import Lake  # noqa: E402
 from ingest.chain import ChainFollower, EtlMetadata, Rpc, backfill, decode_log, etl_log, read_jsonl  # noqa: E402
 from tests.services.anvil import Scenario, anvil  # noqa: E402
 
-GOLDEN = REPO.parent / "shared" / "data" / "onchain" / "ethereum_etl_mainnet_samples" / "blocks_17173049_17173050"
+GOLDEN = REPO / "tests" / "data" / "ethereum_etl_mainnet_samples" / "blocks_17173049_17173050"
 
 
 def main() -> None:

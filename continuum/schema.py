@@ -288,11 +288,11 @@ class Block(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class Transfer(Event):
-    """A native or ERC-20 transfer. ``token`` is None for the chain's native coin."""
+class ChainLog(Event):
+    """What every event read from a transaction or its logs carries: where on the chain it happened.
 
-    KIND: ClassVar[str] = "transfer"
-    TOPIC: ClassVar[str] = "chain.transfers"
+    Not a kind of its own; :class:`Transfer` and :class:`Swap` extend it."""
+
     LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = (("chain",), "month")
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ("chain", "tx_hash", "log_index")
     chain: str
@@ -301,6 +301,18 @@ class Transfer(Event):
     ts: int
     tx_hash: str
     log_index: int  # -1 for a native transfer (the transaction itself)
+
+    def validate(self) -> None:
+        self._hash("block_hash", "tx_hash")
+        self._ts("ts")
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer(ChainLog):
+    """A native or ERC-20 transfer. ``token`` is None for the chain's native coin."""
+
+    KIND: ClassVar[str] = "transfer"
+    TOPIC: ClassVar[str] = "chain.transfers"
     token: str | None
     symbol: str | None
     from_address: str
@@ -311,9 +323,8 @@ class Transfer(Event):
     to_label: str | None = None
 
     def validate(self) -> None:
-        self._hash("block_hash", "tx_hash")
+        ChainLog.validate(self)
         self._address("token", "from_address", "to_address")
-        self._ts("ts")
         self._positive("value", allow_zero=True)
         if not self.raw_value.isdigit():
             self._fail("raw_value", f"must be a non-negative integer string, got {self.raw_value!r}")
@@ -325,17 +336,9 @@ class Transfer(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class Swap(Event):
+class Swap(ChainLog):
     KIND: ClassVar[str] = "swap"
     TOPIC: ClassVar[str] = "chain.swaps"
-    LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = (("chain",), "month")
-    NATURAL_KEY: ClassVar[tuple[str, ...]] = ("chain", "tx_hash", "log_index")
-    chain: str
-    block_number: int
-    block_hash: str
-    ts: int
-    tx_hash: str
-    log_index: int
     dex: str  # uniswap_v2 | uniswap_v3
     pool: str
     sender: str
@@ -346,9 +349,8 @@ class Swap(Event):
     amount_out: float
 
     def validate(self) -> None:
-        self._hash("block_hash", "tx_hash")
+        ChainLog.validate(self)
         self._address("pool", "sender", "recipient", "token_in", "token_out")
-        self._ts("ts")
         self._positive("amount_in", "amount_out", allow_zero=True)
         if self.dex not in ("uniswap_v2", "uniswap_v3"):
             self._fail("dex", f"must be uniswap_v2 or uniswap_v3, got {self.dex!r}")

@@ -78,55 +78,39 @@ def read_export(root: str | Path, chain: str = "ethereum") -> list[Transfer]:
         for r in _rows(p):
             block_ts[int(r["number"])] = int(r["timestamp"])
 
-    def ts_of(r: dict) -> int:
+    def transfer(r: dict, tx_key: str, log_index: int, token: str | None, symbol: str | None, to: str, decimals: int):
+        """One row of either table as a Transfer: the chain position, the parties, the exact and scaled amount."""
         t = _nullable(r.get("block_timestamp"))
-        return int(t if t is not None else block_ts[int(r["block_number"])]) * 1000
+        raw = int(r["value"])
+        return Transfer(
+            chain=chain,
+            block_number=int(r["block_number"]),
+            block_hash=str(r["block_hash"]).lower(),
+            ts=int(t if t is not None else block_ts[int(r["block_number"])]) * 1000,
+            tx_hash=str(r[tx_key]).lower(),
+            log_index=log_index,
+            token=token,
+            symbol=symbol,
+            from_address=str(r["from_address"]).lower(),
+            to_address=to.lower(),
+            value=raw / 10**decimals,
+            raw_value=str(raw),
+        )
 
     out: list[Transfer] = []
     for p in _table(root, "token_transfers"):
         for r in _rows(p):
             token = str(r["token_address"]).lower()
             symbol, decimals = tokens.get(token, (None, 18))
-            raw = int(r["value"])
-            out.append(
-                Transfer(
-                    chain=chain,
-                    block_number=int(r["block_number"]),
-                    block_hash=str(r["block_hash"]).lower(),
-                    ts=ts_of(r),
-                    tx_hash=str(r["transaction_hash"]).lower(),
-                    log_index=int(r["log_index"]),
-                    token=token,
-                    symbol=symbol or None,
-                    from_address=str(r["from_address"]).lower(),
-                    to_address=str(r["to_address"]).lower(),
-                    value=raw / 10**decimals,
-                    raw_value=str(raw),
-                )
-            )
+            log_index = int(r["log_index"])
+            out.append(transfer(r, "transaction_hash", log_index, token, symbol or None, r["to_address"], decimals))
     for p in _table(root, "transactions"):
         for r in _rows(p):
-            raw = int(r["value"])
             to = _nullable(r.get("to_address"))
             status = _nullable(r.get("receipt_status"))
-            if raw == 0 or to is None or status == "0":
+            if int(r["value"]) == 0 or to is None or status == "0":
                 continue  # no ETH moved, a contract creation, or a reverted transaction
-            out.append(
-                Transfer(
-                    chain=chain,
-                    block_number=int(r["block_number"]),
-                    block_hash=str(r["block_hash"]).lower(),
-                    ts=ts_of(r),
-                    tx_hash=str(r["hash"]).lower(),
-                    log_index=-1,
-                    token=None,
-                    symbol="ETH",
-                    from_address=str(r["from_address"]).lower(),
-                    to_address=to.lower(),
-                    value=raw / 10**18,
-                    raw_value=str(raw),
-                )
-            )
+            out.append(transfer(r, "hash", -1, None, "ETH", to, 18))
     return out
 
 
