@@ -42,15 +42,24 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("hope", "hope-frozen", "hope[no-writes]", "hope[no-cms-online]")
 HEALTH = ("mem_weight_norm", "surprise", "mem_clip_frac", "mem_update_norm", "eta", "alpha")
 
-# recipe -> (HopeConfig changes, PretrainConfig changes)
+# recipe -> (HopeConfig changes, PretrainConfig changes), each spelled out in full so a recipe keeps its meaning
+# when the defaults move ("chosen" is today's default; "landed" the first landing's).
+_LANDED_H = {
+    "anchor_memories": False,
+    "norm_values": False,
+    "stopgrad_vhat": True,
+    "learn_cms_lr": False,
+    "cms_lr": (1e-3, 3e-4, 1e-4),
+}
+_HEALTH_H = {"anchor_memories": True, "norm_values": True, "stopgrad_vhat": False, "learn_cms_lr": True}
+_LANDED_P = {"carry": 1, "weighted": False}
+_LONG_P = {"carry": 24, "weighted": True}
 RECIPES: dict[str, tuple[dict, dict]] = {
-    "landed": ({}, {}),
-    "long": ({}, {"carry": 24, "weighted": True}),
-    "health": ({"anchor_memories": True, "norm_values": True, "stopgrad_vhat": False, "learn_cms_lr": True}, {}),
-    "long-health": (
-        {"anchor_memories": True, "norm_values": True, "stopgrad_vhat": False, "learn_cms_lr": True},
-        {"carry": 24, "weighted": True},
-    ),
+    "landed": (_LANDED_H, _LANDED_P),
+    "long": (_LANDED_H, _LONG_P),
+    "health": ({**_LANDED_H, **_HEALTH_H}, _LANDED_P),
+    "long-health": ({**_LANDED_H, **_HEALTH_H}, _LONG_P),
+    "chosen": ({**_LANDED_H, **_HEALTH_H, "cms_lr": (3e-4, 1e-4, 3e-5)}, _LONG_P),
 }
 
 
@@ -77,6 +86,7 @@ def main() -> None:
     ap.add_argument("--extra", default="{}", help="JSON of HopeConfig changes on top of the recipe")
     ap.add_argument("--pextra", default="{}", help="JSON of PretrainConfig changes on top of the recipe")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--baselines", default="", help="also run these (e.g. gru_online,har), seeded like Hope")
     ap.add_argument("--out", default=str(REPO / "bench/results/validation_hope"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -93,7 +103,10 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         t0 = time.perf_counter()
         pcfg = PretrainConfig(steps=args.steps, seed=seed, **pchg)
-        net, losses = pretrain(base, masked(fp, setup.skip), setup.cut, pcfg, progress=False)
+        variants = [v for v in args.variants.split(",") if v]
+        net, losses = (
+            pretrain(base, masked(fp, setup.skip), setup.cut, pcfg, progress=False) if variants else (None, [0.0])
+        )
         t_pre = time.perf_counter() - t0
         doc = {
             "recipe": tag,
@@ -105,10 +118,12 @@ def main() -> None:
             "loss_first_last": [losses[0], float(np.mean(losses[-20:]))],
             "models": {},
         }
-        if hasattr(net.cms, "log_lr"):
+        if net is not None and hasattr(net.cms, "log_lr"):
             doc["cms_lr_learned"] = [net.cms.lr(i).item() for i in range(len(base.cms_periods))]
-        for spec in args.variants.split(","):
-            run = evaluate_model(spec, setup, base, _Shipped(net))  # activity (health) is recorded for "hope"
+        specs = variants + [b for b in args.baselines.split(",") if b]
+        for spec in specs:
+            # activity (health) is recorded for "hope"; baselines are fitted and seeded by the harness
+            run = evaluate_model(spec, setup, base, _Shipped(net), seed=seed)
             block, _, _ = summarise_run(run, setup)
             health = {}
             for k in HEALTH:

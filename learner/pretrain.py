@@ -53,8 +53,8 @@ class PretrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     optimizer: str = "adamw"  # outer optimizer: a key of learner.optim.TORCH_OPTIMIZERS (adamw, m3, delta, ...)
-    carry: int = 1  # consecutive windows a stream runs with its state carried (1: a fresh stream every window)
-    weighted: bool = False  # outer loss weighted like the online CMS loss (HopeConfig.loss_weights)
+    carry: int = 24  # consecutive windows a stream runs with its state carried (1: a fresh stream every window)
+    weighted: bool = True  # outer loss weighted like the online CMS loss (HopeConfig.loss_weights)
 
 
 def _windows(fp: FeaturePanel, until: int, seq_len: int, rng: np.random.Generator, n: int, align: int):

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 
+# Knobs a checkpoint saved before they existed was trained without (see HopeConfig.from_dict).
+LEGACY = {"anchor_memories": False, "norm_values": False, "learn_cms_lr": False}
+
+
 @dataclass(frozen=True)
 class HopeConfig:
     n_features: int = 18  # input features per bar (learner.features)
@@ -20,10 +24,12 @@ class HopeConfig:
     inner_clip: float = 1.0  # soft-clamp of each token's inner-gradient norm (stability, pitfalls §4.1)
     dgd: bool = True  # DGD projector (alpha I - eta k k^T) on W2; False = alpha-decay + GD there too
     self_modifying: bool = True  # k, v, eta, alpha memories write themselves; False = static projections
-    stopgrad_vhat: bool = True  # CHOICE: detach v_hat from the outer graph (inner grads treat it as constant anyway)
+    # CHOICE: detach v_hat from the outer graph (inner grads treat it as constant anyway). True leaves the value
+    # memory without any outer gradient (it acts only through v_hat), so it never meta-learns: off since issue 12
+    stopgrad_vhat: bool = False
     cms_periods: tuple[int, ...] = (24, 168, 720)  # C_l per level, in bars (day, week, month)
     cms_hidden: int = 64  # hidden width of each CMS MLP level
-    cms_lr: tuple[float, ...] = (1e-3, 3e-4, 1e-4)  # eta^(l); picked on 2018-06..12 only (docs/results.md)
+    cms_lr: tuple[float, ...] = (3e-4, 1e-4, 3e-5)  # eta^(l) (times a learned scale); validation split, results.md
     cms_clip: float = 1.0  # max norm of one level's applied update (C-KM's CMSBlock.grad_clip)
     cms_optimizer: str = "sgd"  # how a level turns its gradient sum into a step (learner.optim)
     write_memories: bool = True  # False: memories never write (the frozen-after-pretraining baseline)
@@ -31,10 +37,11 @@ class HopeConfig:
     # CHOICE: weights of ret_1h, ret_24h, vol_24h in the *online* CMS loss (pre-training weighs all 1).
     # Hourly returns are mostly noise: full weight lets the fast levels chase it (measured in docs/results.md).
     loss_weights: tuple[float, float, float] = (0.25, 0.25, 1.0)
-    # Long-stream health (issue 12; pitfalls §4.9). Off = the first landing's behaviour, kept for its checkpoints.
-    anchor_memories: bool = False  # retention pulls every write back toward the meta-learned initial memory
-    norm_values: bool = False  # v_t L2-normalised like k_t, so targets and errors are O(1) whatever W grows to
-    learn_cms_lr: bool = False  # per-level log-scale of eta^(l) is a meta-parameter (pre-training learns it)
+    # Long-stream health (issue 12; pitfalls §4.9), chosen on the validation split (docs/results.md).
+    # Checkpoints saved before these knobs existed load with them off (LEGACY).
+    anchor_memories: bool = True  # retention pulls every write back toward the meta-learned initial memory
+    norm_values: bool = True  # v_t L2-normalised like k_t, so targets and errors are O(1) whatever W grows to
+    learn_cms_lr: bool = True  # per-level log-scale of eta^(l) is a meta-parameter (pre-training learns it)
     extra: dict = field(default_factory=dict, compare=False, hash=False)  # free-form notes, not used
 
     def __post_init__(self) -> None:
@@ -57,9 +64,11 @@ class HopeConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> HopeConfig:
+        """A saved config. Knobs added after it was saved take the value that reproduces how it was trained
+        (``LEGACY``), not today's default."""
         names = {f.name for f in fields(cls)}
         clean = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
-        return cls(**clean)
+        return cls(**{**{k: v for k, v in LEGACY.items() if k not in clean}, **clean})
 
     def with_(self, **kw) -> HopeConfig:
         return replace(self, **kw)
