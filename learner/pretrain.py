@@ -60,6 +60,8 @@ class PretrainConfig:
 def _windows(fp: FeaturePanel, until: int, seq_len: int, rng: np.random.Generator, n: int, align: int):
     """n random (start, asset) streams of ``seq_len`` bars that end (targets included) before bar ``until``."""
     hi = until - seq_len - max(HORIZON_TUPLE)
+    if hi < 0:  # a stream this long would reach past the cut-off (its targets too)
+        raise ValueError("no usable pre-training window before the cut-off: use a later --until")
     need = 0.9 if seq_len <= 1024 else 0.8  # long streams may cross an exchange outage
     out = []
     tries = 0
@@ -97,6 +99,7 @@ def pretrain(
     x_all = torch.from_numpy(fp.x)
     m_all = torch.from_numpy(fp.mask)
     C, L, H = cfg.chunk_other, pcfg.seq_len, max(HORIZON_TUPLE)
+    carry = max(1, min(pcfg.carry, (until - H) // L))  # a short history gets shorter streams, never a leak
     align = math.lcm(C, cfg.chunk_mem)
     weights = cfg.loss_weights if pcfg.weighted else None
     w_k = torch.tensor(weights if weights else (1.0, 1.0, 1.0))
@@ -109,9 +112,9 @@ def pretrain(
     starts: list[tuple[int, int]] = []
     st, h_prev = None, None
     for i in range(pcfg.steps):
-        w = i % pcfg.carry  # which window of the streams' current segment
+        w = i % carry  # which window of the streams' current segment
         if w == 0:  # new streams from the meta-learned initial state
-            starts = _windows(fp, until, pcfg.carry * L, rng, pcfg.batch, align)
+            starts = _windows(fp, until, carry * L, rng, pcfg.batch, align)
             st, h_prev = net.init_state(len(starts)), None
         P = H if h_prev is not None else 0  # bars before the window whose targets land in it
         idx_t = torch.stack([torch.arange(a + w * L - P, a + (w + 1) * L) for a, _ in starts])  # (Bw, P+L)
@@ -135,7 +138,7 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(net.parameters(), pcfg.grad_clip)
         opt.step()
         sched.step()
-        if pcfg.carry > 1:  # the stream goes on; the gradient is cut here
+        if carry > 1:  # the stream goes on; the gradient is cut here
             st, h_prev = st.detached(), torch.cat(hs, 1)[:, -H:].detach()
         losses.append(float(loss.detach()))
         if bar is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-
 # Knobs a checkpoint saved before they existed was trained without (see HopeConfig.from_dict).
 LEGACY = {"anchor_memories": False, "norm_values": False, "learn_cms_lr": False}
 

@@ -125,3 +125,15 @@ def test_carried_pretraining_learns_each_realised_target_once_across_window_edge
     total = sum(seen)
     assert total <= 192 + 2 * 168
     assert total >= 0.9 * (191 + 2 * 168)
+
+
+def test_pretraining_never_reads_past_the_cut_off_even_when_streams_must_shrink():
+    """carry=24 windows of 48 bars cannot fit in 400 bars: streams get shorter; bars (and targets) after the
+    cut-off are poisoned with NaN, so a single one read would make the loss or a weight NaN."""
+    fp = synthetic_panel(T=900, B=2, seed=5)
+    until = 400
+    fp.x[until:] = np.nan  # bars at or after the cut-off
+    fp.y[until - 24 :] = np.nan  # targets realised after it (a 24h target of bar t is known at t + 24)
+    cfg = HopeConfig(n_features=fp.x.shape[2], d_model=8, d_hidden=8, cms_hidden=8, cms_periods=(24,))
+    net, losses = pretrain(cfg, fp, until, PretrainConfig(steps=10, seq_len=48, batch=2, carry=24), progress=False)
+    assert all(np.isfinite(losses)) and all(torch.isfinite(p).all() for p in net.parameters())
