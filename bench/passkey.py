@@ -16,9 +16,24 @@ short sequences (``--train-len`` tokens) with AdamW, then tested at 1K, 4K and 1
 
 Recurrent models read the whole haystack in chunks under ``torch.no_grad`` (their memories still write).
 
-    python bench/passkey.py [--steps 1500] [--n-eval 32]
+Length curriculum (``--curriculum 96,192,384,768``; default: the single stage ``--train-len``): the
+``--steps`` are split evenly over the stages, run in the order given (list them shortest first; the first
+``steps % n_stages`` stages get one step more). ``--batch`` is the batch of the first stage; a stage of
+length L trains on ``max(1, round(batch * L0 / L))`` sequences (L0 = the first stage's length), so every
+step sees about the same number of tokens. On CPU at this width Hope's step time is dominated by its
+chunk-by-chunk loop, so its cost per step still grows with L, less than in proportion (measured on a busy
+2-core machine, one thread: 96 x 16 ~0.15 s, 192 x 8 ~0.25 s, 384 x 4 ~0.4 s, 768 x 2 ~0.85-0.9 s per
+step; 768 x 16 ~1.5 s); the SWA Transformer only ever reads the last ``2 x window + 3`` tokens, so its cost
+per step is flat.
 
-Writes bench/results/passkey.json.
+Hope's HopeConfig is the library default (learner/hope/config.py) except for the sizes set here (widths,
+chunks, CMS periods and their step sizes, which stay inert: no CMS level takes an online step in a
+haystack); the JSON records each config actually used (``cfg.to_dict()``) and the curriculum.
+
+    python bench/passkey.py [--steps 1500] [--n-eval 32] [--curriculum 96,192,384,768] [--models hope,titans,swa]
+
+Writes bench/results/passkey.json (``--out``), after every model, with a progress line per training stage
+and per test length.
 """
 
 from __future__ import annotations
@@ -122,27 +137,51 @@ def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def train(model: nn.Module, a: argparse.Namespace, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
-    losses, accs = [], []
-    t0 = time.perf_counter()
-    for _ in range(a.steps):
-        toks, dig = make_batch(rng, a.batch, a.train_len)
-        logits = model.last_logits(toks)
-        loss = F.cross_entropy(logits.reshape(-1, 10), dig.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        accs.append(float((logits.argmax(-1) == dig).all(-1).float().mean()))
+def stages(a: argparse.Namespace) -> list[dict]:
+    """The curriculum: (length, batch, steps) per stage, shortest first, steps split evenly."""
+    lens = [int(x) for x in a.curriculum.split(",")] if a.curriculum else [a.train_len]
+    if any(L < 5 for L in lens):
+        raise SystemExit("every training length must be >= 5 (needle of 3 tokens, then QUERY)")
+    if a.steps < len(lens):
+        raise SystemExit(f"--steps {a.steps} < {len(lens)} curriculum stages")
+    n, r = divmod(a.steps, len(lens))
+    return [{"len": L, "batch": max(1, round(a.batch * lens[0] / L)), "steps": n + (i < r)} for i, L in enumerate(lens)]
+
+
+def summary(losses: list[float], accs: list[float]) -> dict:
     return {
-        "train_s": time.perf_counter() - t0,
         "loss_first20": float(np.mean(losses[:20])),
         "loss_last20": float(np.mean(losses[-20:])),
         "train_acc_last20": float(np.mean(accs[-20:])),
     }
+
+
+def train(model: nn.Module, a: argparse.Namespace, seed: int, name: str, t_all: float) -> dict:
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
+    losses, accs, per_stage = [], [], []
+    plan = stages(a)
+    t0 = time.perf_counter()
+    for k, stg in enumerate(plan):
+        ts, sl, sa = time.perf_counter(), [], []
+        for _ in range(stg["steps"]):
+            toks, dig = make_batch(rng, stg["batch"], stg["len"])
+            logits = model.last_logits(toks)
+            loss = F.cross_entropy(logits.reshape(-1, 10), dig.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sl.append(loss.item())
+            sa.append(float((logits.argmax(-1) == dig).all(-1).float().mean()))
+        r = {**stg, "train_s": time.perf_counter() - ts, **summary(sl, sa)}
+        per_stage.append(r)
+        losses += sl
+        accs += sa
+        print(f"  {name}: stage {k + 1}/{len(plan)} len {r['len']} x batch {r['batch']}, {r['steps']} steps: "
+              f"loss {r['loss_first20']:.2f}->{r['loss_last20']:.2f} acc {r['train_acc_last20']:.0%} "
+              f"({r['train_s']:.1f}s; wall {time.perf_counter() - t_all:.0f}s)", flush=True)  # fmt: skip
+    return {"train_s": time.perf_counter() - t0, **summary(losses, accs), "stages": per_stage}
 
 
 @torch.no_grad()
@@ -154,20 +193,32 @@ def evaluate(model: nn.Module, length: int, n: int, seed: int) -> dict:
     return {"acc": float(hit.mean()), "n": n, "eval_s": time.perf_counter() - t0}
 
 
+MODEL_KEYS = {"hope": "hope", "titans": "titans (no CMS)", "swa": "swa transformer"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--train-len", type=int, default=96)
+    p.add_argument("--steps", type=int, default=1500, help="outer steps in all, split evenly over the stages")
+    p.add_argument("--batch", type=int, default=16, help="batch of the first (shortest) stage")
+    p.add_argument("--train-len", type=int, default=96, help="training length when there is no --curriculum")
+    p.add_argument("--curriculum", default="", help="training lengths in order, e.g. 96,192,384,768")
+    p.add_argument("--models", default="hope,titans,swa", help="subset of hope,titans,swa")
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--lengths", default="1024,4096,16384")
     p.add_argument("--n-eval", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "passkey.json")
     a = p.parse_args()
+    chosen = [m.strip() for m in a.models.split(",") if m.strip()]
+    if not chosen or set(chosen) - set(MODEL_KEYS):
+        raise SystemExit(f"--models: a subset of {','.join(MODEL_KEYS)}, got {a.models!r}")
+    plan = stages(a)
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
+    # sizes only: every other knob is HopeConfig's default (the CMS step sizes are inert, see the docstring)
     base = dict(n_features=16, n_outputs=20, d_model=16, d_hidden=16, cms_hidden=32, chunk_other=8, chunk_mem=8)
+    # all three are always built, in this order, so a subset gets the same initial weights as a full run
     models = {
         "hope": HopeLM(HopeConfig(**base, cms_periods=(64, 256), cms_lr=(1e-3, 3e-4))),
         "titans (no CMS)": HopeLM(HopeConfig(**base, cms_periods=(), cms_lr=())),
@@ -177,14 +228,31 @@ def main() -> None:
     while n_params(SWATransformer(16, 2, d_ff + 16, a.window)) <= size:  # the largest MLP within Hope's size
         d_ff += 16
     models["swa transformer"] = SWATransformer(16, 2, d_ff, a.window)
-    out = {"config": vars(a), "hope_config": base, "models": {}}
+    lengths = [int(x) for x in a.lengths.split(",")]
+    out = {
+        "config": {**vars(a), "out": str(a.out)},
+        "curriculum": plan,
+        "hope_config": models["hope"].cfg.to_dict(),
+        "models": {},
+    }
+    print("curriculum: " + ", ".join(f"{s['len']} x {s['batch']} for {s['steps']} steps" for s in plan), flush=True)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    for name, m in models.items():
-        r = {"params": n_params(m), **train(m, a, a.seed)}
+    for key in chosen:
+        name = MODEL_KEYS[key]
+        m = models[name]
+        print(f"{name}: {n_params(m)} params (wall {time.perf_counter() - t_all:.0f}s)", flush=True)
+        m.train()
+        r = {"params": n_params(m)}
+        if isinstance(m, HopeLM):
+            r["hope_config"] = m.cfg.to_dict()
+        r.update(train(m, a, a.seed, name, t_all))
         m.eval()
-        r["eval"] = {
-            str(L): evaluate(m, L, a.n_eval, a.seed + 1 + i) for i, L in enumerate(map(int, a.lengths.split(",")))
-        }
+        r["eval"] = {}
+        for i, L in enumerate(lengths):
+            e = r["eval"][str(L)] = evaluate(m, L, a.n_eval, a.seed + 1 + i)
+            print(f"  {name}: test {L}: acc {e['acc']:.0%} of {e['n']} ({e['eval_s']:.1f}s; "
+                  f"wall {time.perf_counter() - t_all:.0f}s)", flush=True)  # fmt: skip
         if isinstance(m, HopeLM):  # what the retention gate learned: alpha per token on the haystack filler
             tit = m.net.titans
             r["alpha_bias"] = tit.alpha_bias.item()
@@ -193,11 +261,10 @@ def main() -> None:
         accs = "  ".join(f"{L}: {e['acc']:.0%}" for L, e in r["eval"].items())
         print(f"{name:16s} params {r['params']:6d}  train loss {r['loss_first20']:.2f}->{r['loss_last20']:.2f} "
               f"acc {r['train_acc_last20']:.0%} ({r['train_s']:.0f}s)  test {accs}", flush=True)  # fmt: skip
-    out["wall_s"] = time.perf_counter() - t_all
-    out["machine"] = platform.platform()
-    dest = ROOT / "bench" / "results" / "passkey.json"
-    dest.write_text(json.dumps(out, indent=1))
-    print(f"wrote {dest} in {out['wall_s']:.0f}s")
+        out["wall_s"] = time.perf_counter() - t_all
+        out["machine"] = platform.platform()
+        a.out.write_text(json.dumps(out, indent=1))  # after every model, so a long run leaves partial results
+    print(f"wrote {a.out} in {out['wall_s']:.0f}s")
 
 
 if __name__ == "__main__":
