@@ -136,6 +136,8 @@ def assumptions(fee_bps: float, slippage_bps: float, band: float) -> dict:
         "gaps": "no trade in an asset on a missing bar; marked at its last close; the move across a gap is "
         "booked when the price reappears",
         "sharpe": "hourly net returns, mean/std x sqrt(24*365), no risk-free rate",
+        "annualised": f"sharpe, annual_return, annual_vol are null for a stretch under {M.MIN_ANNUALISE_BARS} bars "
+        "(30 days)",
         "turnover": "average traded notional per day / equity",
         "max_drawdown": "largest peak-to-trough loss, positive fraction",
         "leverage": "none: at most 1/B of equity per asset, gross exposure <= 1; shorts allowed in signal_*",

@@ -12,6 +12,10 @@ slippage took (fraction of equity).
 - ``hit_rate``: share of bars spent in the market (exposure > 0) whose net return was positive.
 - ``turnover``: average traded notional per day as a fraction of equity (one-way; 2.0 = the whole book
   turned over once a day, out and in).
+
+Annualised figures (``ANNUALISED``: ``sharpe``, ``annual_return``, ``annual_vol``) are None for a stretch
+shorter than ``MIN_ANNUALISE_BARS`` (30 days): a few hours compounded to a year say nothing (a 4-bar regime
+would read as a 1.7e13 annual return). Totals over the stretch (return, drawdown, turnover, ...) stay.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import numpy as np
 from learner.evaluation.regimes import Regime
 
 BARS_PER_YEAR = 24 * 365
+MIN_ANNUALISE_BARS = 24 * 30  # 30 days of hourly bars: below this, no annualised figure
+ANNUALISED = ("sharpe", "annual_return", "annual_vol")
 KEYS = ("return", "sharpe", "max_drawdown", "hit_rate", "turnover")
 
 
@@ -39,6 +45,8 @@ def summarise(
 ) -> dict:
     """Every measure for one stretch of bars. The equity curve is rebased to 1 at its first bar.
 
+    The annualised measures (``ANNUALISED``) are None when the stretch has fewer than ``MIN_ANNUALISE_BARS``.
+
     ``gross`` (returns before costs) adds ``gross_return``: whether a signal has an edge that costs eat.
     """
     n = int(net.size)
@@ -47,11 +55,14 @@ def summarise(
     equity = np.concatenate([[1.0], np.cumprod(1.0 + net)])
     total = float(equity[-1] - 1.0)
     sd = float(net.std(ddof=1)) if n > 1 else 0.0
-    sharpe = float(net.mean() / sd * math.sqrt(BARS_PER_YEAR)) if sd > 0 else None
     inm = exposure > 0
     hit = float((net[inm] > 0).mean()) if inm.any() else None
-    years = n / BARS_PER_YEAR
-    ann = float(equity[-1] ** (1.0 / years) - 1.0) if equity[-1] > 0 else -1.0
+    sharpe = ann = vol = None
+    if n >= MIN_ANNUALISE_BARS:
+        sharpe = float(net.mean() / sd * math.sqrt(BARS_PER_YEAR)) if sd > 0 else None
+        years = n / BARS_PER_YEAR
+        ann = float(equity[-1] ** (1.0 / years) - 1.0) if equity[-1] > 0 else -1.0
+        vol = sd * math.sqrt(BARS_PER_YEAR)
     return {
         "return": total,
         "gross_return": float(np.prod(1.0 + gross) - 1.0) if gross is not None else None,
@@ -60,7 +71,7 @@ def summarise(
         "hit_rate": hit,
         "turnover": float(turnover.sum() / (n / 24.0)),
         "annual_return": ann,
-        "annual_vol": sd * math.sqrt(BARS_PER_YEAR),
+        "annual_vol": vol,
         "exposure": float(exposure.mean()),
         "costs": float(cost.sum()),
         "bars": n,

@@ -23,6 +23,7 @@ COLUMNS = (  # key, header, format
 
 
 def _fmt(v, f: str) -> str:
+    """One cell; "—" where there is no figure (None: e.g. an annualised one for a stretch under 30 days)."""
     return "—" if v is None else f.format(v)
 
 
@@ -68,7 +69,8 @@ def write_report(doc: dict, path: Path, command: str, wall_s: float) -> str:
         "",
         "## Per regime",
         "",
-        "Each regime's row is computed on its own bars, equity rebased to 1 at its start.",
+        "Each regime's row is computed on its own bars, equity rebased to 1 at its start; annualised figures",
+        "(CAGR, Sharpe) are — for a stretch shorter than 30 days.",
         "",
         "```",
         regimes,
@@ -89,8 +91,12 @@ def write_report(doc: dict, path: Path, command: str, wall_s: float) -> str:
     return terminal
 
 
-def write_plot(equity: pl.DataFrame, regimes: tuple[Regime, ...], path: Path, title: str = "") -> None:
-    """Equity curves (log scale) over shaded, labelled regime bands."""
+def equity_figure(equity: pl.DataFrame, regimes: tuple[Regime, ...], title: str = ""):
+    """The matplotlib figure of :func:`write_plot`: equity curves on a log axis over shaded regime bands.
+
+    Log scale, so that a losing strategy's curve keeps its shape instead of lying flat near zero beside a
+    winner's; the caller closes the figure.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,5 +127,15 @@ def write_plot(equity: pl.DataFrame, regimes: tuple[Regime, ...], path: Path, ti
     ax.set_title(title or "Equity curves")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # clear of the bands
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def write_plot(equity: pl.DataFrame, regimes: tuple[Regime, ...], path: Path, title: str = "") -> None:
+    """``equity.png``: equity curves (log scale) over shaded, labelled regime bands."""
+    import matplotlib.pyplot as plt
+
+    fig = equity_figure(equity, regimes, title)
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)

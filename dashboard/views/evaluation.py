@@ -7,6 +7,7 @@ import polars as pl
 import streamlit as st
 
 from dashboard.data import backtest, backtest_dir, empty_state, eval_dir, evaluation, regimes_frame
+from dashboard.formatting import metric_frame
 
 st.title("Backtests & evaluation")
 ev, errors = evaluation()
@@ -39,12 +40,14 @@ with tab_bt:
         )
     else:
         if equity is not None and not equity.is_empty():
+            equity = equity.filter(pl.col("equity") > 0)  # a log axis has no place for a wiped-out account
+            # log scale: a losing strategy keeps its shape instead of lying flat at zero beside a winner
             line = (
                 alt.Chart(equity)
                 .mark_line()
                 .encode(
                     x=alt.X("time:T", title=None),
-                    y=alt.Y("equity:Q", title="equity (start = 1)"),
+                    y=alt.Y("equity:Q", title="equity (start = 1, log scale)", scale=alt.Scale(type="log")),
                     color=alt.Color("strategy:N"),
                     tooltip=["time:T", "strategy:N", "equity:Q"],
                 )
@@ -59,12 +62,13 @@ with tab_bt:
         if bt:
             strategies = bt.get("strategies", {})
             st.subheader("Totals")
-            st.dataframe(metric_table({k: v["total"] for k, v in strategies.items()}, "strategy"), hide_index=True)
+            st.dataframe(metric_frame({k: v["total"] for k, v in strategies.items()}, "strategy"), hide_index=True)
             st.subheader("Per regime")
+            st.caption("Each regime on its own bars; annualised figures (CAGR, Sharpe) are — under 30 days.")
             strat = st.selectbox("Strategy", list(strategies))
             per = strategies[strat].get("per_regime", {})
             if per:
-                st.dataframe(metric_table(per, "regime"), hide_index=True)
+                st.dataframe(metric_frame(per, "regime"), hide_index=True)
 
 with tab_ev:
     if ev is None:

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from continuum.lake import Lake
+from dashboard.formatting import pct
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
@@ -63,12 +64,36 @@ def test_evaluation_page_reads_eval_and_backtest(dash_env):
     frames = [d.value for d in at.dataframe]
     totals = frames[0]
     assert set(totals["strategy"]) == {"ewma_long_flat", "buy_and_hold"}
+    bt = json.loads((dash_env["backtest"] / "backtest.json").read_text())["strategies"]
+    got = totals.set_index("strategy")
+    for name, v in bt.items():  # fractions in the file, percentages on the page
+        assert got.loc[name, "return"] == pct(v["total"]["return"])
+        assert got.loc[name, "Sharpe"] == f"{v['total']['sharpe']:.2f}"
+    # the equity chart is on a log scale (a loser is not a flat line at zero)
+    spec = json.loads(next(c for c in at.get("vega_lite_chart") if "Equity curves" in c.proto.spec).proto.spec)
+    ys = [lay["encoding"]["y"] for lay in spec.get("layer", [spec]) if "y" in lay.get("encoding", {})]
+    assert [y["field"] for y in ys] == ["equity"] and ys[0]["scale"]["type"] == "log"
     cum = next(f for f in frames if "model" in f.columns and "ret_1h_mse" in f.columns)
     got = cum.set_index("model")["vol_24h_qlike"].to_dict()
     assert got == pytest.approx({m: v["cumulative"]["vol_24h_qlike"] for m, v in ev["models"].items()})
     # equity, cumulative error, and one R-matrix heatmap per model
     assert len(at.get("vega_lite_chart")) == 2 + len(ev["models"])
     assert "BWT" in _text(at)
+
+
+def test_backtest_tables_show_percentages_and_dashes(dash_env, tmp_path, monkeypatch):
+    """A +1,493% total and a 4-bar regime whose annualised figures are null in backtest.json."""
+    short = {"return": 0.02, "annual_return": None, "sharpe": None, "max_drawdown": 0.01, "bars": 4}
+    total = {"return": 14.93, "annual_return": 0.9, "sharpe": 1.5, "max_drawdown": 0.8, "bars": 30000}
+    doc = {"strategies": {"hold": {"total": total, "per_regime": {"blip": short, "long": total}}}}
+    (tmp_path / "backtest.json").write_text(json.dumps(doc))
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_BACKTEST_DIR", str(tmp_path))
+    at = _page("views/evaluation.py")
+    totals, per = at.dataframe[0].value, at.dataframe[1].value
+    row = totals.iloc[0]
+    assert (row["return"], row["CAGR"], row["Sharpe"], row["max DD"]) == ("+1,493.0%", "+90.0%", "1.50", "80.0%")
+    blip = per.set_index("regime").loc["blip"]
+    assert (blip["return"], blip["CAGR"], blip["Sharpe"], blip["bars"]) == ("+2.0%", "—", "—", "4")
 
 
 def test_forensics_page_traces_a_real_address(dash_env):

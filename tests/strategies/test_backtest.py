@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pytest
 
-from learner.evaluation.regimes import DEFAULT_REGIMES
+from continuum.jsonsafe import jsonsafe
+from learner.evaluation.regimes import DEFAULT_REGIMES, Regime
 from learner.protocol import to_raw
 from strategies.backtest import backtest_from_preds, bar_returns, run_backtest
+from strategies.metrics import ANNUALISED
 from strategies.positions import STRATEGIES, signal_sign, vol_target_long
+from strategies.report import table
 
 NAN = np.nan
 HOUR = 3_600_000
@@ -121,3 +127,33 @@ def test_sizing_is_capped_and_vol_targeted():
     t = STRATEGIES["signal_tanh"].fn(raw, np.ones((3, 2), bool), 0)
     assert np.all(np.abs(t[:2]) <= 0.5) and np.isnan(t[2]).all()
     np.testing.assert_allclose(t[0], [0.5 * np.tanh(10 * 0.01 / 0.02), -0.25 * np.tanh(10 * 0.01 / 0.04)])
+
+
+def test_a_regime_under_30_days_has_no_annualised_figures(fp):
+    """A 4-bar regime: its totals stay, but CAGR/Sharpe/vol are None, null in the JSON and "—" in the table."""
+    t = datetime.fromtimestamp(int(fp.times[300]) / 1000, tz=UTC)
+    regimes = (
+        Regime("blip", t, t + timedelta(hours=4)),
+        Regime("rest", t + timedelta(hours=4), datetime(2019, 5, 1, tzinfo=UTC)),
+    )
+    doc, _ = backtest_from_preds(fp, _oracle(fp, 1), regimes, strategies=["buy_and_hold"])
+    per = doc["strategies"]["buy_and_hold"]["per_regime"]
+    blip, rest = per["blip"], per["rest"]
+    assert blip["bars"] == 4 and rest["bars"] > 720
+    assert all(blip[k] is None for k in ANNUALISED)
+    assert blip["return"] != 0.0 and blip["max_drawdown"] is not None and blip["turnover"] is not None
+    assert all(isinstance(rest[k], float) for k in ANNUALISED)
+    assert json.loads(json.dumps(jsonsafe(doc)))["strategies"]["buy_and_hold"]["per_regime"]["blip"]["sharpe"] is None
+    lines = table(per, "regime").splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = dict(
+        zip(
+            head,
+            (c.strip() for c in next(x for x in lines if x.startswith("| blip")).strip("|").split("|")),
+            strict=True,
+        )
+    )
+    assert row["CAGR"] == "—" and row["Sharpe"] == "—"
+    assert row["return"] == f"{blip['return']:+.1%}" and row["bars"] == "4"
+    other = next(x for x in lines if x.startswith("| rest"))
+    assert "—" not in other.split("|")[head.index("CAGR") + 1]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from learner.evaluation.regimes import Regime
-from strategies.metrics import BARS_PER_YEAR, max_drawdown, per_regime, summarise
+from strategies.metrics import ANNUALISED, BARS_PER_YEAR, MIN_ANNUALISE_BARS, max_drawdown, per_regime, summarise
 
 HOUR = 3_600_000
 
@@ -25,11 +25,31 @@ def test_summary_on_known_returns():
     assert s["max_drawdown"] == pytest.approx(0.5)  # 1.1 -> 0.55
     assert s["hit_rate"] == pytest.approx(3 / 4)  # the flat bar is not counted
     assert s["turnover"] == pytest.approx(2.4 / (5 / 24))
-    assert s["sharpe"] == pytest.approx(net.mean() / net.std(ddof=1) * math.sqrt(BARS_PER_YEAR))
+    assert all(s[k] is None for k in ANNUALISED)  # five hours: nothing annualised
     assert s["costs"] == pytest.approx(2.4e-3)
     assert s["bars"] == 5
     flat = summarise(np.zeros(4), np.zeros(4), np.zeros(4), np.zeros(4))
     assert flat["sharpe"] is None and flat["hit_rate"] is None and flat["return"] == 0.0
+
+
+def test_annualised_figures_only_for_30_days_or_more():
+    """A 4-bar stretch would annualise to absurd numbers (CAGR ~1e13, Sharpe ~37): None below 720 bars."""
+    assert MIN_ANNUALISE_BARS == 720
+    short = summarise(np.array([0.02, 0.03, -0.01, 0.04]), np.ones(4), np.zeros(4), np.zeros(4))
+    assert all(short[k] is None for k in ANNUALISED)
+    assert short["return"] == pytest.approx(1.02 * 1.03 * 0.99 * 1.04 - 1) and short["max_drawdown"] > 0
+    assert short["turnover"] == 0.0 and short["bars"] == 4
+    rng = np.random.default_rng(0)
+    for n, annualised in ((MIN_ANNUALISE_BARS - 1, False), (MIN_ANNUALISE_BARS, True)):
+        net = rng.normal(1e-4, 1e-2, n)
+        s = summarise(net, np.ones(n), np.full(n, 0.1), np.zeros(n))
+        assert s["return"] == pytest.approx(np.prod(1 + net) - 1) and s["turnover"] == pytest.approx(2.4)
+        if not annualised:
+            assert all(s[k] is None for k in ANNUALISED), n
+            continue
+        assert s["sharpe"] == pytest.approx(net.mean() / net.std(ddof=1) * math.sqrt(BARS_PER_YEAR))
+        assert s["annual_return"] == pytest.approx((1 + s["return"]) ** (BARS_PER_YEAR / n) - 1)
+        assert s["annual_vol"] == pytest.approx(net.std(ddof=1) * math.sqrt(BARS_PER_YEAR))
 
 
 def test_max_drawdown_of_a_curve():

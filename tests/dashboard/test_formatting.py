@@ -1,0 +1,29 @@
+"""The dashboard's backtest tables: fractions shown as percentages, "—" where there is no figure."""
+
+from __future__ import annotations
+
+from dashboard.formatting import metric_frame, num, pct
+
+
+def test_fractions_read_as_percentages():
+    assert pct(14.93) == "+1,493.0%"
+    assert pct(-0.4512) == "-45.1%"
+    assert pct(0.3, signed=False) == "30.0%"
+    assert pct(None) == "—" and pct(float("nan")) == "—"
+    assert num(36.6123) == "36.61" and num(-1.0) == "-1.00" and num(None) == "—"
+
+
+def test_metric_frame_formats_every_column():
+    rows = {
+        "buy_and_hold": {"return": 14.93, "annual_return": 1.2, "sharpe": 1.234, "max_drawdown": 0.81,
+                         "hit_rate": 0.52, "turnover": 0.01, "exposure": 1.0, "costs": 0.0012, "bars": 40000},
+        "blip": {"return": 0.02, "annual_return": None, "sharpe": None, "max_drawdown": 0.01, "bars": 4},
+    }  # fmt: skip
+    f = metric_frame(rows, "strategy")
+    assert f.columns == ["strategy", "return", "CAGR", "Sharpe", "max DD", "hit rate", "turnover/d", "exposure",
+                         "costs", "bars"]  # fmt: skip
+    a, b = f.row(0, named=True), f.row(1, named=True)
+    assert a == {"strategy": "buy_and_hold", "return": "+1,493.0%", "CAGR": "+120.0%", "Sharpe": "1.23",
+                 "max DD": "81.0%", "hit rate": "52.0%", "turnover/d": "0.01", "exposure": "100.0%",
+                 "costs": "0.1%", "bars": "40,000"}  # fmt: skip
+    assert b["CAGR"] == "—" and b["Sharpe"] == "—" and b["return"] == "+2.0%" and b["hit rate"] == "—"
