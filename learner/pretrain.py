@@ -55,6 +55,7 @@ class PretrainConfig:
     optimizer: str = "adamw"  # outer optimizer: a key of learner.optim.TORCH_OPTIMIZERS (adamw, m3, delta, ...)
     carry: int = 24  # consecutive windows a stream runs with its state carried (1: a fresh stream every window)
     weighted: bool = True  # outer loss weighted like the online CMS loss (HopeConfig.loss_weights)
+    step_size_lr_mult: float = 1.0  # outer learning rate of the CMS step-size scales, relative to ``lr``
 
 
 def _windows(fp: FeaturePanel, until: int, seq_len: int, rng: np.random.Generator, n: int, align: int):
@@ -90,7 +91,11 @@ def pretrain(
     rng = np.random.default_rng(pcfg.seed)
     net = net or HopeNet(cfg)
     net.train()
-    opt = TORCH_OPTIMIZERS[pcfg.optimizer](net.parameters(), lr=pcfg.lr, weight_decay=pcfg.weight_decay)
+    # the CMS step-size scales (learn_cms_lr) may learn faster: their gradient comes through a few steps per window
+    scales = [p for n, p in net.named_parameters() if n == "cms.log_lr"]
+    rest = [p for n, p in net.named_parameters() if n != "cms.log_lr"]
+    groups = [{"params": rest}] + ([{"params": scales, "lr": pcfg.lr * pcfg.step_size_lr_mult}] if scales else [])
+    opt = TORCH_OPTIMIZERS[pcfg.optimizer](groups, lr=pcfg.lr, weight_decay=pcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, pcfg.steps) / pcfg.steps))
     )
