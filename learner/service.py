@@ -312,7 +312,7 @@ class LearnerService:
         """Features for bar ``next_bar``, predict, release realised targets, publish the signals."""
         import numpy as np
 
-        from learner.features import build_features
+        from learner.features import MAX_HORIZON, build_features
         from learner.signals import make_signal
         from learner.stream import run_stream
 
@@ -320,11 +320,15 @@ class LearnerService:
         lo = max(0, k - self.window + 1)
         fp = build_features(self._panel(lo, k), onchain=self.onchain)
         s = k - lo  # local index of bar k
-        # the one streaming loop, for one bar: predict bar k, then learn what its close realised;
-        # clock0 = -lo puts local bar s at the model's absolute bar k (clock 0 = the grid's first bar)
-        res = run_stream(self.model, fp, start=s, end=s + 1, chunk=1, clock0=-lo, record_activity=True)
-        pred = res.preds[s]  # (B, 3)
-        act = {name: v[s] for name, v in res.activity.items()}
+        # the one streaming loop, for one bar: predict bar k, then learn what its close realised. Only the
+        # last MAX_HORIZON + 1 bars can release a target now, so it runs on that tail of the window (its
+        # arrays stay small however long the window); clock0 puts tail bar j at the model's absolute bar
+        # lo + a + j (clock 0 = the grid's first bar)
+        a = max(0, s - MAX_HORIZON)
+        res = run_stream(self.model, fp.slice(a, s + 1), start=s - a, end=s - a + 1, chunk=1, clock0=-(lo + a),
+                         record_activity=True)  # fmt: skip
+        pred = res.preds[s - a]  # (B, 3)
+        act = {name: v[s - a] for name, v in res.activity.items()}
         ts = int(fp.times[s])
         out = []
         for b, sym in enumerate(self.symbols):
