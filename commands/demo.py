@@ -180,8 +180,7 @@ def _assemble(bus: EmbeddedBus, source: Panel) -> Panel:
         ohlcv[:, i, j] = (c.open, c.high, c.low, c.close, c.volume)
     consumer.commit()
     # a symbol's listing is what the source knows (its first bar may lie before this window)
-    first = [int(source.times[np.argmax(source.listed[:, j])]) if source.listed[:, j].any() else None for j in range(B)]
-    return Panel.from_ohlcv(source.symbols, source.timeframe, source.times, ohlcv, first)
+    return Panel.from_ohlcv(source.symbols, source.timeframe, source.times, ohlcv, source.listing_ts())
 
 
 def _report(args, panel, fp, cut, quality, doc, table, wall, n_events, n_signals, sps) -> str:

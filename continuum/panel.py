@@ -55,6 +55,11 @@ class Panel:
         listed = times[:, None] >= first[None, :]
         return cls(list(symbols), timeframe, times, *ohlcv, ~np.isnan(ohlcv[3]), listed)
 
+    def listing_ts(self) -> list[int | None]:
+        """Per symbol, the first bar time it is listed from (``times[0]`` if listed before this panel starts;
+        ``None`` if never): what :meth:`from_ohlcv` needs to rebuild this panel's ``listed``."""
+        return [int(self.times[np.argmax(col)]) if col.any() else None for col in self.listed.T]
+
     @property
     def gaps(self) -> np.ndarray:
         """(T, B) bool: missing bars after the symbol's listing (exchange outages)."""

@@ -158,7 +158,7 @@ def build_model(
         net = pretrained(cfg) if pretrained is not None else None
         return Built(Hope(cfg, net=net, device=device, name=spec), False)
     cls = BASELINES[name]
-    kw = {"pretrain_steps": pretrain_steps, "seed": seed} if cls in (OnlineGRU, OnlineTransformer, SlidingGRU) else {}
+    kw = {"pretrain_steps": pretrain_steps, "seed": seed} if name in NEURAL else {}
     model = cls(n_features, names, **kw)
     model.name = spec
     return Built(model, hasattr(model, "pretrain_steps"))

@@ -20,12 +20,12 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from continuum.errors import UserError
-from continuum.panel import Panel
+from continuum.panel import OHLCV, Panel
 from learner.evaluation import metrics as M
 from learner.evaluation.regimes import Regime
 from learner.features import FeaturePanel
@@ -74,16 +74,12 @@ def listed_at_cut(panel: Panel, symbols: Sequence[str], pretrain_until_ms: int, 
         raise UserError("--new-assets names every symbol; at least one must be known before the cut")
     cut = cut_index(panel.times, pretrain_until_ms, chunk)
     cols = [panel.symbols.index(s) for s in symbols]
-    out = replace(panel)
-    for a in ("open", "high", "low", "close", "volume"):
-        v = getattr(panel, a).copy()
-        v[:cut, cols] = np.nan
-        setattr(out, a, v)
-    for a in ("present", "listed"):
-        v = getattr(panel, a).copy()
-        v[:cut, cols] = False
-        setattr(out, a, v)
-    return out
+    ohlcv = np.stack([getattr(panel, a) for a in OHLCV])  # (5, T, B), a copy
+    ohlcv[:, :cut, cols] = np.nan
+    first = panel.listing_ts()
+    for j in cols:
+        first[j] = int(panel.times[min(cut, len(panel.times) - 1)])
+    return Panel.from_ohlcv(panel.symbols, panel.timeframe, panel.times, ohlcv, first)
 
 
 def make_setup(

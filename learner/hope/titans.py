@@ -107,8 +107,8 @@ class SelfModifyingTitans(nn.Module):
             names = [n for n in MEMORIES if n in writers]
             G, B, d = len(names), x.shape[0], cfg.d_model
 
-            def stack(attr: str) -> torch.Tensor:
-                ts = [getattr(m[n], attr) for n in names]
+            def stack(attr: str, mems: dict[str, MemoryState] = m) -> torch.Tensor:
+                ts = [getattr(mems[n], attr) for n in names]
                 if attr[1] == "1":  # W1, R1, S1: (B, o, h) -> (B, d, h)
                     ts = [F.pad(t, (0, 0, 0, d - t.shape[1])) for t in ts]
                 return torch.cat(ts, 0)
@@ -121,11 +121,8 @@ class SelfModifyingTitans(nn.Module):
             big = MemoryState(*(stack(a) for a in ("W1", "W2", "R1", "R2", "S1", "S2")))
             anchor = None
             if cfg.anchor_memories:  # the meta-learned initial weights, stacked like the state
-                a1 = [F.pad(self.init_W1[n], (0, 0, 0, d - self.init_W1[n].shape[0])) for n in names]
-                anchor = (
-                    torch.stack(a1).repeat_interleave(B, 0),  # (G*B, d, h)
-                    torch.stack([self.init_W2[n] for n in names]).repeat_interleave(B, 0),  # (G*B, h, d)
-                )
+                init = {n: MemoryState.init(self.init_W1[n], self.init_W2[n], B) for n in names}
+                anchor = (stack("W1", init), stack("W2", init))  # (G*B, d, h), (G*B, h, d)
             kG = rep(k)
             v_hat = mem_apply(big.W1, big.W2, rep(v), res)  # eq. 85: each memory's own target
             if cfg.stopgrad_vhat:
