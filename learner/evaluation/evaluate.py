@@ -113,6 +113,8 @@ def run_evaluation(
             {**r.to_dict(), "in_pretraining": b <= setup.cut} for r, (_, b) in zip(regimes, setup.bounds, strict=True)
         ],
         "models": doc_models,
+        # the contract: new_assets.<model>.first_30d / .first_90d (also inside each model's block)
+        "new_assets": {m: b["new_assets"] for m, b in doc_models.items() if "new_assets" in b},
         "protocol": {
             "chunk": setup.chunk,
             "seed": seed,

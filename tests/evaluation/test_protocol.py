@@ -231,6 +231,7 @@ def test_seeds_give_mean_and_std_and_deterministic_models_run_once(monkeypatch, 
     assert set(sd["forgetting"]) == {"bwt", "avg_forgetting"}
     assert set(sd["new_assets"]) == {"first_30d", "first_90d"}
     assert len(sd["new_assets"]["first_30d"]["vol_24h_qlike"]["values"]) == 3
+    assert doc["new_assets"]["seeded"] == doc["models"]["seeded"]["new_assets"]  # new_assets.<model>.first_30d
     har = doc["models"]["har"]["seeds"]
     assert har["n"] == 1 and har["deterministic"] and har["cumulative"]["vol_24h_qlike"]["std"] == 0.0
     assert doc["wall_seconds"] > 0 and doc["data"]["new_assets"] == ["ETH/USDT"]
