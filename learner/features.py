@@ -28,6 +28,7 @@ from continuum.panel import Panel
 from learner.protocol import unit_scale
 
 HALF_LIFE_SCALE = 168  # hours: the volatility unit everything is expressed in
+ADV_BARS = 24 * 30  # hourly bars in the trailing window of the average daily traded value (liquidity)
 HORIZONS = {"ret_1h": 1, "ret_24h": 24, "rv_24h": 24}
 TARGETS = ("ret_1h", "ret_24h", "rv_24h")
 MAX_HORIZON = 24
@@ -73,6 +74,10 @@ FEATURES: dict[str, pl.Expr] = {
         / (pl.col("sigma").log().ewm_std(half_life=24 * 90).over("symbol") + 1e-3)
     ),
 }
+# Liquidity, for costs (not a model input): the average daily traded value in the quote currency over the
+# trailing 30 days, bars <= t (gaps skipped). Close x base volume stands in for the bar's VWAP x volume.
+ADV: pl.Expr = (pl.col("close") * pl.col("volume")).rolling_mean(ADV_BARS, min_samples=1).over("symbol") * 24
+
 # Cross-asset context: the cross-sectional mean at the same bar (market factor), known at t.
 CROSS = ("r_1h", "r_24h", "lrv_24h")
 # Calendar: intraday and weekly seasonality of volatility are strong and fully known in advance.
@@ -97,6 +102,8 @@ class FeaturePanel:
     y: np.ndarray  # (T, B, K) float64: raw targets (ret_1h, ret_24h, rv_24h) for forecasts made at t
     ymask: np.ndarray  # (T, B, K) bool: target valid (every spanned bar present)
     close: np.ndarray  # (T, B) float64
+    volume: np.ndarray | None = None  # (T, B) float64: traded base volume of bar t; NaN on gaps
+    adv: np.ndarray | None = None  # (T, B) float64: average daily traded value (quote ccy) over 30 days to t
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -117,6 +124,8 @@ class FeaturePanel:
             self.y[a:b],
             self.ymask[a:b],
             self.close[a:b],
+            None if self.volume is None else self.volume[a:b],
+            None if self.adv is None else self.adv[a:b],
         )
 
 
@@ -158,7 +167,7 @@ def build_features(panel: Panel, onchain: OnchainSource | None = None) -> Featur
         "y_ret_24h": (pl.col("lc").shift(-24) - pl.col("lc")).over("symbol"),
         "y_rv_24h": pl.col("r2").rolling_sum(24, min_samples=24).shift(-24).over("symbol"),
     }
-    long = long.with_columns(**fut).sort("t", "symbol")
+    long = long.with_columns(**fut, adv=ADV).sort("t", "symbol")
 
     def grid(col: str) -> np.ndarray:
         return long[col].to_numpy().astype(np.float64).reshape(T, B)
@@ -198,7 +207,10 @@ def build_features(panel: Panel, onchain: OnchainSource | None = None) -> Featur
     y = np.stack([grid("y_ret_1h"), grid("y_ret_24h"), grid("y_rv_24h")], axis=-1)
     ymask = np.isfinite(y) & mask[..., None]
     y = np.where(ymask, y, 0.0)
-    return FeaturePanel(panel.symbols, panel.times, feature_names(onchain), x, mask, sigma, y, ymask, panel.close)
+    volume = np.where(panel.present, panel.volume, np.nan)
+    return FeaturePanel(
+        panel.symbols, panel.times, feature_names(onchain), x, mask, sigma, y, ymask, panel.close, volume, grid("adv")
+    )
 
 
 def realised_at(t: int, horizon: int) -> int:

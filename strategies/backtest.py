@@ -5,11 +5,14 @@ Timeline of one decision bar t (hourly; times are bar open times, as in the lake
 1. Bar t closes. The forecast made after that close decides the target weights (``strategies.positions``).
 2. The book trades from its pre-trade weights (last bar's weights drifted by last bar's returns) to the
    target, at the close price of bar t. Costs are ``(fee_bps + slippage_bps) / 1e4`` per unit of traded
-   notional, taken from equity at once: equity is multiplied by ``1 - turnover * rate``.
+   notional, taken from equity at once: equity is multiplied by ``1 - turnover * rate``. With a square-root
+   impact term (``impact_k > 0``, ``strategies.costs``) each asset's trade ``dw`` also pays
+   ``impact_k * sigma_daily * sqrt(|dw| * equity * capital / ADV)`` per unit: the book is a notional
+   ``capital`` that grows with its equity, and an asset without known liquidity (ADV) is not traded.
 3. The weights are held to the close of bar t+1 and earn ``close[t+1] / close[t] - 1`` per asset.
 
 So ``net[t] = (1 - cost[t]) * (1 + gross[t]) - 1``: a position never earns the return of the bar it was
-decided on, and the cost of every trade is exactly turnover x rate of equity.
+decided on, and without impact the cost of every trade is exactly turnover x rate of equity.
 
 Gaps (a missing bar for an asset): nothing can be traded in that asset on that bar (its target is
 ignored and the holding is kept); its price is marked at the last close seen, and the return across
@@ -28,6 +31,8 @@ from learner.evaluation.regimes import Regime
 from learner.features import FeaturePanel
 from learner.protocol import to_raw
 from strategies import metrics as M
+from strategies.costs import CostModel, liquid
+from strategies.market import bar_returns, market_from
 from strategies.positions import STRATEGIES
 
 # Per-asset trades smaller than this weight are skipped. Hourly re-sizing to a volatility forecast otherwise
@@ -54,24 +59,6 @@ class BacktestResult:
         return np.abs(self.weights).sum(axis=1)
 
 
-def bar_returns(close: np.ndarray) -> np.ndarray:
-    """(T, B) simple return booked on bar t: close[t+1] / (last close at or before t) - 1; 0 if unknown.
-
-    The last row is 0 (no next close). Across a gap the whole move lands on the bar before the price
-    reappears, which is when an account would see it.
-    """
-    T, B = close.shape
-    present = np.isfinite(close)
-    idx = np.where(present, np.arange(T)[:, None], -1)
-    last = np.maximum.accumulate(idx, axis=0)  # (T, B) index of the last present close at or before t
-    mark = np.where(last >= 0, close[np.maximum(last, 0), np.arange(B)], np.nan)
-    r = np.zeros((T, B))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        nxt = close[1:] / mark[:-1] - 1.0
-    r[:-1] = np.where(np.isfinite(nxt), nxt, 0.0)
-    return r
-
-
 def run_backtest(
     times: np.ndarray,
     close: np.ndarray,
@@ -81,24 +68,36 @@ def run_backtest(
     fee_bps: float = 10.0,
     slippage_bps: float = 2.0,
     band: float = 0.0,
+    impact_k: float = 0.0,
+    capital: float = 1_000_000.0,
+    adv: np.ndarray | None = None,
+    sigma_daily: np.ndarray | None = None,
 ) -> BacktestResult:
     """Trade ``target`` (T, B; NaN = keep holding) on bars [start, end - 1) of ``close`` (T, B; NaN = gap).
 
-    The loop runs over bars with the assets vectorised: the book's drift makes each bar's pre-trade
-    weights depend on the last, and at hourly bars and a handful of assets this costs well under a
-    second per strategy and year.
+    ``impact_k > 0`` adds square-root impact (``strategies.costs.CostModel``), which needs ``adv`` and
+    ``sigma_daily`` (T, B), known at each bar. The loop runs over bars with the assets vectorised: the
+    book's drift makes each bar's pre-trade weights depend on the last, and at hourly bars and a handful of
+    assets this costs well under a second per strategy and year.
     """
     T, B = close.shape
     end = T if end is None else min(end, T)
     if not 0 <= start < end - 1:
         raise ValueError(f"backtest needs at least two bars: start={start}, end={end}")
-    rate = (fee_bps + slippage_bps) / 1e4
+    costs = CostModel(fee_bps, slippage_bps, impact_k, capital)
+    impact = impact_k > 0
+    if impact and (adv is None or sigma_daily is None):
+        raise ValueError("impact_k > 0 needs adv and sigma_daily")
     r = bar_returns(close[:end])
     tradable = np.isfinite(close[:end])
+    if impact:
+        tradable &= liquid(adv[:end])  # a trade whose impact cannot be priced is not made
     n = end - 1 - start
     weights = np.zeros((n, B))
     turnover = np.zeros(n)
     gross = np.zeros(n)
+    paid = np.zeros(n)  # impact runs only: cost of each bar's trades, charged on the equity reached so far
+    eq = 1.0
     w_pre = np.zeros(B)
     for i, t in enumerate(range(start, end - 1)):
         tgt = target[t]
@@ -108,11 +107,14 @@ def run_backtest(
         w = np.where(do, tgt, w_pre)
         turnover[i] = np.abs(w - w_pre).sum()
         g = float(w @ r[t])
+        if impact:
+            paid[i] = costs.cost(w - w_pre, eq, adv[t], sigma_daily[t])
+            eq *= (1.0 - paid[i]) * (1.0 + g)
         gross[i] = g
         weights[i] = w
         grown = w * (1.0 + r[t])
         w_pre = grown / (1.0 + g) if 1.0 + g > 1e-12 else np.zeros(B)
-    cost = turnover * rate
+    cost = paid if impact else turnover * costs.rate
     net = (1.0 - cost) * (1.0 + gross) - 1.0
     equity = np.concatenate([[1.0], np.cumprod(1.0 + net)])
     return BacktestResult(times[start : end - 1], times[start:end], weights, turnover, cost, gross, net, equity)
@@ -126,13 +128,21 @@ def first_forecast(preds: np.ndarray) -> int:
     return int(np.argmax(has))
 
 
-def assumptions(fee_bps: float, slippage_bps: float, band: float) -> dict:
+def assumptions(
+    fee_bps: float, slippage_bps: float, band: float, impact_k: float = 0.0, capital: float = 1_000_000.0
+) -> dict:
     return {
         "fills": "at the close of the bar the forecast was made after; held to the next close",
         "fee_bps": fee_bps,
         "slippage_bps": slippage_bps,
-        "cost_model": "(fee + slippage) bps per unit of traded notional, paid from equity at the trade",
+        "impact_k": impact_k,
+        "capital": capital,
+        "cost_model": "(fee + slippage) bps per unit of traded notional, plus impact_k x daily vol x "
+        "sqrt(traded notional / ADV) per unit (ADV: average daily traded value over the 30 days to the bar; "
+        "the book's notional is capital x equity), paid from equity at the trade",
         "rebalance_band": band,
+        "rebalance_band_applies_to": "the rules of strategies.positions; the cost-aware rules (strategies.portfolio) "
+        "decide their own trades from edge versus cost",
         "gaps": "no trade in an asset on a missing bar; marked at its last close; the move across a gap is "
         "booked when the price reappears",
         "sharpe": "hourly net returns, mean/std x sqrt(24*365), no risk-free rate",
@@ -141,7 +151,8 @@ def assumptions(fee_bps: float, slippage_bps: float, band: float) -> dict:
         "turnover": "average traded notional per day / equity",
         "max_drawdown": "largest peak-to-trough loss, positive fraction",
         "leverage": "none: at most 1/B of equity per asset, gross exposure <= 1; shorts allowed in signal_*",
-        "not_modelled": "funding/borrow costs of shorts, market impact beyond a fixed slippage, partial fills",
+        "not_modelled": "funding/borrow costs of shorts, partial fills; impact is priced per bar as its own "
+        "metaorder (no memory of the last hours' trades in the same direction)",
     }
 
 
@@ -153,6 +164,8 @@ def backtest_from_preds(
     slippage_bps: float = 2.0,
     band: float = DEFAULT_BAND,
     strategies: list[str] | None = None,
+    impact_k: float = 0.0,
+    capital: float = 1_000_000.0,
 ) -> tuple[dict, pl.DataFrame]:
     """Backtest every strategy on forecasts ``preds`` (T, B, 3; volatility units; NaN where none).
 
@@ -167,9 +180,15 @@ def backtest_from_preds(
     tradable = np.isfinite(fp.close)
     doc: dict = {"strategies": {}}
     frames = []
+    market = market_from(fp, CostModel(fee_bps, slippage_bps, impact_k, capital))
     for name in strategies or list(STRATEGIES):
-        target = STRATEGIES[name].fn(raw, tradable, start)
-        res = run_backtest(fp.times, fp.close, target, start, fee_bps=fee_bps, slippage_bps=slippage_bps, band=band)
+        strategy = STRATEGIES[name]
+        target = strategy.fn(raw, tradable, start, market)
+        res = run_backtest(
+            fp.times, fp.close, target, start, fee_bps=fee_bps, slippage_bps=slippage_bps,
+            band=0.0 if strategy.cost_aware else band, impact_k=impact_k, capital=capital, adv=market.adv,
+            sigma_daily=market.sigma_daily,
+        )  # fmt: skip
         doc["strategies"][name] = {
             "description": STRATEGIES[name].description,
             "total": M.summarise(res.net, res.exposure, res.turnover, res.cost, res.gross),
@@ -184,7 +203,7 @@ def backtest_from_preds(
     iso = [str(np.datetime64(int(t), "ms")) + "Z" for t in (fp.times[start], fp.times[-1])]
     doc["range"] = {"start": iso[0], "end": iso[1], "symbols": list(fp.symbols)}
     doc["regimes"] = [r.to_dict() for r in regimes]
-    doc["assumptions"] = assumptions(fee_bps, slippage_bps, band)
+    doc["assumptions"] = assumptions(fee_bps, slippage_bps, band, impact_k, capital)
     mu = raw[..., 1][np.isfinite(raw).all(-1)]
     if not np.any(mu != 0):
         doc["notes"] = ["the model forecasts variance only (no returns): signal_* strategies stay flat"]

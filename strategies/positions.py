@@ -6,6 +6,10 @@ t to close t+1, so a position never earns the return of the bar it was decided o
 functions receives realised targets or prices: look-ahead is ruled out by their signatures, and
 ``tests/strategies`` checks it by perturbing the future.
 
+Every strategy is ``fn(raw, tradable, start, market=None) -> (T, B)``; ``market``
+(``strategies.market.Market``: costs, liquidity, the return of the bar just closed, all known at t) is
+what the cost-aware rules of ``strategies.portfolio`` weigh; the rules defined here ignore it.
+
 Conventions for the (T, B) arrays returned:
 - a finite value is a target to trade to at close t;
 - ``NaN`` means "no order": keep the current (drifted) holding. Buy-and-hold uses it after entry, and
@@ -24,23 +28,19 @@ and a calm asset is not drowned by a volatile one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-DAILY_TARGET_VOL = 0.02  # per-asset daily vol the sizing aims at (about 38% a year)
-CAP = 1.0  # most weight any one asset may get before dividing by B (no leverage)
-GAIN = 10.0  # tanh gain on the forecast 24h Sharpe (mu / sigma); typical |mu/sigma| is 0.01..0.2
+from strategies.costs import CostModel
+from strategies.market import Market
+from strategies.portfolio import PARTIAL_RATE, SHRINK, Rule
+from strategies.sizing import CAP, DAILY_TARGET_VOL, GAIN, vol_scale
+
+__all__ = ["CAP", "DAILY_TARGET_VOL", "FEED_STRATEGY", "GAIN", "STRATEGIES", "Strategy", "feed_rule", "vol_scale"]
 
 
-def vol_scale(var_24h: np.ndarray, n_assets: int, target: float = DAILY_TARGET_VOL, cap: float = CAP) -> np.ndarray:
-    """Per-asset weight that targets ``target`` daily vol, capped, split over ``n_assets``; NaN where unknown."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.minimum(cap, target / np.sqrt(var_24h))
-    return np.where(np.isfinite(var_24h) & (var_24h > 0), w, np.nan) / n_assets
-
-
-def buy_and_hold(raw: np.ndarray, tradable: np.ndarray, start: int) -> np.ndarray:
+def buy_and_hold(raw: np.ndarray, tradable: np.ndarray, start: int, market: Market | None = None) -> np.ndarray:
     """Equal-weight buy-and-hold: at bar ``start`` buy 1/n of each asset tradable then; never trade again.
 
     ``raw`` is ignored (the benchmark needs no forecast) but kept so every strategy has one signature.
@@ -53,14 +53,16 @@ def buy_and_hold(raw: np.ndarray, tradable: np.ndarray, start: int) -> np.ndarra
     return w
 
 
-def vol_target_long(raw: np.ndarray, tradable: np.ndarray, start: int) -> np.ndarray:
+def vol_target_long(raw: np.ndarray, tradable: np.ndarray, start: int, market: Market | None = None) -> np.ndarray:
     """Long-only, sized by the variance forecast alone: a volatility-managed portfolio (no direction)."""
     w = vol_scale(raw[..., 2], raw.shape[1])
     w[:start] = np.nan
     return w
 
 
-def signal_tanh(raw: np.ndarray, tradable: np.ndarray, start: int, gain: float = GAIN) -> np.ndarray:
+def signal_tanh(
+    raw: np.ndarray, tradable: np.ndarray, start: int, market: Market | None = None, gain: float = GAIN
+) -> np.ndarray:
     """Long/short: tanh(gain * mu_24h / sigma_24h) times the volatility-targeted size.
 
     The forecast Sharpe of the next day sets direction and conviction; tanh keeps the weight bounded and
@@ -74,7 +76,7 @@ def signal_tanh(raw: np.ndarray, tradable: np.ndarray, start: int, gain: float =
     return w
 
 
-def signal_sign(raw: np.ndarray, tradable: np.ndarray, start: int) -> np.ndarray:
+def signal_sign(raw: np.ndarray, tradable: np.ndarray, start: int, market: Market | None = None) -> np.ndarray:
     """Long/short: sign of the expected 24h return times the volatility-targeted size (all-in conviction)."""
     w = np.sign(raw[..., 1]) * vol_scale(raw[..., 2], raw.shape[1])  # NaN where either forecast is missing
     w[:start] = np.nan
@@ -84,9 +86,17 @@ def signal_sign(raw: np.ndarray, tradable: np.ndarray, start: int) -> np.ndarray
 @dataclass(frozen=True)
 class Strategy:
     name: str
-    fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+    fn: Callable[..., np.ndarray]  # (raw, tradable, start, market=None) -> (T, B) target weights, NaN = keep
     description: str
+    cost_aware: bool = False  # decides its own trades from edge vs cost: the backtest's band is not applied
 
+
+# The cost-aware rules (strategies.portfolio): an aim portfolio and a way of trading toward it
+TRANCHE_TANH = Rule("tanh", "tranche")
+MV_BAND = Rule("mv", "band")
+MV_BAND_LONG = Rule("mv", "band", long_only=True)
+MV_PARTIAL = Rule("mv", "partial")
+MV_PARTIAL_LONG = Rule("mv", "partial", long_only=True)
 
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
@@ -95,5 +105,31 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("vol_target_long", vol_target_long, "long only, min(1, 2%/forecast daily vol)/B per asset"),
         Strategy("signal_tanh", signal_tanh, "long/short tanh(10 mu24/sigma24) x vol-targeted size"),
         Strategy("signal_sign", signal_sign, "long/short sign(mu24) x vol-targeted size"),
+        Strategy(
+            "tranche_tanh", TRANCHE_TANH, "signal_tanh's size in 24 hourly sub-books, each re-set once a day", True
+        ),
+        Strategy(
+            "mv_band",
+            MV_BAND,
+            f"long/short mean-variance on {SHRINK:g} x mu24; no trade unless the expected gain beats the cost",
+            True,
+        ),
+        Strategy("mv_band_long", MV_BAND_LONG, "mv_band, long only", True),
+        Strategy(
+            "mv_partial",
+            MV_PARTIAL,
+            f"long/short: trade 1/{1 / PARTIAL_RATE:.0f} of the gap to the mean-variance aim each hour "
+            "(Garleanu-Pedersen); the signal feed's rule",
+            True,
+        ),
+        Strategy("mv_partial_long", MV_PARTIAL_LONG, "mv_partial, long only", True),
     )
 }
+
+FEED_STRATEGY = "mv_partial"  # the one rule whose weights the signal feed publishes (docs/signals.md)
+
+
+def feed_rule(costs: CostModel | None = None) -> Rule:
+    """The signal feed's position rule, weighing ``costs`` (default: 10 + 2 bps, no impact)."""
+    rule = STRATEGIES[FEED_STRATEGY].fn
+    return rule if costs is None else replace(rule, costs=costs)
