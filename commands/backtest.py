@@ -10,6 +10,7 @@ and sizing can be varied without re-running the model.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -26,16 +27,27 @@ examples:
       --pretrain-until 2019-07-01 --model hope --pretrain-steps 100
   continuum backtest --out out/fees20 --signals out/bt/signals.parquet --fee-bps 20 --slippage-bps 5
   continuum backtest --data ~/ft/user_data/data/binance --out out/mine --model har
+  continuum backtest --out out/impact --signals out/bt/signals.parquet --impact-k 0.7 --capital 5e7
 
 strategies (all start at the first forecast; weights are fractions of equity, at most 1/B per asset):
   buy_and_hold      equal weight at the first bar, never rebalanced (the benchmark)
   vol_target_long   long only, sized min(1, 2% / forecast daily vol) / B: uses only the variance forecast
   signal_tanh       long/short tanh(10 mu24 / sigma24) x that size: direction from the 24h return forecast
   signal_sign       long/short sign(mu24) x that size
+ cost-aware (strategies/portfolio.py; they weigh the same costs the backtest charges):
+  tranche_tanh      signal_tanh's size in 24 hourly sub-books, each re-set once a day (daily horizon)
+  mv_band           long/short mean-variance on 0.1 x mu24 (the forecast shrunk toward 0) over var24;
+                    no trade unless the expected gain of the trade beats its cost (a no-trade region)
+  mv_band_long      the same, long only
+  mv_partial        long/short: each hour trade 1/168 of the gap to the mean-variance aim
+                    (Garleanu-Pedersen partial adjustment); the rule the signal feed publishes
+  mv_partial_long   the same, long only
 
 assumptions: fills at the close of the bar the forecast was made after, held to the next close; fees
-and slippage are bps of traded notional; trades under --rebalance-band are skipped; no trading on
-missing bars; no funding or borrow costs.
+and slippage are bps of traded notional; impact (--impact-k) adds k x daily vol x sqrt(traded notional /
+ADV) per unit, ADV being the asset's average daily traded value over the 30 days to the bar and the
+book's notional --capital x equity; trades under --rebalance-band are skipped by the first four rules;
+no trading on missing bars; no funding or borrow costs.
 outputs in --out: backtest.json, equity.parquet, signals.parquet, report.md, equity.png
 """
 
@@ -49,6 +61,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_options(p, "pre-train/warm up before this date; trading starts here")
     p.add_argument("--fee-bps", type=float, default=10.0, help="fee per unit of traded notional (default 10)")
     p.add_argument("--slippage-bps", type=float, default=2.0, help="slippage per unit traded (default 2)")
+    p.add_argument(
+        "--impact-k",
+        type=float,
+        default=0.0,
+        help="square-root impact: a trade of notional q pays k x daily vol x sqrt(q / ADV) per unit "
+        "(default %(default)s: fees and slippage only; 0.5-1 is typical)",
+    )
+    p.add_argument(
+        "--capital",
+        type=float,
+        default=1_000_000.0,
+        help="starting notional of the book in the quote currency, which sizes impact (default %(default).0f)",
+    )
     p.add_argument(
         "--rebalance-band",
         type=float,
@@ -79,6 +104,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     for name, v in (("--fee-bps", args.fee_bps), ("--slippage-bps", args.slippage_bps)):
         if not 0 <= v < 10_000:
             raise UserError(f"{name} must be within 0..10000 (basis points), got {v}")
+    if not 0 <= args.impact_k <= 10:
+        raise UserError(f"--impact-k must be within 0..10 (0.5-1 is typical), got {args.impact_k}")
+    if not args.capital > 0 or not math.isfinite(args.capital):
+        raise UserError(f"--capital must be a positive amount of the quote currency, got {args.capital}")
     if not 0 <= args.rebalance_band < 1:
         raise UserError("--rebalance-band must be within 0..1 (a weight, e.g. 0.02)")
     strategies = split_list(args.strategies) or list(STRATEGIES)
@@ -101,7 +130,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         )
     try:
         doc, equity = backtest_from_preds(
-            fp, preds, regimes, args.fee_bps, args.slippage_bps, band=args.rebalance_band, strategies=strategies
+            fp,
+            preds,
+            regimes,
+            args.fee_bps,
+            args.slippage_bps,
+            band=args.rebalance_band,
+            strategies=strategies,
+            impact_k=args.impact_k,
+            capital=args.capital,
         )
     except ValueError as e:
         raise UserError(f"backtest: {e}") from None

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from commands.cli import build_parser, main
+from strategies.positions import STRATEGIES
 
 SLICE = ["--symbols", "BTC/USDT,ETH/USDT", "--start", "2019-01-01", "--end", "2019-05-01"]
 SLICE += ["--pretrain-until", "2019-02-15", "--quiet"]
@@ -24,7 +25,7 @@ def run_dir(tmp_path_factory):
 
 def test_writes_every_output_in_the_dashboard_contract(run_dir):
     doc = json.loads((run_dir / "backtest.json").read_text())
-    assert set(doc["strategies"]) == {"buy_and_hold", "vol_target_long", "signal_tanh", "signal_sign"}
+    assert set(doc["strategies"]) == set(STRATEGIES) >= {"buy_and_hold", "signal_tanh", "mv_partial", "mv_band"}
     for s in doc["strategies"].values():
         assert set(s["total"]) >= KEYS
         assert list(s["per_regime"]) == ["2019 recovery"]  # the slice lies inside one regime
@@ -66,10 +67,33 @@ def test_saved_signals_reproduce_the_run_and_fees_only_cost(run_dir, tmp_path):
     assert main(["backtest", "--out", str(free), "--signals", sig, *costless, *SLICE]) == 0
     nofee = json.loads((free / "backtest.json").read_text())["strategies"]
     for name in base:
-        assert nofee[name]["total"]["turnover"] == pytest.approx(base[name]["total"]["turnover"], rel=1e-4)
         assert nofee[name]["total"]["costs"] == 0.0
+        if STRATEGIES[name].cost_aware:  # free trading: the no-trade region vanishes, so it trades more
+            assert nofee[name]["total"]["turnover"] >= base[name]["total"]["turnover"] - 1e-12
+            continue
+        assert nofee[name]["total"]["turnover"] == pytest.approx(base[name]["total"]["turnover"], rel=1e-4)
         if base[name]["total"]["turnover"] > 0:
             assert nofee[name]["total"]["return"] > base[name]["total"]["return"]
+    assert nofee["mv_band"]["total"]["turnover"] > 2 * base["mv_band"]["total"]["turnover"]
+
+
+def test_impact_costs_more_the_bigger_the_book(run_dir, tmp_path):
+    """--impact-k charges square-root impact on top of fees: more for a bigger --capital, none without trades."""
+    sig = str(run_dir / "signals.parquet")
+    base = json.loads((run_dir / "backtest.json").read_text())["strategies"]
+    docs = {}
+    for capital in ("1e6", "1e9"):
+        out = tmp_path / capital
+        argv = ["backtest", "--out", str(out), "--signals", sig, "--impact-k", "0.7", "--capital", capital, *SLICE]
+        assert main(argv) == 0
+        docs[capital] = json.loads((out / "backtest.json").read_text())
+    a = docs["1e9"]["assumptions"]
+    assert a["impact_k"] == 0.7 and a["capital"] == 1e9 and "sqrt" in a["cost_model"]
+    small, big = docs["1e6"]["strategies"], docs["1e9"]["strategies"]
+    for name in ("signal_tanh", "vol_target_long"):  # same trades (not cost-aware), dearer
+        assert base[name]["total"]["turnover"] == pytest.approx(big[name]["total"]["turnover"], rel=1e-9)
+        assert base[name]["total"]["costs"] < small[name]["total"]["costs"] < big[name]["total"]["costs"]
+    assert big["buy_and_hold"]["total"]["costs"] > base["buy_and_hold"]["total"]["costs"]  # even the entry
 
 
 def test_a_variance_only_model_says_why_signals_stay_flat(tmp_path, capsys):
@@ -84,6 +108,8 @@ def test_a_variance_only_model_says_why_signals_stay_flat(tmp_path, capsys):
     "extra, message",
     [
         (["--fee-bps", "-1"], "--fee-bps"),
+        (["--impact-k", "-0.5"], "--impact-k"),
+        (["--capital", "0"], "--capital"),
         (["--strategies", "momentum"], "unknown strategy"),
         (["--signals", "/nonexistent/signals.parquet"], "no parquet file"),
         (["--model", "hopee"], "unknown model"),
@@ -99,5 +125,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
 def test_help_teaches_with_examples():
     sub = build_parser()._subparsers._group_actions[0].choices["backtest"]
     text = sub.format_help()
-    for needle in ("examples:", "--signals", "--pretrain-until", "buy_and_hold", "assumptions"):
+    for needle in ("examples:", "--signals", "--pretrain-until", "buy_and_hold", "assumptions", "--impact-k"):
         assert needle in text
+    for name in STRATEGIES:  # every strategy is explained in the epilog
+        assert f"\n  {name} " in text, name
