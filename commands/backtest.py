@@ -151,10 +151,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     equity.write_parquet(out / "equity.parquet")
     if not args.signals:
         from learner.signals import signals_frame
+        from strategies.costs import CostModel
+        from strategies.positions import feed_weights
 
-        signals_frame(model, "binance", fp.symbols, fp.times, preds, fp.sigma, fp.mask).write_parquet(
-            out / "signals.parquet"
-        )
+        costs = CostModel(args.fee_bps, args.slippage_bps, args.impact_k, args.capital)
+        weights = feed_weights(fp, preds, costs)  # each signal's target weight, as the live feed gives it
+        frame = signals_frame(model, "binance", fp.symbols, fp.times, preds, fp.sigma, fp.mask, weights=weights)
+        frame.write_parquet(out / "signals.parquet")
     report.write_plot(equity, regimes, out / "equity.png", title=f"{model}: {', '.join(fp.symbols)}")
     command = "continuum backtest " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     wall = time.perf_counter() - t_wall

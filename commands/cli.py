@@ -14,7 +14,19 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from commands import backtest, chain, dashboard, demo, evaluate, forensics, learn, market, pretrain, scheduler
+from commands import (
+    backtest,
+    chain,
+    dashboard,
+    demo,
+    evaluate,
+    forensics,
+    learn,
+    market,
+    pretrain,
+    scheduler,
+    signals,
+)
 from commands.options import overrides
 from continuum import __version__
 from continuum.errors import UserError
@@ -36,6 +48,11 @@ COMMANDS: dict[str, Any] = {
     ),
     "pretrain": (pretrain.add_arguments, pretrain.run, "meta-learn Hope's initial states and projections on history"),
     "learn": (learn.add_arguments, learn.run, "consume candles from the bus, learn online, publish signals"),
+    "signals": (
+        signals.add_arguments,
+        signals.run,
+        "the latest signal of every asset from the lake (direction, weight, confidence) as CSV or JSON",
+    ),
     "backtest": (
         backtest.add_arguments,
         backtest.run,
@@ -98,6 +115,7 @@ COMMANDS: dict[str, Any] = {
 EPILOG = """\
 examples:
   continuum demo                                   # bundled Binance history -> Hope -> signals + report
+  continuum signals --format json                  # the latest signal of every asset in the lake
   continuum evaluate --out out/eval --symbols BTC/USDT,ETH/USDT
   continuum backfill market --exchange binance --symbols BTC/USDT --since 2024-01-01
   continuum trace 0xabc... --hops 2

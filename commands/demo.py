@@ -77,6 +77,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from learner.pretrain import PretrainConfig, pretrain
     from learner.signals import frame_to_signals, signals_frame
     from strategies.backtest import backtest_from_preds
+    from strategies.positions import feed_weights
     from strategies.report import table, write_plot
 
     torch.set_num_threads(cfg.learner.threads)
@@ -140,7 +141,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     # 3. signals -> bus + lake; backtest; report
     lake = Lake(cfg.lake.root)
-    sig = signals_frame(args.model, "binance", panel.symbols, fp.times, res.preds, fp.sigma, fp.mask, res.activity)
+    weights = feed_weights(fp, res.preds)  # what each signal tells a desk to hold (docs/signals.md)
+    sig = signals_frame(
+        args.model, "binance", panel.symbols, fp.times, res.preds, fp.sigma, fp.mask, res.activity, weights
+    )
     lake.append("signal", sig)
     latest = sig.sort("ts").group_by("symbol", maintain_order=True).tail(24)
     for s_ in frame_to_signals(latest):

@@ -21,6 +21,9 @@ examples:
 
 Checkpoints go to [learner].checkpoint_dir every [learner].checkpoint_every bars; offsets are
 committed only after a checkpoint is written. A restart resumes from the newest checkpoint.
+Each signal carries direction, target weight and confidence (docs/signals.md): the weights of the
+mv_partial rule (strategies/positions.py), whose book is checkpointed with the model.
+Read the latest ones with `continuum signals`.
 """
 
 
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from learner.models import load_hope
     from learner.onchain import source_from_arg
     from learner.service import LearnerService
+    from strategies.positions import FEED_STRATEGY, feed_rule
 
     torch.set_num_threads(cfg.learner.threads)
     symbols = split_list(cfg.exchange.symbols)
@@ -106,7 +110,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         model_name=args.model_name,
         verbose=args.verbose,
         onchain=onchain,
+        positions=feed_rule(),  # each signal's weight and direction: the feed's rule, its book checkpointed
     )
+    print(f"continuum learn: signals carry the target weights of {FEED_STRATEGY} (docs/signals.md)", file=sys.stderr)
     signal.signal(signal.SIGTERM, svc.stop)
     try:
         svc.run(max_bars=args.max_bars, idle_exit_s=args.idle_exit)

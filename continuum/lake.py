@@ -128,7 +128,8 @@ class Lake:
         files = self._files(kind, equals, start, end)
         if not files:
             return pl.LazyFrame()
-        lf = pl.scan_parquet([str(f) for f in files], missing_columns="insert", extra_columns="ignore")
+        paths = [str(f) for f in files]
+        lf = pl.scan_parquet(paths, schema=_union_schema(paths), missing_columns="insert", extra_columns="ignore")
         for k, v in equals.items():
             lf = lf.filter(pl.col(k) == v)
         if start is not None:
@@ -172,6 +173,17 @@ class Lake:
                 continue
             out.append(f)
         return out
+
+
+def _union_schema(paths: list[str]) -> dict[str, pl.DataType]:
+    """Every column of every file (footers only), so a column added to the schema later (a v2 signal field)
+    is read from the files that have it and null in the older ones, whichever file comes first."""
+    out: dict[str, pl.DataType] = {}
+    for p in paths:
+        for name, dtype in pl.read_parquet_schema(p).items():
+            if out.get(name, pl.Null) == pl.Null:
+                out[name] = dtype
+    return out
 
 
 def _atomic_write(df: pl.DataFrame, path: Path) -> None:

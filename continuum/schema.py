@@ -2,7 +2,8 @@
 
 Each event type is a frozen dataclass, and the one registration of its kind:
 - ``KIND``: the event name, also the lake partition ``kind=...``;
-- ``VERSION``: the schema version carried as ``v`` in the JSON encoding;
+- ``VERSION``: the schema version carried as ``v`` in the JSON encoding; ``OLDER_VERSIONS`` lists earlier
+  versions still decoded (their events lack fields added since, which take their defaults);
 - ``TOPIC``: the bus topic it travels on (:data:`TOPICS` lists them, ``deadletter`` last);
 - ``LAKE``: its lake table's partition columns and time partition (``None``: never stored);
 - ``natural_key()``: the identity used to deduplicate (lake appends, at-least-once consumers);
@@ -37,6 +38,7 @@ __all__ = [
     "Swap",
     "Signal",
     "Retraction",
+    "direction_of",
     "EVENT_TYPES",
     "TOPICS",
     "DEADLETTER",
@@ -88,6 +90,7 @@ class Event:
 
     KIND: ClassVar[str] = "event"
     VERSION: ClassVar[int] = 1
+    OLDER_VERSIONS: ClassVar[tuple[int, ...]] = ()
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ()
     TOPIC: ClassVar[str] = ""
     # lake table: (partition columns in path order, time partition "year" | "month" taken from ts)
@@ -382,9 +385,15 @@ class Retraction(Event):
 
 @dataclass(frozen=True, slots=True)
 class Signal(Event):
-    """One forecast for one asset at one bar, with its uncertainty and the model's memory activity."""
+    """One forecast for one asset at one bar, with its uncertainty, the model's memory activity and what to hold.
+
+    v2 added ``direction``, ``weight`` and ``confidence`` (docs/signals.md); a v1 signal (the lake's older
+    rows, an older producer) still decodes, with ``direction=""`` and the other two ``None``.
+    """
 
     KIND: ClassVar[str] = "signal"
+    VERSION: ClassVar[int] = 2
+    OLDER_VERSIONS: ClassVar[tuple[int, ...]] = (1,)
     TOPIC: ClassVar[str] = "signals"
     LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = (("model", "symbol"), "year")
     NATURAL_KEY: ClassVar[tuple[str, ...]] = ("model", "exchange", "symbol", "ts")
@@ -399,11 +408,22 @@ class Signal(Event):
     ret_24h_std: float
     regime: str = ""  # the model's own reading (e.g. calm/volatile), never a label fed to it
     activity: dict = field(default_factory=dict)  # per-level update norms, effective lrs, surprise
+    direction: str = ""  # long | short | neutral: the side of ``weight`` ("" where no position rule ran)
+    weight: float | None = None  # target weight, fraction of equity (< 0 short), from the feed's position rule
+    confidence: float | None = None  # 2 P(the 24h return has the forecast's sign) - 1 under the forecast: 0..1
 
     def validate(self) -> None:
         _symbol_ok(self, "symbol")
         self._ts("ts")
         self._positive("vol_24h", "ret_1h_std", "ret_24h_std")
+        if self.direction not in DIRECTIONS:
+            self._fail("direction", f"must be one of {', '.join(DIRECTIONS[1:])} (or empty), got {self.direction!r}")
+        if self.weight is not None and self.direction != direction_of(self.weight):
+            self._fail("direction", f"{self.direction!r} contradicts weight {self.weight!r}")
+        if self.weight is None and self.direction:
+            self._fail("direction", "given without a weight")
+        if self.confidence is not None and not 0 <= self.confidence <= 1:
+            self._fail("confidence", f"must be within 0..1, got {self.confidence!r}")
         for k, v in self.activity.items():
             if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)):
                 self._fail("activity", f"must map names to numbers, got {k!r}: {v!r}")
@@ -412,6 +432,19 @@ class Signal(Event):
 
     def partition_key(self) -> str:
         return f"{self.exchange}:{self.symbol}"
+
+
+DIRECTIONS = ("", "long", "short", "neutral")
+NEUTRAL_WEIGHT = 1e-3  # |weight| below this (0.1% of equity) is no position: direction "neutral"
+
+
+def direction_of(weight: float) -> str:
+    """The side of a target weight: long, short, or neutral when |weight| < ``NEUTRAL_WEIGHT``."""
+    if weight >= NEUTRAL_WEIGHT:
+        return "long"
+    if weight <= -NEUTRAL_WEIGHT:
+        return "short"
+    return "neutral"
 
 
 EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (Candle, Trade, Block, Transfer, Swap, Signal, Retraction)}
@@ -457,8 +490,9 @@ def decode(data: bytes | str | dict) -> Event:
     if cls is None:
         raise SchemaError("event", "kind", f"unknown event kind {kind!r}; known: {sorted(EVENT_TYPES)}")
     v = obj.get("v")
-    if v != cls.VERSION or isinstance(v, bool):
-        raise SchemaError(kind, "v", f"unsupported schema version {v!r} (this build reads v{cls.VERSION})")
+    if (v != cls.VERSION and v not in cls.OLDER_VERSIONS) or isinstance(v, bool):
+        reads = "/".join(f"v{x}" for x in (*cls.OLDER_VERSIONS, cls.VERSION))
+        raise SchemaError(kind, "v", f"unsupported schema version {v!r} (this build reads {reads})")
     spec = _spec(cls)
     extra = obj.keys() - spec.name_set - {"kind", "v"}
     if extra:

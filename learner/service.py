@@ -14,7 +14,9 @@ What it does, bar by bar (docs/service.md has the long form):
   bar t, and the targets realised by bar t's close are released to ``learn`` exactly as
   ``learner.stream.run_stream`` releases them (``realised_window`` over ``HORIZON_TUPLE``);
 - one :class:`~continuum.schema.Signal` per symbol present at bar t goes to the bus (``signals``)
-  and, buffered, to the lake (deduplicated on the natural key model, exchange, symbol, ts);
+  and, buffered, to the lake (deduplicated on the natural key model, exchange, symbol, ts); with a
+  position rule (``positions``, injected by the command layer: ``strategies.positions.feed_rule``) each
+  carries the rule's target weight and its direction, the rule's book being part of the state;
 - every ``checkpoint_every`` bars (and on a clean stop): flush the bus, write the buffered signals to
   the lake, ``save_state`` the whole model with position = next offset per partition, bar index, grid
   origin and the rolling windows, prune to the newest ``keep_checkpoints``, and only then commit the
@@ -41,10 +43,14 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from continuum.panel import Panel
 from continuum.schema import Candle
 from continuum.timeframes import timeframe_ms
+
+if TYPE_CHECKING:
+    from learner.signals import PositionRule
 
 DEFAULT_WINDOW = 24 * 200
 CANDLES = Candle.TOPIC
@@ -77,6 +83,7 @@ class LearnerService:
         model_name: str = "hope",
         verbose: bool = False,
         onchain=None,
+        positions: PositionRule | None = None,
     ):
         from learner.features import MAX_HORIZON
 
@@ -87,6 +94,8 @@ class LearnerService:
         self.ckpt_dir, self.every, self.keep = Path(checkpoint_dir), checkpoint_every, keep_checkpoints
         self.window, self.wait_s, self.lake, self.model_name, self.verbose = window, wait_s, lake, model_name, verbose
         self.onchain = onchain  # an OnchainSource (learner.features): the same columns for every asset
+        self.positions = positions  # target weights for the signals (learner.signals.PositionRule), or None
+        self.book = None if positions is None else positions.init(len(self.symbols))
         self._sym_index = {s: i for i, s in enumerate(self.symbols)}
         # state (all of it goes into the checkpoint position)
         self.bars: dict[str, dict[int, tuple[float, float, float, float, float]]] = {s: {} for s in self.symbols}
@@ -145,6 +154,13 @@ class LearnerService:
             topic, _, part = k.rpartition(":")
             self.offsets[(topic, int(part))] = int(v)
         self.first_seen = {s: int(v) for s, v in pos["first_seen"].items()}
+        if self.positions is not None:  # a checkpoint written without a rule: the book starts flat here
+            saved = pos.get("book")
+            self.book = (
+                self.positions.init(len(self.symbols))
+                if saved is None
+                else self.positions.load({k: v.numpy() for k, v in saved.items()})
+            )
         for s in self.symbols:
             w = pos["windows"][s]
             ts = w["ts"].tolist()
@@ -182,6 +198,8 @@ class LearnerService:
             "first_seen": dict(self.first_seen),
             "windows": windows,
         }
+        if self.book is not None:
+            position["book"] = {k: torch.from_numpy(v) for k, v in self.book.as_dict().items()}
         path = self.ckpt_dir / f"learn-{self.group}-{self.next_bar:09d}.pt"
         save_state(path, self.model, position)
         for old in self.checkpoints()[: -self.keep]:
@@ -313,6 +331,7 @@ class LearnerService:
         import numpy as np
 
         from learner.features import MAX_HORIZON, build_features
+        from learner.protocol import to_raw
         from learner.signals import make_signal
         from learner.stream import run_stream
 
@@ -330,11 +349,18 @@ class LearnerService:
         pred = res.preds[s - a]  # (B, 3)
         act = {name: v[s - a] for name, v in res.activity.items()}
         ts = int(fp.times[s])
+        weights = [None] * len(self.symbols)
+        if self.positions is not None:  # the book steps every bar (it drifts even when no forecast is usable)
+            w, self.book = self.positions.step_panel(self.book, fp, s, to_raw(pred, fp.sigma[s]))
+            weights = [float(v) for v in w]
         out = []
         for b, sym in enumerate(self.symbols):
             if fp.mask[s, b] and np.isfinite(pred[b]).all():
                 a = {name: float(v[b]) for name, v in act.items() if np.ndim(v) == 1 and math.isfinite(float(v[b]))}
-                out.append(make_signal(self.model_name, self.exchange, sym, ts, pred[b], float(fp.sigma[s, b]), a))
+                sig = make_signal(
+                    self.model_name, self.exchange, sym, ts, pred[b], float(fp.sigma[s, b]), a, weights[b]
+                )
+                out.append(sig)
         for sig in out:
             self.bus.publish(sig)
         self._lake_buffer.extend(out)

@@ -142,6 +142,10 @@ class Rule:
         """A flat book of ``n_assets`` sleeves worth the starting capital."""
         return Book(np.zeros(n_assets), np.zeros((self.horizon, n_assets)), np.asarray(1.0))
 
+    def load(self, state: dict) -> Book:
+        """The book saved as ``Book.as_dict()`` (a checkpoint)."""
+        return Book.from_dict(state)
+
     def aim_of(self, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
         if self.aim == "mv":
             return mv_aim(mu, var, self.shrink, self.risk_aversion, self.lo)

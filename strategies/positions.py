@@ -33,11 +33,21 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from strategies.costs import CostModel
-from strategies.market import Market
+from strategies.market import Market, market_from
 from strategies.portfolio import PARTIAL_RATE, SHRINK, Rule
 from strategies.sizing import CAP, DAILY_TARGET_VOL, GAIN, vol_scale
 
-__all__ = ["CAP", "DAILY_TARGET_VOL", "FEED_STRATEGY", "GAIN", "STRATEGIES", "Strategy", "feed_rule", "vol_scale"]
+__all__ = [
+    "CAP",
+    "DAILY_TARGET_VOL",
+    "FEED_STRATEGY",
+    "GAIN",
+    "STRATEGIES",
+    "Strategy",
+    "feed_rule",
+    "feed_weights",
+    "vol_scale",
+]
 
 
 def buy_and_hold(raw: np.ndarray, tradable: np.ndarray, start: int, market: Market | None = None) -> np.ndarray:
@@ -130,6 +140,23 @@ FEED_STRATEGY = "mv_partial"  # the one rule whose weights the signal feed publi
 
 
 def feed_rule(costs: CostModel | None = None) -> Rule:
-    """The signal feed's position rule, weighing ``costs`` (default: 10 + 2 bps, no impact)."""
+    """The signal feed's position rule, weighing ``costs`` (default: 10 + 2 bps, no impact).
+
+    The live service steps it bar by bar (``learner.service``, injected by ``continuum learn``); replays
+    (``continuum demo``, ``continuum backtest``) run it over the panel with :func:`feed_weights`.
+    """
     rule = STRATEGIES[FEED_STRATEGY].fn
     return rule if costs is None else replace(rule, costs=costs)
+
+
+def feed_weights(fp, preds: np.ndarray, costs: CostModel | None = None) -> np.ndarray:
+    """(T, B) the feed rule's target weights over a ``FeaturePanel`` for forecasts ``preds`` (T, B, 3, volatility
+    units): what the signals of a replay carry. NaN before the first forecast."""
+    from learner.protocol import to_raw
+
+    rule = feed_rule(costs)
+    preds = np.where(fp.mask[..., None], preds, np.nan)
+    has = np.isfinite(preds).all(-1).any(-1)
+    if not has.any():
+        return np.full(fp.mask.shape, np.nan)
+    return rule.run(to_raw(preds, fp.sigma), np.isfinite(fp.close), int(np.argmax(has)), market_from(fp, rule.costs))[1]

@@ -200,3 +200,18 @@ def test_bad_regimes_file_names_it(content, needle, cli, tmp_path):
         (tmp_path / "regimes.json").write_bytes(content)
     line = cli(["evaluate", "--out", "out", *SMALL, "--regimes", "regimes.json"])
     assert "regimes.json" in line and needle in line, line
+
+
+# ---------------------------------------------------------------------------------- continuum signals
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["signals", "--lake", "nowhere"], "--lake nowhere: no such directory"),
+        (["signals", "--lake", "."], "no signals there"),
+        (["signals", "--lake", ".", "--format", "xml"], "--format 'xml': choose csv or json"),
+        (["signals", "--lake", ".", "--last", "0"], "--last must be >= 1"),
+    ],
+    ids=["missing-lake", "empty-lake", "format", "last"],
+)
+def test_signals_bad_input_is_one_line(argv, needle, cli):
+    assert needle in cli(argv)

@@ -64,3 +64,34 @@ def test_delete_and_events_frame(tmp_path):
     lake.append_events(ev)
     assert lake.delete("candle", pl.col("ts") >= ev[5].ts) == 5
     assert lake.read("candle").height == 5
+
+
+def test_signals_written_before_v2_read_with_the_new_columns_null(tmp_path):
+    """2023 rows written without direction/weight/confidence (v1), 2024 rows with them: one scan has both,
+    whichever partition comes first, and every row decodes as a Signal."""
+    from learner.signals import frame_to_signals
+
+    base = {
+        "model": "hope",
+        "exchange": "binance",
+        "symbol": "BTC/USDT",
+        "ret_1h": 0.001,
+        "ret_24h": 0.01,
+        "vol_24h": 0.04,
+        "ret_1h_std": 0.008,
+        "ret_24h_std": 0.04,
+        "regime": "calm",
+        "activity": "{}",
+    }
+    v1 = pl.DataFrame([{**base, "ts": 1_700_000_000_000}])  # 2023
+    v2 = pl.DataFrame([{**base, "ts": 1_710_000_000_000, "direction": "long", "weight": 0.05, "confidence": 0.2}])
+    lake = Lake(tmp_path)
+    lake.append("signal", v1)
+    lake.append("signal", v2)
+    df = lake.read("signal")
+    assert df["weight"].to_list() == [None, 0.05] and df["direction"].to_list() == [None, "long"]
+    old, new = frame_to_signals(df)
+    assert (old.direction, old.weight, old.confidence) == ("", None, None)
+    assert (new.direction, new.weight, new.confidence) == ("long", 0.05, 0.2)
+    lake.append("signal", v2.with_columns(ts=pl.lit(1_700_000_000_000 + 3_600_000)))  # v2 into the v1 file
+    assert lake.read("signal", symbol="BTC/USDT").height == 3

@@ -85,3 +85,60 @@ def test_addresses_must_be_lowercase_hex():
     with pytest.raises(SchemaError) as e:
         Transfer("ethereum", 1, H, TS, H, 0, None, None, "0xABC", A, 1.0, "1")
     assert e.value.field == "from_address"
+
+
+# ------------------------------------------------------------------------------------ signal v2
+V2 = Signal("hope", "binance", "ETH/USDT", TS, 0.001, 0.004, 0.05, 0.01, 0.05, "normal", {}, "long", 0.031, 0.0638)
+
+
+def test_signal_v2_round_trips_direction_weight_confidence():
+    raw = encode(V2)
+    obj = json.loads(raw)
+    assert obj["v"] == 2 and obj["direction"] == "long" and obj["weight"] == 0.031 and obj["confidence"] == 0.0638
+    assert decode(raw) == V2
+
+
+def test_a_v1_signal_still_decodes_without_the_new_fields():
+    """Older producers and the lake's older rows: v1 has no direction/weight/confidence."""
+    obj = json.loads(encode(V2))
+    for k in ("direction", "weight", "confidence"):
+        del obj[k]
+    obj["v"] = 1
+    old = decode(json.dumps(obj))
+    assert old.direction == "" and old.weight is None and old.confidence is None
+    assert old.natural_key() == V2.natural_key()
+    obj["v"] = 3
+    with pytest.raises(SchemaError, match="reads v1/v2") as e:
+        decode(json.dumps(obj))
+    assert e.value.field == "v"
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"direction": "buy"}, "direction"),
+        ({"direction": "short"}, "direction"),  # contradicts weight 0.031
+        ({"weight": 0.0005}, "direction"),  # that small a weight is neutral
+        ({"weight": None}, "direction"),  # a side without a weight
+        ({"confidence": 1.5}, "confidence"),
+        ({"weight": "0.03"}, "weight"),
+        ({"weight": float("inf")}, "weight"),
+    ],
+)
+def test_signal_direction_must_match_its_weight(patch, field):
+    obj = {**json.loads(encode(V2)), **patch}
+    with pytest.raises(SchemaError) as e:
+        decode(obj)
+    assert e.value.field == field
+
+
+def test_direction_of_weight():
+    from continuum.schema import NEUTRAL_WEIGHT, direction_of
+
+    assert [direction_of(w) for w in (0.2, -0.2, 0.0, NEUTRAL_WEIGHT / 2, -NEUTRAL_WEIGHT)] == [
+        "long",
+        "short",
+        "neutral",
+        "neutral",
+        "short",
+    ]

@@ -1,7 +1,8 @@
 """`continuum learn`: the live path equals the replay path; crash and resume lose and duplicate nothing.
 
 (a) embedded bus: real Binance candles (2 symbols, ~3 weeks) replayed onto an EmbeddedBus; the service's
-    signals equal ``run_stream`` over the same bars with the same model (to 1e-5); stop/resume and a
+    signals equal ``run_stream`` over the same bars with the same model (to 1e-5), and their target weights
+    equal the feed rule run over the replay (``strategies.positions.feed_weights``); stop/resume and a
     simulated crash between checkpoints give the same signals, exactly once after natural-key dedup.
 (b) real Kafka broker: the service runs as a subprocess, is SIGKILLed mid-stream and restarted; the
     ``signals`` topic and the lake cover every bar exactly once after dedup (repeats are byte-identical),
@@ -29,7 +30,7 @@ import torch
 from continuum.bus import EmbeddedBus
 from continuum.config import BUNDLED_DATA
 from continuum.lake import Lake
-from continuum.schema import Candle, Signal, decode, encode
+from continuum.schema import NEUTRAL_WEIGHT, Candle, Signal, decode, encode
 from ingest.replay import load_panel
 from learner.checkpoint import save_pretrained
 from learner.features import build_features
@@ -39,6 +40,7 @@ from learner.hope.online import Hope
 from learner.service import LearnerService
 from learner.signals import frame_to_signals, signals_frame
 from learner.stream import run_stream
+from strategies.positions import feed_rule, feed_weights
 
 torch.set_num_threads(1)
 
@@ -75,13 +77,16 @@ def candles(panel, exchange: str = "binance") -> list[Candle]:
 
 
 def reference(panel, net: HopeNet, exchange: str = "binance", model_name: str = "hope") -> dict[tuple, Signal]:
-    """The replay path: features over the whole panel, run_stream, signals_frame."""
+    """The replay path: features over the whole panel, run_stream, the feed rule's weights, signals_frame."""
     fp = build_features(panel)
     model = Hope(net.cfg, HopeNet(net.cfg))
     model.net.load_state_dict(net.state_dict())
     model.reset(len(panel.symbols))
     res = run_stream(model, fp, chunk=8)
-    sigs = frame_to_signals(signals_frame(model_name, exchange, fp.symbols, fp.times, res.preds, fp.sigma, fp.mask))
+    w = feed_weights(fp, res.preds)
+    sigs = frame_to_signals(
+        signals_frame(model_name, exchange, fp.symbols, fp.times, res.preds, fp.sigma, fp.mask, weights=w)
+    )
     return {s.natural_key(): s for s in sigs}
 
 
@@ -95,8 +100,13 @@ def assert_same(got: dict[tuple, Signal], want: dict[tuple, Signal]) -> None:
     assert set(got) == set(want), (len(got), len(want), sorted(set(want) ^ set(got))[:3])
     for k, w in want.items():
         g = got[k]
-        for f in ("ret_1h", "ret_24h", "vol_24h"):
+        for f in ("ret_1h", "ret_24h", "vol_24h", "confidence"):
             assert abs(getattr(g, f) - getattr(w, f)) <= 1e-5 * (1 + abs(getattr(w, f))), (k, f, g, w)
+        assert (g.weight is None) == (w.weight is None), (k, g, w)
+        if w.weight is not None:
+            assert abs(g.weight - w.weight) <= 1e-5 * (1 + abs(w.weight)), (k, g, w)
+            if abs(abs(w.weight) - NEUTRAL_WEIGHT) > 1e-5:
+                assert g.direction == w.direction, (k, g, w)
 
 
 def bus_signals(bus: EmbeddedBus) -> list[tuple[bytes, Signal]]:
@@ -104,7 +114,9 @@ def bus_signals(bus: EmbeddedBus) -> list[tuple[bytes, Signal]]:
 
 
 def make_service(bus, net, tmp_path: Path, **kw) -> LearnerService:
-    opts = dict(checkpoint_every=24, keep_checkpoints=3, wait_s=3600.0, lake=Lake(tmp_path / "lake"))
+    opts = dict(
+        checkpoint_every=24, keep_checkpoints=3, wait_s=3600.0, lake=Lake(tmp_path / "lake"), positions=feed_rule()
+    )
     opts.update(kw)
     return LearnerService(bus, fresh_model(net), SYMBOLS, "binance", "1h", "g", tmp_path / "ckpt", **opts)
 
@@ -121,8 +133,10 @@ def test_live_path_equals_replay_path(panel, net, tmp_path):
     got = bus_signals(bus)
     assert len(got) == len(want)  # one signal per (bar, present symbol), none twice
     assert_same({s.natural_key(): s for _, s in got}, want)
+    sides = {s.direction for _, s in got}
+    assert sides - {"neutral"} and max(abs(s.weight) for _, s in got) > 10 * NEUTRAL_WEIGHT  # it takes positions
     lake = Lake(tmp_path / "lake").read("signal")
-    assert lake.height == len(want)
+    assert lake.height == len(want) and lake["weight"].is_not_null().all()
     # offsets were committed with the checkpoint: a new member of the group has nothing left to read
     assert bus.consumer(["market.candles"], "g").poll() == []
     assert len(svc.checkpoints()) == 3  # keep_checkpoints newest
@@ -242,6 +256,7 @@ def test_hourly_onchain_features_reach_the_live_learner(panel, tmp_path):
         s.natural_key(): s
         for s in frame_to_signals(signals_frame("hope", "binance", fp.symbols, fp.times, res.preds, fp.sigma, fp.mask))
     }
+    assert all(s.weight is None and s.direction == "" for s in want.values())  # no rule handed in: no weights
     bus = EmbeddedBus(partitions=2)
     bus.publish_many(candles(panel))
     svc = LearnerService(

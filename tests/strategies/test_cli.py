@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from commands.cli import build_parser, main
+from continuum.schema import direction_of
 from strategies.positions import STRATEGIES
 
 SLICE = ["--symbols", "BTC/USDT,ETH/USDT", "--start", "2019-01-01", "--end", "2019-05-01"]
@@ -48,6 +49,10 @@ def test_writes_every_output_in_the_dashboard_contract(run_dir):
     sigs = pl.read_parquet(run_dir / "signals.parquet")
     assert sigs["ts"].min() >= 1550188800000 and (sigs["vol_24h"] > 0).all()
     assert sigs.select(pl.col(pl.Float64).is_nan().any()).sum_horizontal().item() == 0
+    # each signal carries the feed rule's target weight, its side and a confidence in 0..1
+    assert sigs["weight"].is_not_null().all() and sigs["confidence"].is_between(0, 1).all()
+    assert sigs["direction"].to_list() == [direction_of(w) for w in sigs["weight"].to_list()]
+    assert {"long", "short"} <= set(sigs["direction"])
     assert "notes" not in doc
 
 
