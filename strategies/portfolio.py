@@ -76,13 +76,15 @@ class Book:
         return cls(*(np.array(d[k], dtype=np.float64) for k in cls.FIELDS))
 
 
-def drift(x: np.ndarray, moved: np.ndarray, n_assets: int) -> tuple[np.ndarray, float]:
-    """Sleeve weights ``x`` (..., B) after a bar that returned ``moved`` (B,), and the portfolio's return."""
-    g = (x / n_assets) @ moved
-    grown = x * (1.0 + moved)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = grown / (1.0 + np.asarray(g))[..., None]
-    return np.where(np.isfinite(out), out, 0.0), g
+def drift(x: np.ndarray, moved: np.ndarray, n_assets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sleeve weights ``x`` (..., B) after a bar that returned ``moved`` (B,), and the portfolio's return.
+
+    As in the backtest: a book wiped out (1 + return <= 0) holds nothing afterwards.
+    """
+    g = (x @ moved) / n_assets
+    den = np.asarray(1.0 + g)[..., None]
+    alive = den > 1e-12
+    return np.where(alive, x * (1.0 + moved) / np.where(alive, den, 1.0), 0.0), g
 
 
 def mv_aim(mu: np.ndarray, var: np.ndarray, shrink: float, risk_aversion: float, lo: float) -> np.ndarray:
@@ -168,6 +170,21 @@ class Rule:
         is the one re-set. Arrays are (B,). Returns the new sleeve weights (the book after trading; NaN
         never) and the new book. Assets not ``tradable`` or without a forecast keep their holding.
         """
+        _, x, book = self._advance(book, clock, mu, var, tradable, moved, adv, sigma_daily)
+        return x, book
+
+    def _advance(
+        self,
+        book: Book,
+        clock: int,
+        mu: np.ndarray,
+        var: np.ndarray,
+        tradable: np.ndarray,
+        moved: np.ndarray,
+        adv: np.ndarray,
+        sigma_daily: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, Book]:
+        """:meth:`step`, also returning the drifted weights before the trade: (x0, x, book)."""
         B = len(mu)
         x0, g = drift(book.x, moved, B)
         equity = float(book.equity) * (1.0 + float(g))
@@ -189,7 +206,7 @@ class Rule:
             k = clock % self.horizon
             subs[k] = np.where(ok, self.aim_of(mu, var), subs[k])
             x = np.where(ok, subs.mean(axis=0), x0)
-        return x, Book(x, subs, np.asarray(equity))
+        return x0, x, Book(x, subs, np.asarray(equity))
 
     def run(self, raw: np.ndarray, tradable: np.ndarray, start: int, market: Market | None = None):
         """Step over bars [start, T): (targets (T, B), asset weights (T, B)).
@@ -208,11 +225,9 @@ class Rule:
         book = rule.init(B)
         for t in range(start, T):
             moved, adv, sd = market.at(t, B)
-            before = book.x
-            x, book = rule.step(book, int(clock[t]), raw[t, :, 1], raw[t, :, 2], tradable[t], moved, adv, sd)
-            drifted, _ = drift(before, moved, B)
+            x0, x, book = rule._advance(book, int(clock[t]), raw[t, :, 1], raw[t, :, 2], tradable[t], moved, adv, sd)
             weights[t] = x / B
-            targets[t] = np.where(x != drifted, x / B, np.nan)
+            targets[t] = np.where(x != x0, x / B, np.nan)
         return targets, weights
 
     def __call__(self, raw: np.ndarray, tradable: np.ndarray, start: int, market: Market | None = None) -> np.ndarray:
