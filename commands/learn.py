@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from learner.models import load_hope
     from learner.onchain import source_from_arg
     from learner.service import LearnerService
-    from strategies.positions import FEED_STRATEGY, feed_rule
+    from strategies.positions import feed_rule
 
     torch.set_num_threads(cfg.learner.threads)
     symbols = split_list(cfg.exchange.symbols)
@@ -112,7 +112,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         onchain=onchain,
         positions=feed_rule(),  # each signal's weight and direction: the feed's rule, its book checkpointed
     )
-    print(f"continuum learn: signals carry the target weights of {FEED_STRATEGY} (docs/signals.md)", file=sys.stderr)
     signal.signal(signal.SIGTERM, svc.stop)
     try:
         svc.run(max_bars=args.max_bars, idle_exit_s=args.idle_exit)

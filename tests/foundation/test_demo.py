@@ -43,6 +43,9 @@ def test_demo_end_to_end_on_a_small_slice(tmp_path, monkeypatch, capsys):
     # one signal per (asset, bar) once the features have warmed up, none twice
     assert sig.select(pl.struct("symbol", "ts").n_unique()).item() == sig.height > 2 * 24 * 40
     assert (sig["vol_24h"] > 0).all() and sig["ret_1h"].is_finite().all()
+    # each carries what to hold: the feed rule's weight, its side and a confidence (docs/signals.md)
+    assert sig["weight"].is_not_null().all() and set(sig["direction"]) <= {"long", "short", "neutral"}
+    assert sig["confidence"].is_between(0, 1).all()
     act = json.loads(sig["activity"][-1])
     assert {"mem_update_norm", "cms_l0_update_norm", "surprise"} <= set(act)
     doc = json.loads((out / "backtest.json").read_text())
