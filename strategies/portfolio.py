@@ -43,7 +43,7 @@ checkpoints the book, so the signal feed and the backtest use the same rule.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class Book:
     subs: np.ndarray  # (H, B) sub-book sleeve weights (tranche rule; zeros otherwise)
     equity: np.ndarray  # () book equity in units of the starting capital, before costs
 
-    FIELDS = ("x", "subs", "equity")
+    FIELDS: ClassVar[tuple[str, ...]] = ("x", "subs", "equity")
 
     def as_dict(self) -> dict[str, np.ndarray]:
         return {k: np.array(getattr(self, k), dtype=np.float64) for k in self.FIELDS}
@@ -103,19 +103,20 @@ def tanh_aim(mu: np.ndarray, var: np.ndarray, lo: float) -> np.ndarray:
 
 
 def band_trade(
-    x0: np.ndarray, m: np.ndarray, var: np.ndarray, risk_aversion: float, rate: float, kappa: np.ndarray, lo: float
+    x0: np.ndarray, m: np.ndarray, var: np.ndarray, risk_aversion: float, c: float, kappa: np.ndarray, lo: float
 ) -> np.ndarray:
-    """The sleeve weight maximising ``x m - a/2 x^2 - |dx| (rate + kappa sqrt|dx|)``, ``a = risk_aversion var``.
+    """The sleeve weight maximising ``x m - a/2 x^2 - |dx| (c + kappa sqrt|dx|)``, ``a = risk_aversion var``.
 
-    First-order condition for a buy (dx > 0): ``m - a (x0 + dx) - rate - 1.5 kappa sqrt(dx) = 0``, a
-    quadratic in ``sqrt(dx)``; a sell mirrors it. Neither happens while ``|m - a x0| <= rate``: the no-trade
-    region ``[(m - rate) / a, (m + rate) / a]``. ``kappa = 0`` gives its edge exactly. NaN ``m`` keeps ``x0``.
+    ``c`` is the linear cost per unit traded, ``kappa sqrt|dx|`` the impact per unit. First-order condition
+    for a buy (dx > 0): ``m - a (x0 + dx) - c - 1.5 kappa sqrt(dx) = 0``, a quadratic in ``sqrt(dx)``; a sell
+    mirrors it. Neither happens while ``|m - a x0| <= c``: the no-trade region ``[(m - c) / a, (m + c) / a]``;
+    ``kappa = 0`` moves to its edge exactly. A missing forecast (NaN ``m``) keeps ``x0``.
     """
     a = risk_aversion * var
     b = 1.5 * kappa
     with np.errstate(invalid="ignore", divide="ignore"):
-        buy = m - rate - a * x0  # marginal gain of the first unit bought, net of the linear cost
-        sell = a * x0 - m - rate
+        buy = m - c - a * x0  # marginal gain of the first unit bought, net of the linear cost
+        sell = a * x0 - m - c
         gain = np.maximum(np.maximum(buy, sell), 0.0)
         root = (np.sqrt(b * b + 4.0 * a * gain) - b) / (2.0 * a)  # sqrt(|dx|)
         dx = np.where(buy > 0, root**2, np.where(sell > 0, -(root**2), 0.0))

@@ -20,6 +20,9 @@ Conventions for the (T, B) arrays returned:
 Inputs are raw forecasts from :func:`learner.protocol.to_raw`: ``raw[..., 1]`` the expected
 next-24h log return, ``raw[..., 2]`` the forecast next-24h variance.
 
+The cost-aware rules registered here (``tranche_tanh``, ``mv_band``, ``mv_partial`` and their long-only
+twins) live in ``strategies.portfolio``; ``feed_rule`` names the one the signal feed publishes.
+
 Sizing follows volatility targeting (Moskowitz, Ooi & Pedersen 2012; Harvey et al. 2018): each asset
 gets ``min(cap, target_vol / forecast_vol) / B``, so the portfolio never exceeds gross exposure ``cap``
 and a calm asset is not drowned by a volatile one.
@@ -98,7 +101,8 @@ class Strategy:
     name: str
     fn: Callable[..., np.ndarray]  # (raw, tradable, start, market=None) -> (T, B) target weights, NaN = keep
     description: str
-    cost_aware: bool = False  # decides its own trades from edge vs cost: the backtest's band is not applied
+    cost_aware: bool = False  # a rule of strategies.portfolio: it decides its own trades (at the horizon, in a
+    # no-trade region or at a rate), so the backtest's --rebalance-band is not applied to it
 
 
 # The cost-aware rules (strategies.portfolio): an aim portfolio and a way of trading toward it
