@@ -12,9 +12,9 @@ compares like for like: fee-free the two must agree to rounding.
 vectorbt compiles its numba kernels on first use: that one-off time is reported apart ("vbt compile"),
 then each engine's best of ``--repeats`` runs. Nothing here asserts a time.
 
-vectorbt is not a dependency of Continuum: if it is not importable, this script installs it with pip
-into ``--vbt-dir`` (default ``~/.cache/continuum/bench-vectorbt``; only what the environment lacks) and
-puts that on ``sys.path`` for itself.
+vectorbt is not a dependency of Continuum: if it is not importable, this script installs what it needs
+beyond this environment into ``--vbt-dir`` (default ``~/.cache/continuum/bench-vectorbt``) and puts that at
+the end of ``sys.path`` for itself; the environment is not changed.
 
     python bench/backtest_vs_vectorbt.py [--sizes 8x50000,100x50000] [--repeats 3]
 """
@@ -22,12 +22,12 @@ puts that on ``sys.path`` for itself.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
@@ -45,18 +45,32 @@ JOBS = {"hourly": 1, "daily": 24}  # targets re-set every bar / once a day (NaN 
 
 
 def import_vectorbt(where: Path):
-    """vectorbt, installed into ``where`` (a pip ``--prefix``) first if this environment lacks it."""
+    """vectorbt; if this environment lacks it, installed into ``where`` first, leaving the environment as is.
+
+    pip resolves vectorbt against what is installed here (``--dry-run --report``), and only the
+    distributions it would add are installed into ``where`` with ``--target --no-deps``. ``where`` goes at
+    the end of ``sys.path``, so the environment's own numpy, pandas, ... still win. (``pip install
+    --prefix`` is no substitute: it uninstalls from the environment any package it upgrades.)
+    """
     try:
         import vectorbt as vbt
 
         return vbt
     except ImportError:
         pass
-    site = Path(sysconfig.get_path("purelib", vars={"base": str(where), "platbase": str(where)}))
-    if not site.exists():
+    if not (where / "vectorbt").is_dir():
         print(f"installing vectorbt into {where} (for this bench only) ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--prefix", str(where), "vectorbt"], check=True)
-    sys.path.insert(0, str(site))
+        report = where.parent / "vectorbt-resolve.json"
+        where.parent.mkdir(parents=True, exist_ok=True)
+        pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, "--dry-run", "--report", str(report), "vectorbt"], check=True)
+        wanted = [
+            f"{d['metadata']['name']}=={d['metadata']['version']}" for d in json.loads(report.read_text())["install"]
+        ]
+        have = {d.metadata["Name"].lower() for d in importlib.metadata.distributions()}
+        missing = [w for w in wanted if w.split("==")[0].lower() not in have]
+        subprocess.run([*pip, "--no-deps", "--target", str(where), *missing], check=True)
+    sys.path.append(str(where))
     import vectorbt as vbt
 
     return vbt
@@ -168,6 +182,7 @@ def main() -> int:
         "numpy": np.__version__,
         "vectorbt_compile_s": round(compile_s, 2),
         "repeats": args.repeats,
+        "load_avg_1min": round(os.getloadavg()[0], 2),  # the machine was shared if this is well above 0
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}",
         "command": "python bench/backtest_vs_vectorbt.py " + " ".join(sys.argv[1:]),
     }
