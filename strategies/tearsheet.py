@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -19,6 +20,9 @@ import polars as pl
 from learner.evaluation.regimes import Regime
 from strategies.metrics import BARS_PER_YEAR
 from strategies.report import fmt
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TURNOVER_DAYS = 7  # turnover per day, averaged over a week: hourly trades are too spiky to read
 TABLE = (  # key, header: the per-regime table of the tearsheet
@@ -126,7 +130,7 @@ def _table_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def figure(doc: dict, equity: pl.DataFrame, regimes: tuple[Regime, ...], title: str = ""):
+def figure(doc: dict, equity: pl.DataFrame, regimes: tuple[Regime, ...], title: str = "") -> Figure:
     """The tearsheet as a matplotlib figure (the caller closes it): five time panels and the table."""
     import matplotlib
 
