@@ -25,6 +25,7 @@ examples:
   continuum backtest --out out/bt2 --symbols BTC/USDT,ETH/USDT --start 2019-01-01 --end 2021-01-01 \\
       --pretrain-until 2019-07-01 --model hope --pretrain-steps 100
   continuum backtest --out out/fees20 --signals out/bt/signals.parquet --fee-bps 20 --slippage-bps 5
+  continuum backtest --out out/v12 --signals out/bt/signals.parquet --trials 12   # 12 variants tried so far
   continuum backtest --data ~/ft/user_data/data/binance --out out/mine --model har
 
 strategies (all start at the first forecast; weights are fractions of equity, at most 1/B per asset):
@@ -67,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trials",
         type=int,
+        metavar="N",
         default=None,
         help="how many strategy variants you tried in all, for the deflated Sharpe ratio: count every variant "
         "you tried, also in earlier runs (other models, parameters, fees, periods); default: the strategies "
