@@ -26,6 +26,7 @@ examples:
   continuum backtest --out out/bt2 --symbols BTC/USDT,ETH/USDT --start 2019-01-01 --end 2021-01-01 \\
       --pretrain-until 2019-07-01 --model hope --pretrain-steps 100
   continuum backtest --out out/fees20 --signals out/bt/signals.parquet --fee-bps 20 --slippage-bps 5
+  continuum backtest --out out/v12 --signals out/bt/signals.parquet --trials 12   # 12 variants tried so far
   continuum backtest --data ~/ft/user_data/data/binance --out out/mine --model har
   continuum backtest --out out/impact --signals out/bt/signals.parquet --impact-k 0.7 --capital 5e7
 
@@ -48,7 +49,12 @@ and slippage are bps of traded notional; impact (--impact-k) adds k x daily vol 
 ADV) per unit, ADV being the asset's average daily traded value over the 30 days to the bar and the
 book's notional --capital x equity; trades under --rebalance-band are skipped by the first four rules;
 no trading on missing bars; no funding or borrow costs.
-outputs in --out: backtest.json, equity.parquet, signals.parquet, report.md, equity.png
+measures (backtest.json, per strategy in total and per regime): return, CAGR, Sharpe, Sortino, Calmar,
+max drawdown, turnover, costs; PSR (probability the true Sharpe is above 0), DSR (the same against what
+the best of --trials skill-less variants would show by luck) and a bootstrap 95% interval on Sharpe.
+Annualised figures and PSR/DSR are left out (null, "—") for a stretch under 30 days.
+
+outputs in --out: backtest.json, equity.parquet, signals.parquet, report.md, equity.png, tearsheet.png
 """
 
 
@@ -84,6 +90,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signals-model", default=None, help="which model's rows to use when --signals holds several")
     p.add_argument("--strategies", default=None, help="comma-separated subset of the strategies (default: all)")
     p.add_argument("--regimes", default=None, help="JSON file [{name,start,end}] (default: DESIGN §5 regimes)")
+    p.add_argument(
+        "--trials",
+        type=int,
+        metavar="N",
+        default=None,
+        help="how many strategy variants you tried in all, for the deflated Sharpe ratio: count every variant "
+        "you tried, also in earlier runs (other models, parameters, fees, periods); default: the strategies "
+        "in this run",
+    )
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -95,7 +110,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from continuum.timeframes import parse_date
     from learner.evaluation.regimes import load_regimes
     from learner.features import build_features
-    from strategies import report
+    from strategies import report, tearsheet
     from strategies.backtest import backtest_from_preds
     from strategies.positions import STRATEGIES
 
@@ -110,6 +125,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UserError(f"--capital must be a positive amount of the quote currency, got {args.capital}")
     if not 0 <= args.rebalance_band < 1:
         raise UserError("--rebalance-band must be within 0..1 (a weight, e.g. 0.02)")
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials must be at least 1 (the number of variants tried), got {args.trials}")
     strategies = split_list(args.strategies) or list(STRATEGIES)
     for s in strategies:
         if s not in STRATEGIES:
@@ -139,6 +156,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             strategies=strategies,
             impact_k=args.impact_k,
             capital=args.capital,
+            trials=args.trials,
         )
     except ValueError as e:
         raise UserError(f"backtest: {e}") from None
@@ -158,7 +176,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         weights = feed_weights(fp, preds, costs)  # each signal's target weight, as the live feed gives it
         frame = signals_frame(model, "binance", fp.symbols, fp.times, preds, fp.sigma, fp.mask, weights=weights)
         frame.write_parquet(out / "signals.parquet")
-    report.write_plot(equity, regimes, out / "equity.png", title=f"{model}: {', '.join(fp.symbols)}")
+    title = f"{model}: {', '.join(fp.symbols)}"
+    report.write_plot(equity, regimes, out / "equity.png", title=title)
+    tearsheet.write_tearsheet(doc, equity, regimes, out / "tearsheet.png", title=title)
     command = "continuum backtest " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     wall = time.perf_counter() - t_wall
     text = report.write_report(doc, out / "report.md", command, wall)

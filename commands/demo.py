@@ -79,6 +79,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from strategies.backtest import backtest_from_preds
     from strategies.positions import feed_weights
     from strategies.report import table, write_plot
+    from strategies.tearsheet import write_tearsheet
 
     torch.set_num_threads(cfg.learner.threads)
     parse_spec(args.model)
@@ -153,13 +154,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     (out / "backtest.json").write_text(json.dumps(jsonsafe(doc), indent=1))
     equity.write_parquet(out / "equity.parquet")
     write_plot(equity, DEFAULT_REGIMES, out / "equity.png", title=f"{args.model}: strategies on its online signals")
+    write_tearsheet(doc, equity, DEFAULT_REGIMES, out / "tearsheet.png", title=f"{args.model}: online signals")
     quality = forecast_quality(fp, res.preds, cut)
     plot_forecasts(fp, res.preds, res.activity, cut, out / "demo.png", args.model)
     wall = time.perf_counter() - t0
     report = _report(args, panel, fp, cut, quality, doc, table, wall, n_events, sig.height, res.steps_per_s)
     (out / "report.md").write_text(report)
     print(report)
-    print(f"\nwrote {out}/report.md, demo.png, equity.png, backtest.json; {sig.height:,} signals in {cfg.lake.root}")
+    files = "report.md, demo.png, equity.png, tearsheet.png, backtest.json"
+    print(f"\nwrote {out}/{files}; {sig.height:,} signals in {cfg.lake.root}")
     venv_exe = Path(sys.executable).parent / "continuum"  # ./run demo does not put .venv/bin on PATH
     exe = "continuum" if shutil.which("continuum") or not venv_exe.exists() else str(venv_exe)
     print(f"open the dashboard:  {exe} dashboard --lake {cfg.lake.root} --backtest-dir {out}")
@@ -211,6 +214,7 @@ def _report(args, panel, fp, cut, quality, doc, table, wall, n_events, n_signals
         table({k: v["total"] for k, v in doc["strategies"].items()}, "strategy"),
         "```",
         "",
-        "Plots: demo.png (forecast vs realised volatility, memory activity), equity.png.",
+        "Plots: demo.png (forecast vs realised volatility, memory activity), equity.png, tearsheet.png (drawdown,",
+        "rolling Sharpe, turnover, costs, per regime; PSR/DSR in backtest.json).",
     ]
     return "\n".join(lines)

@@ -112,6 +112,36 @@ def backtest() -> tuple[dict | None, pl.DataFrame | None]:
     )
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _tearsheet(path: str, stamp: float, max_points: int) -> pl.DataFrame | None:
+    from strategies.tearsheet import series
+
+    p = Path(path)
+    if not p.is_file():
+        return None
+    s = series(pl.read_parquet(p))
+    # at most max_points per strategy for the browser: each bucket keeps its deepest drawdown, its last rolling
+    # Sharpe and cost total, and its mean turnover, so thinning never hides a trough
+    every = max(1, -(-s.group_by("strategy").len()["len"].max() // max_points))
+    aggs = [pl.col("ts").first(), pl.col("drawdown").min(), pl.col("rolling_sharpe").last()]
+    aggs += [pl.col("turnover_day").mean()] if "turnover_day" in s.columns else []
+    aggs += [pl.col("cum_cost").last()] if "cum_cost" in s.columns else []
+    return (
+        s.with_columns((pl.int_range(pl.len()).over("strategy") // every).alias("bucket"))
+        .group_by("strategy", "bucket", maintain_order=True)
+        .agg(aggs)
+        .drop("bucket")
+        .with_columns(pl.from_epoch("ts", time_unit="ms").alias("time"))
+    )
+
+
+def tearsheet(max_points: int = 2000) -> pl.DataFrame | None:
+    """The tearsheet's curves (:func:`strategies.tearsheet.series`) from ``equity.parquet``, thinned to at most
+    ``max_points`` per strategy, with a ``time`` column; None without a backtest."""
+    f = backtest_dir() / "equity.parquet"
+    return _tearsheet(str(f), _stamp(f), max_points)
+
+
 def regimes_frame(ev: dict | None) -> pl.DataFrame | None:
     """The evaluation's regimes as ``name, start, end`` datetimes (for shaded bands on time charts)."""
     if not ev or not ev.get("regimes"):

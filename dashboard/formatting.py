@@ -41,19 +41,34 @@ def _plain(v) -> str:
     return NONE if v is None else str(v)
 
 
+def interval(v) -> str:
+    """A [low, high] pair: ``interval([0.12, 1.85])`` is "[+0.12, +1.85]"; "—" where there is none."""
+    if v is None or len(v) != 2 or any(_missing(x) for x in v):
+        return NONE
+    return f"[{v[0]:+.2f}, {v[1]:+.2f}]"
+
+
 METRICS = (  # key in backtest.json, column header, formatter
     ("return", "return", pct),
     ("gross_return", "pre-cost", pct),
-    ("annual_return", "CAGR", pct),
+    ("cagr", "CAGR", pct),
     ("sharpe", "Sharpe", num),
+    ("sharpe_ci", "Sharpe 95% CI", interval),
+    ("sortino", "Sortino", num),
+    ("calmar", "Calmar", num),
     ("max_drawdown", "max DD", lambda v: pct(v, signed=False)),
     ("hit_rate", "hit rate", lambda v: pct(v, signed=False)),
     ("turnover", "turnover/d", num),
     ("annual_vol", "annual vol", lambda v: pct(v, signed=False)),
     ("exposure", "exposure", lambda v: pct(v, signed=False)),
     ("costs", "costs", lambda v: pct(v, signed=False)),
+    ("psr", "PSR", num),
+    ("dsr", "DSR", num),
+    ("skew", "skew", num),
+    ("kurtosis", "kurtosis", lambda v: num(v, 1)),
     ("bars", "bars", count),
 )
+ALIASES = {"annual_return": "cagr"}  # names in backtest.json files written before issue 13
 
 
 def metric_frame(rows: dict[str, dict], index: str) -> pl.DataFrame:
@@ -62,6 +77,7 @@ def metric_frame(rows: dict[str, dict], index: str) -> pl.DataFrame:
     Known metrics come in a fixed order with their headers; a column is left out when no row has it;
     keys this module does not know are shown as plain numbers.
     """
+    rows = {name: {ALIASES.get(k, k): v for k, v in r.items()} for name, r in rows.items()}
     present = {k for r in rows.values() for k in r}
     known = [(k, h, f) for k, h, f in METRICS if k in present]
     names = {k for k, _, _ in METRICS}

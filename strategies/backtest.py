@@ -31,6 +31,7 @@ from learner.evaluation.regimes import Regime
 from learner.features import FeaturePanel
 from learner.protocol import to_raw
 from strategies import metrics as M
+from strategies import overfitting as OF
 from strategies.costs import CostModel, liquid
 from strategies.market import bar_returns, market_from
 from strategies.positions import STRATEGIES
@@ -146,14 +147,42 @@ def assumptions(
         "gaps": "no trade in an asset on a missing bar; marked at its last close; the move across a gap is "
         "booked when the price reappears",
         "sharpe": "hourly net returns, mean/std x sqrt(24*365), no risk-free rate",
-        "annualised": f"sharpe, annual_return, annual_vol are null for a stretch under {M.MIN_ANNUALISE_BARS} bars "
-        "(30 days)",
+        "annualised": f"{', '.join(M.ANNUALISED + M.INFERENCE)} are null for a stretch under "
+        f"{M.MIN_ANNUALISE_BARS} bars (30 days)",
+        "sharpe_ci": f"95% percentile interval, stationary bootstrap (Politis & Romano 1994) of the hourly net "
+        f"returns, mean block {OF.BLOCK_BARS} bars, {OF.BOOTSTRAP_REPS} resamples, seed {OF.BOOTSTRAP_SEED}",
         "turnover": "average traded notional per day / equity",
         "max_drawdown": "largest peak-to-trough loss, positive fraction",
-        "leverage": "none: at most 1/B of equity per asset, gross exposure <= 1; shorts allowed in signal_*",
+        "leverage": "none: at most 1/B of equity per asset, gross exposure <= 1; shorts allowed except in "
+        "buy_and_hold and the *_long rules",
         "not_modelled": "funding/borrow costs of shorts, partial fills; impact is priced per bar as its own "
         "metaorder (no memory of the last hours' trades in the same direction)",
     }
+
+
+EQUITY_SCHEMA = {
+    "ts": pl.Int64,
+    "strategy": pl.String,
+    "equity": pl.Float64,
+    "turnover": pl.Float64,
+    "cost": pl.Float64,
+}
+
+
+def equity_frame(name: str, res: BacktestResult) -> pl.DataFrame:
+    """One strategy's rows of ``equity.parquet``: per mark time ``ts``, equity before the trade at its close,
+    and that trade's turnover and cost (0 on the last row: nothing trades after the last close)."""
+    pad = np.zeros(1)
+    return pl.DataFrame(
+        {
+            "ts": res.mark_times.astype(np.int64),
+            "strategy": name,
+            "equity": res.equity.astype(np.float64),
+            "turnover": np.concatenate([res.turnover, pad]),
+            "cost": np.concatenate([res.cost, pad]),
+        },
+        schema=EQUITY_SCHEMA,
+    )
 
 
 def backtest_from_preds(
@@ -164,15 +193,18 @@ def backtest_from_preds(
     slippage_bps: float = 2.0,
     band: float = DEFAULT_BAND,
     strategies: list[str] | None = None,
+    trials: int | None = None,
     impact_k: float = 0.0,
     capital: float = 1_000_000.0,
 ) -> tuple[dict, pl.DataFrame]:
     """Backtest every strategy on forecasts ``preds`` (T, B, 3; volatility units; NaN where none).
 
-    Returns the ``backtest.json`` document (``{"strategies": {name: {"total", "per_regime"}}, ...}``) and
-    the equity frame (``ts`` ms int64, ``strategy``, ``equity``) that the dashboard reads. Every
-    strategy, the benchmark included, starts at the first bar with a forecast, so they are comparable.
-    Forecasts on bars whose features are undefined (``fp.mask`` False: gaps, warm-up) are ignored.
+    Returns the ``backtest.json`` document (``{"strategies": {name: {"total", "per_regime"}}, "trials", ...}``)
+    and the equity frame (``ts`` ms int64, ``strategy``, ``equity``, and the ``turnover`` and ``cost`` of
+    the trade at the close of ``ts``) that the tearsheet and the dashboard read. Every strategy, the benchmark
+    included, starts at the first bar with a forecast, so they are comparable. Forecasts on bars whose
+    features are undefined (``fp.mask`` False: gaps, warm-up) are ignored. ``trials``: how many variants were
+    tried in all (:func:`strategies.metrics.deflate`), for the deflated Sharpe ratio.
     """
     preds = np.where(fp.mask[..., None], preds, np.nan)  # a forecast from undefined features is no forecast
     start = first_forecast(preds)
@@ -194,12 +226,8 @@ def backtest_from_preds(
             "total": M.summarise(res.net, res.exposure, res.turnover, res.cost, res.gross),
             "per_regime": M.per_regime(res.times, res.net, res.exposure, res.turnover, res.cost, regimes, res.gross),
         }
-        frames.append(
-            pl.DataFrame(
-                {"ts": res.mark_times.astype(np.int64), "strategy": name, "equity": res.equity.astype(np.float64)},
-                schema={"ts": pl.Int64, "strategy": pl.String, "equity": pl.Float64},
-            )
-        )
+        frames.append(equity_frame(name, res))
+    doc["trials"] = M.deflate(doc["strategies"], trials)
     iso = [str(np.datetime64(int(t), "ms")) + "Z" for t in (fp.times[start], fp.times[-1])]
     doc["range"] = {"start": iso[0], "end": iso[1], "symbols": list(fp.symbols)}
     doc["regimes"] = [r.to_dict() for r in regimes]

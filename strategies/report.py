@@ -1,4 +1,7 @@
-"""What a backtest leaves for people: terminal tables, ``report.md`` and ``equity.png`` with regime bands."""
+"""What a backtest leaves for people: terminal tables, ``report.md`` and ``equity.png`` with regime bands.
+
+(``tearsheet.png``, the one-page figure, is :mod:`strategies.tearsheet`.)
+"""
 
 from __future__ import annotations
 
@@ -8,29 +11,52 @@ import polars as pl
 
 from learner.evaluation.regimes import Regime
 
-COLUMNS = (  # key, header, format
-    ("return", "return", "{:+.1%}"),
-    ("gross_return", "pre-cost", "{:+.1%}"),
-    ("annual_return", "CAGR", "{:+.1%}"),
-    ("sharpe", "Sharpe", "{:+.2f}"),
-    ("max_drawdown", "max DD", "{:.1%}"),
-    ("hit_rate", "hit rate", "{:.1%}"),
-    ("turnover", "turnover/d", "{:.2f}"),
-    ("exposure", "exposure", "{:.2f}"),
-    ("costs", "costs", "{:.1%}"),
-    ("bars", "bars", "{:d}"),
-)
+FORMATS = {  # key in backtest.json: (header, format); fractions print as percentages
+    "return": ("return", "{:+,.1%}"),
+    "gross_return": ("pre-cost", "{:+,.1%}"),
+    "cagr": ("CAGR", "{:+,.1%}"),
+    "sharpe": ("Sharpe", "{:+.2f}"),
+    "sortino": ("Sortino", "{:+.2f}"),
+    "calmar": ("Calmar", "{:+.2f}"),
+    "max_drawdown": ("max DD", "{:.1%}"),
+    "hit_rate": ("hit rate", "{:.1%}"),
+    "turnover": ("turnover/d", "{:.2f}"),
+    "exposure": ("exposure", "{:.0%}"),
+    "costs": ("costs", "{:,.1%}"),
+    "psr": ("PSR", "{:.2f}"),
+    "dsr": ("DSR", "{:.2f}"),
+    "sharpe_ci": ("95% CI", "[{:+.2f}, {:+.2f}]"),
+    "skew": ("skew", "{:+.2f}"),
+    "kurtosis": ("kurtosis", "{:.1f}"),
+    "bars": ("bars", "{:,d}"),
+}
+# the terminal and report.md tables: performance (totals and per regime), then the odds that a Sharpe is luck
+COLUMNS = tuple(
+    (k, *FORMATS[k])
+    for k in (
+        "return", "gross_return", "cagr", "sharpe", "sortino", "calmar", "max_drawdown", "turnover", "costs",
+        "psr", "dsr", "bars",
+    )
+)  # fmt: skip
+ODDS_COLUMNS = tuple((k, *FORMATS[k]) for k in ("sharpe", "sharpe_ci", "psr", "dsr", "skew", "kurtosis", "bars"))
+
+
+def fmt(key: str, v) -> str:
+    """One figure as the reports print it (``FORMATS``)."""
+    return _fmt(v, FORMATS[key][1] if key in FORMATS else "{}")
 
 
 def _fmt(v, f: str) -> str:
     """One cell; "—" where there is no figure (None: e.g. an annualised one for a stretch under 30 days)."""
-    return "—" if v is None else f.format(v)
+    if v is None:
+        return "—"
+    return f.format(*v) if isinstance(v, list | tuple) else f.format(v)
 
 
-def table(rows: dict[str, dict], index: str) -> str:
+def table(rows: dict[str, dict], index: str, columns: tuple = COLUMNS) -> str:
     """A fixed-width text table (freqtrade style): one row per key of ``rows``, the metric columns."""
-    head = [index, *(h for _, h, _ in COLUMNS)]
-    body = [[name, *(_fmt(r.get(k), f) for k, _, f in COLUMNS)] for name, r in rows.items()]
+    head = [index, *(h for _, h, _ in columns)]
+    body = [[name, *(_fmt(r.get(k), f) for k, _, f in columns)] for name, r in rows.items()]
     widths = [max(len(str(c[i])) for c in [head, *body]) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:
@@ -41,16 +67,35 @@ def table(rows: dict[str, dict], index: str) -> str:
     return "\n".join([line(head), sep, *(line(b) for b in body)])
 
 
+def trials_line(doc: dict) -> str:
+    """One sentence on how many trials the deflated Sharpe ratio counts and what luck alone would show."""
+    t = doc.get("trials")
+    if not t:
+        return ""
+    tot = t.get("total", {})
+    declared = f" (--trials {t['declared']})" if t.get("declared") else ""
+    return (
+        f"DSR counts {t['n']} trials{declared}, {t['in_run']} in this run: the best of them would show a Sharpe "
+        f"of {fmt('sharpe', tot.get('expected_max_sharpe'))} by luck alone (Sharpe std across trials "
+        f"{_fmt(tot.get('sharpe_std'), '{:.2f}')}). Count every variant you tried, also in earlier runs."
+    )
+
+
 def write_report(doc: dict, path: Path, command: str, wall_s: float) -> str:
     """``report.md``; returns the terminal part (the totals and the per-regime tables)."""
     strategies = doc["strategies"]
     rng = doc.get("range", {})
     totals = table({k: v["total"] for k, v in strategies.items()}, "strategy")
+    odds = table({k: v["total"] for k, v in strategies.items()}, "strategy", ODDS_COLUMNS)
+    trials = trials_line(doc)
     regimes = "\n\n".join(
         f"{name}\n{table(v['per_regime'], 'regime')}" for name, v in strategies.items() if v.get("per_regime")
     )
     notes = "".join(f"\nnote: {n}" for n in doc.get("notes", []))
-    terminal = f"TOTAL ({rng.get('start', '?')} .. {rng.get('end', '?')})\n{totals}{notes}\n\nPER REGIME\n{regimes}"
+    terminal = (
+        f"TOTAL ({rng.get('start', '?')} .. {rng.get('end', '?')})\n{totals}{notes}\n\n"
+        f"IS THE SHARPE RATIO LUCK?\n{odds}\n{trials}\n\nPER REGIME\n{regimes}"
+    )
     a = doc.get("assumptions", {})
     lines = [
         "# Backtest",
@@ -67,10 +112,22 @@ def write_report(doc: dict, path: Path, command: str, wall_s: float) -> str:
         "```",
         *(f"\n**Note:** {n}." for n in doc.get("notes", [])),
         "",
+        "## Is the Sharpe ratio luck?",
+        "",
+        "PSR: probability that the true Sharpe ratio is above 0, given the skew and fat tails of the hourly",
+        "returns. DSR: the same against the Sharpe ratio the best of all trials would reach by luck (Bailey &",
+        "López de Prado 2014). 95% CI: stationary block bootstrap of the hourly returns (mean block one week).",
+        "",
+        "```",
+        odds,
+        "```",
+        "",
+        trials,
+        "",
         "## Per regime",
         "",
         "Each regime's row is computed on its own bars, equity rebased to 1 at its start; annualised figures",
-        "(CAGR, Sharpe) are — for a stretch shorter than 30 days.",
+        "(CAGR, Sharpe, Sortino, Calmar) and PSR/DSR are — for a stretch shorter than 30 days.",
         "",
         "```",
         regimes,
@@ -83,6 +140,8 @@ def write_report(doc: dict, path: Path, command: str, wall_s: float) -> str:
         "## Assumptions",
         "",
         *(f"- {k.replace('_', ' ')}: {v}" for k, v in a.items()),
+        "",
+        "![tearsheet](tearsheet.png)",
         "",
         "![equity](equity.png)",
         "",

@@ -6,25 +6,53 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from dashboard.data import backtest, backtest_dir, empty_state, eval_dir, evaluation, regimes_frame
+from dashboard.data import backtest, backtest_dir, empty_state, eval_dir, evaluation, regimes_frame, tearsheet
 from dashboard.formatting import metric_frame
 
 st.title("Backtests & evaluation")
 ev, errors = evaluation()
 bt, equity = backtest()
 regimes = regimes_frame(ev)
+bt_regimes = regimes_frame(bt) if bt and bt.get("regimes") else regimes
 
 
-def bands(frame: pl.DataFrame | None, t0, t1) -> alt.Chart | None:
+def bands(frame: pl.DataFrame | None, t0, t1, legend: bool = True) -> alt.Chart | None:
     """Shaded regime bands clipped to [t0, t1], so any time chart reads against the market regimes."""
     if frame is None:
         return None
-    f = frame.filter((pl.col("end") > t0) & (pl.col("start") < t1))
+    f = frame.filter((pl.col("end") > t0) & (pl.col("start") < t1)).with_columns(
+        pl.col("start").clip(lower_bound=t0), pl.col("end").clip(upper_bound=t1)
+    )
     return (
         alt.Chart(f)
         .mark_rect(opacity=0.12)
-        .encode(x="start:T", x2="end:T", color=alt.Color("name:N", title="regime"), tooltip=["name:N"])
+        .encode(
+            x="start:T",
+            x2="end:T",
+            color=alt.Color("name:N", title="regime", legend=alt.Legend() if legend else None),
+            tooltip=["name:N"],
+        )
     )
+
+
+def time_chart(frame: pl.DataFrame, col: str, title: str, axis: str, fmt: str, height: int = 180, zero: bool = False):
+    """One tearsheet panel: ``col`` per strategy over time, on the regime bands; ``fmt`` a d3 axis format."""
+    f = frame.select("time", "strategy", col)  # nulls (a rolling window not yet full) leave the x axis as it is
+    line = (
+        alt.Chart(f)
+        .mark_line(strokeWidth=1)
+        .encode(
+            x=alt.X("time:T", title=None),
+            y=alt.Y(f"{col}:Q", title=axis, axis=alt.Axis(format=fmt)),
+            color=alt.Color("strategy:N", legend=None),  # the colours of the equity chart's legend above
+            tooltip=["time:T", "strategy:N", alt.Tooltip(f"{col}:Q", format=fmt)],
+        )
+    )
+    if zero:
+        line = line + alt.Chart(pl.DataFrame({"y": [0.0]})).mark_rule(color="grey", size=0.6).encode(y="y:Q")
+    b = bands(bt_regimes, f["time"].min(), f["time"].max(), legend=False) if f.height else None
+    chart = (b + line).resolve_scale(color="independent") if b is not None else line
+    return chart.properties(height=height, title=title)
 
 
 def metric_table(d: dict, index_name: str) -> pl.DataFrame:
@@ -52,19 +80,63 @@ with tab_bt:
                     tooltip=["time:T", "strategy:N", "equity:Q"],
                 )
             )
-            b = bands(regimes, equity["time"].min(), equity["time"].max())
+            b = bands(bt_regimes, equity["time"].min(), equity["time"].max())
             st.altair_chart(
                 ((b + line).resolve_scale(color="independent") if b is not None else line).properties(
                     height=340, title="Equity curves"
                 ),
                 width="stretch",
             )
+        curves = tearsheet()
+        if curves is not None and not curves.is_empty():
+            from strategies.tearsheet import TURNOVER_DAYS, rolling_days
+
+            days = rolling_days(int(equity.group_by("strategy").len()["len"].max())) if equity is not None else 90
+            st.altair_chart(
+                time_chart(curves, "drawdown", "Drawdown from the running peak", "drawdown", ".0%"), width="stretch"
+            )
+            st.altair_chart(
+                time_chart(curves, "rolling_sharpe", f"Sharpe ratio, rolling {days} days", "Sharpe", ".1f", zero=True),
+                width="stretch",
+            )
+            left, right = st.columns(2)
+            if "turnover_day" in curves.columns:
+                with left:
+                    st.altair_chart(
+                        time_chart(
+                            curves,
+                            "turnover_day",
+                            f"Turnover per day ({TURNOVER_DAYS}-day mean)",
+                            "turnover / day",
+                            ".2f",
+                        ),
+                        width="stretch",
+                    )
+            if "cum_cost" in curves.columns:
+                with right:
+                    st.altair_chart(
+                        time_chart(curves, "cum_cost", "Costs paid (cumulative)", "costs", ".0%"), width="stretch"
+                    )
         if bt:
             strategies = bt.get("strategies", {})
             st.subheader("Totals")
             st.dataframe(metric_frame({k: v["total"] for k, v in strategies.items()}, "strategy"), hide_index=True)
+            trials = bt.get("trials")
+            if trials:
+                tot = trials.get("total", {})
+                declared = f" (--trials {trials['declared']})" if trials.get("declared") else ""
+                st.caption(
+                    f"PSR: probability that the true Sharpe ratio is above 0. DSR: the same against "
+                    f"{tot.get('expected_max_sharpe', float('nan')):.2f}, the Sharpe the best of {trials['n']} "
+                    f"trials{declared} would show by luck (Bailey & López de Prado 2014). Count every variant "
+                    "you tried, also in earlier runs: `continuum backtest --trials N`. Sharpe 95% CI: stationary "
+                    "bootstrap of the hourly returns, mean block one week."
+                )
             st.subheader("Per regime")
-            st.caption("Each regime on its own bars; annualised figures (CAGR, Sharpe) are — under 30 days.")
+            st.caption(
+                "Each regime on its own bars; annualised figures (CAGR, Sharpe, Sortino, Calmar) and PSR/DSR "
+                "are — under 30 days."
+            )
             strat = st.selectbox("Strategy", list(strategies))
             per = strategies[strat].get("per_regime", {})
             if per:

@@ -217,7 +217,8 @@ def write_fixture(root: Path) -> dict[str, Path]:
                 for n, a, b in REGIMES
             },
         }
-        eq.append(port.select("ts", pl.lit(name).alias("strategy"), "equity"))
+        # per-bar turnover of the trade at ts, and its cost (none: these returns are before costs)
+        eq.append(port.select("ts", pl.lit(name).alias("strategy"), "equity", turnover="turn", cost=pl.lit(0.0)))
     btd = root / "backtest"
     btd.mkdir()
     (btd / "backtest.json").write_text(json.dumps({"strategies": bt}))

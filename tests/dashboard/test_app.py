@@ -76,24 +76,54 @@ def test_evaluation_page_reads_eval_and_backtest(dash_env):
     cum = next(f for f in frames if "model" in f.columns and "ret_1h_mse" in f.columns)
     got = cum.set_index("model")["vol_24h_qlike"].to_dict()
     assert got == pytest.approx({m: v["cumulative"]["vol_24h_qlike"] for m, v in ev["models"].items()})
-    # equity, cumulative error, and one R-matrix heatmap per model
-    assert len(at.get("vega_lite_chart")) == 2 + len(ev["models"])
+    # the tearsheet's panels: drawdown (in percent), rolling Sharpe, turnover and costs (in percent)
+    specs = {json.loads(c.proto.spec).get("title"): json.loads(c.proto.spec) for c in at.get("vega_lite_chart")}
+    dd = next(v for k, v in specs.items() if k and k.startswith("Drawdown"))
+    assert any(lay.get("encoding", {}).get("y", {}).get("axis", {}).get("format") == ".0%" for lay in dd["layer"])
+    assert any(k and k.startswith("Sharpe ratio, rolling 30 days") for k in specs)
+    assert {"Turnover per day (7-day mean)", "Costs paid (cumulative)"} <= set(specs)
+    # equity, the four tearsheet panels, cumulative error, and one R-matrix heatmap per model
+    assert len(at.get("vega_lite_chart")) == 6 + len(ev["models"])
     assert "BWT" in _text(at)
 
 
 def test_backtest_tables_show_percentages_and_dashes(dash_env, tmp_path, monkeypatch):
     """A +1,493% total and a 4-bar regime whose annualised figures are null in backtest.json."""
-    short = {"return": 0.02, "annual_return": None, "sharpe": None, "max_drawdown": 0.01, "bars": 4}
-    total = {"return": 14.93, "annual_return": 0.9, "sharpe": 1.5, "max_drawdown": 0.8, "bars": 30000}
-    doc = {"strategies": {"hold": {"total": total, "per_regime": {"blip": short, "long": total}}}}
+    short = {
+        "return": 0.02,
+        "cagr": None,
+        "sharpe": None,
+        "sortino": None,
+        "max_drawdown": 0.01,
+        "psr": None,
+        "dsr": None,
+        "sharpe_ci": None,
+        "bars": 4,
+    }
+    total = {
+        "return": 14.93,
+        "cagr": 0.9,
+        "sharpe": 1.5,
+        "sortino": 2.25,
+        "max_drawdown": 0.8,
+        "psr": 0.97,
+        "dsr": 0.62,
+        "sharpe_ci": [0.1234, 2.9],
+        "bars": 30000,
+    }
+    doc = {"strategies": {"hold": {"total": total, "per_regime": {"blip": short, "long": total}}},
+           "trials": {"n": 12, "in_run": 4, "declared": 12, "total": {"expected_max_sharpe": 1.71}}}  # fmt: skip
     (tmp_path / "backtest.json").write_text(json.dumps(doc))
     monkeypatch.setenv("CONTINUUM_DASHBOARD_BACKTEST_DIR", str(tmp_path))
     at = _page("views/evaluation.py")
     totals, per = at.dataframe[0].value, at.dataframe[1].value
     row = totals.iloc[0]
     assert (row["return"], row["CAGR"], row["Sharpe"], row["max DD"]) == ("+1,493.0%", "+90.0%", "1.50", "80.0%")
+    assert (row["Sortino"], row["PSR"], row["DSR"], row["Sharpe 95% CI"]) == ("2.25", "0.97", "0.62", "[+0.12, +2.90]")
+    assert "best of 12 trials (--trials 12)" in _text(at) and "1.71" in _text(at)
     blip = per.set_index("regime").loc["blip"]
     assert (blip["return"], blip["CAGR"], blip["Sharpe"], blip["bars"]) == ("+2.0%", "—", "—", "4")
+    assert (blip["Sortino"], blip["PSR"], blip["DSR"], blip["Sharpe 95% CI"]) == ("—", "—", "—", "—")
 
 
 def test_forensics_page_traces_a_real_address(dash_env):

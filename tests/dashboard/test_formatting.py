@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard.formatting import metric_frame, num, pct
+from dashboard.formatting import interval, metric_frame, num, pct
 
 
 def test_fractions_read_as_percentages():
@@ -27,3 +27,18 @@ def test_metric_frame_formats_every_column():
                  "max DD": "81.0%", "hit rate": "52.0%", "turnover/d": "0.01", "exposure": "100.0%",
                  "costs": "0.1%", "bars": "40,000"}  # fmt: skip
     assert b["CAGR"] == "—" and b["Sharpe"] == "—" and b["return"] == "+2.0%" and b["hit rate"] == "—"
+
+
+def test_new_measures_and_files_from_before_them():
+    assert interval([0.1234, -2.5]) == "[+0.12, -2.50]" and interval(None) == "—" and interval([None, 1.0]) == "—"
+    rows = {"s": {"return": 0.5, "cagr": 0.2, "sharpe": 1.0, "sharpe_ci": [-0.5, 2.5], "sortino": 1.4,
+                  "calmar": 0.7, "max_drawdown": 0.3, "psr": 0.91, "dsr": 0.42, "skew": -0.31, "kurtosis": 7.04,
+                  "bars": 9000}}  # fmt: skip
+    f = metric_frame(rows, "strategy")
+    assert f.columns == ["strategy", "return", "CAGR", "Sharpe", "Sharpe 95% CI", "Sortino", "Calmar", "max DD",
+                         "PSR", "DSR", "skew", "kurtosis", "bars"]  # fmt: skip
+    assert f.row(0)[1:] == ("+50.0%", "+20.0%", "1.00", "[-0.50, +2.50]", "1.40", "0.70", "30.0%", "0.91", "0.42",
+                            "-0.31", "7.0", "9,000")  # fmt: skip
+    # a backtest.json written before CAGR had its name still shows it under CAGR
+    old = metric_frame({"s": {"return": 0.5, "annual_return": 0.2}}, "strategy")
+    assert old.columns == ["strategy", "return", "CAGR"] and old["CAGR"][0] == "+20.0%"

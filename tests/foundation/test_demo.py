@@ -36,7 +36,7 @@ def test_demo_end_to_end_on_a_small_slice(tmp_path, monkeypatch, capsys):
     assert "| hope |" in printed and "continuum dashboard --lake" in printed.replace(
         "/continuum dashboard", "continuum dashboard"
     )
-    for f in ("report.md", "demo.png", "equity.png", "backtest.json", "equity.parquet"):
+    for f in ("report.md", "demo.png", "equity.png", "tearsheet.png", "backtest.json", "equity.parquet"):
         assert (out / f).stat().st_size > 0, f
     sig = Lake(lake).read("signal")
     assert set(sig["symbol"]) == {"BTC/USDT", "ETH/USDT"} and set(sig["model"]) == {"hope"}

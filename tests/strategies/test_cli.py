@@ -14,6 +14,7 @@ from strategies.positions import STRATEGIES
 SLICE = ["--symbols", "BTC/USDT,ETH/USDT", "--start", "2019-01-01", "--end", "2019-05-01"]
 SLICE += ["--pretrain-until", "2019-02-15", "--quiet"]
 KEYS = {"return", "sharpe", "max_drawdown", "hit_rate", "turnover"}
+MEASURES = {"cagr", "sortino", "calmar", "costs", "psr", "dsr", "sharpe_ci", "skew", "kurtosis"}  # issue 13
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +29,24 @@ def test_writes_every_output_in_the_dashboard_contract(run_dir):
     doc = json.loads((run_dir / "backtest.json").read_text())
     assert set(doc["strategies"]) == set(STRATEGIES) >= {"buy_and_hold", "signal_tanh", "mv_partial", "mv_band"}
     for s in doc["strategies"].values():
-        assert set(s["total"]) >= KEYS
+        assert set(s["total"]) >= KEYS | MEASURES
         assert list(s["per_regime"]) == ["2019 recovery"]  # the slice lies inside one regime
-        assert set(s["per_regime"]["2019 recovery"]) >= KEYS
+        assert set(s["per_regime"]["2019 recovery"]) >= KEYS | MEASURES
+    bh = doc["strategies"]["buy_and_hold"]["total"]
+    assert 0 <= bh["dsr"] <= bh["psr"] <= 1 and bh["sharpe_ci"][0] < bh["sharpe"] < bh["sharpe_ci"][1]
+    assert doc["trials"]["n"] == doc["trials"]["in_run"] == len(STRATEGIES) and doc["trials"]["declared"] is None
     assert doc["range"]["start"].startswith("2019-02-15T00:00")  # trading starts at the pre-training cut
     assert doc["assumptions"]["fee_bps"] == 10 and doc["assumptions"]["slippage_bps"] == 2
     sig = doc["strategies"]["signal_tanh"]["total"]
     assert sig["turnover"] > 0.1 and sig["costs"] > 0  # the model's forecasts did drive trades
     eq = pl.read_parquet(run_dir / "equity.parquet")
-    assert eq.schema == {"ts": pl.Int64, "strategy": pl.String, "equity": pl.Float64}
+    assert eq.schema == {
+        "ts": pl.Int64, "strategy": pl.String, "equity": pl.Float64, "turnover": pl.Float64, "cost": pl.Float64,
+    }  # fmt: skip
+    for name, part in eq.group_by("strategy"):  # per bar, the trades' turnover and cost add up to the totals
+        t = doc["strategies"][name[0]]["total"]
+        assert part["cost"].sum() == pytest.approx(t["costs"]) and part["turnover"][-1] == 0.0
+        assert part["turnover"].sum() / (t["bars"] / 24) == pytest.approx(t["turnover"])
     first = eq.group_by("strategy").agg(pl.col("equity").first(), pl.col("ts").first())
     assert (first["equity"] == 1.0).all()
     last = eq.group_by("strategy").agg(pl.col("equity").last()).sort("strategy")
@@ -45,7 +55,9 @@ def test_writes_every_output_in_the_dashboard_contract(run_dir):
     report = (run_dir / "report.md").read_text()
     for needle in ("## Totals", "## Per regime", "2019 recovery", "fills: at the close", "fee bps: 10.0", "slippage"):
         assert needle in report
-    assert (run_dir / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("equity.png", "tearsheet.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![tearsheet](tearsheet.png)" in report and "## Is the Sharpe ratio luck?" in report
     sigs = pl.read_parquet(run_dir / "signals.parquet")
     assert sigs["ts"].min() >= 1550188800000 and (sigs["vol_24h"] > 0).all()
     assert sigs.select(pl.col(pl.Float64).is_nan().any()).sum_horizontal().item() == 0
@@ -60,9 +72,14 @@ def test_saved_signals_reproduce_the_run_and_fees_only_cost(run_dir, tmp_path):
     base = json.loads((run_dir / "backtest.json").read_text())["strategies"]
     again = tmp_path / "again"
     sig = str(run_dir / "signals.parquet")
-    assert main(["backtest", "--out", str(again), "--signals", sig, *SLICE]) == 0
+    assert main(["backtest", "--out", str(again), "--signals", sig, "--trials", "100", *SLICE]) == 0
     full = json.loads((again / "backtest.json").read_text())
     assert full["model"] == "river_linear" and "read from" in full["source"]
+    # 100 variants tried (declared), not just the strategies of the run: the same Sharpe ratios, deflated further
+    assert (full["trials"]["n"], full["trials"]["in_run"], full["trials"]["declared"]) == (100, len(STRATEGIES), 100)
+    for name in base:
+        if base[name]["total"]["dsr"] is not None:
+            assert full["strategies"][name]["total"]["dsr"] < base[name]["total"]["dsr"], name
     doc = full["strategies"]
     for name in base:
         for k in KEYS:
@@ -134,3 +151,8 @@ def test_help_teaches_with_examples():
         assert needle in text
     for name in STRATEGIES:  # every strategy is explained in the epilog
         assert f"\n  {name} " in text, name
+
+
+def test_trials_must_count_at_least_one(tmp_path, capsys):
+    assert main(["backtest", "--out", str(tmp_path), "--trials", "0", *SLICE]) == 2
+    assert "--trials must be at least 1" in capsys.readouterr().err
