@@ -99,6 +99,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "you tried, also in earlier runs (other models, parameters, fees, periods); default: the strategies "
         "in this run",
     )
+    p.add_argument(
+        "--trials-sharpe-std",
+        type=float,
+        metavar="S",
+        default=None,
+        help="standard deviation of the annualised Sharpe ratios of all the variants counted in --trials (the V "
+        "of the deflated Sharpe ratio); default: measured across the strategies in this run",
+    )
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -125,6 +133,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UserError(f"--capital must be a positive amount of the quote currency, got {args.capital}")
     if not 0 <= args.rebalance_band < 1:
         raise UserError("--rebalance-band must be within 0..1 (a weight, e.g. 0.02)")
+    if args.trials_sharpe_std is not None and not 0 <= args.trials_sharpe_std < 100:
+        raise UserError(f"--trials-sharpe-std must be within 0..100 (annualised Sharpe), got {args.trials_sharpe_std}")
     if args.trials is not None and args.trials < 1:
         raise UserError(f"--trials must be at least 1 (the number of variants tried), got {args.trials}")
     strategies = split_list(args.strategies) or list(STRATEGIES)
@@ -157,6 +167,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             impact_k=args.impact_k,
             capital=args.capital,
             trials=args.trials,
+            trials_sharpe_std=args.trials_sharpe_std,
         )
     except ValueError as e:
         raise UserError(f"backtest: {e}") from None

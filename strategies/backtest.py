@@ -194,6 +194,7 @@ def backtest_from_preds(
     band: float = DEFAULT_BAND,
     strategies: list[str] | None = None,
     trials: int | None = None,
+    trials_sharpe_std: float | None = None,
     impact_k: float = 0.0,
     capital: float = 1_000_000.0,
 ) -> tuple[dict, pl.DataFrame]:
@@ -204,7 +205,8 @@ def backtest_from_preds(
     the trade at the close of ``ts``) that the tearsheet and the dashboard read. Every strategy, the benchmark
     included, starts at the first bar with a forecast, so they are comparable. Forecasts on bars whose
     features are undefined (``fp.mask`` False: gaps, warm-up) are ignored. ``trials``: how many variants were
-    tried in all (:func:`strategies.metrics.deflate`), for the deflated Sharpe ratio.
+    tried in all and ``trials_sharpe_std`` the spread of their annualised Sharpe ratios
+    (:func:`strategies.metrics.deflate`), for the deflated Sharpe ratio.
     """
     preds = np.where(fp.mask[..., None], preds, np.nan)  # a forecast from undefined features is no forecast
     start = first_forecast(preds)
@@ -227,7 +229,7 @@ def backtest_from_preds(
             "per_regime": M.per_regime(res.times, res.net, res.exposure, res.turnover, res.cost, regimes, res.gross),
         }
         frames.append(equity_frame(name, res))
-    doc["trials"] = M.deflate(doc["strategies"], trials)
+    doc["trials"] = M.deflate(doc["strategies"], trials, trials_sharpe_std)
     iso = [str(np.datetime64(int(t), "ms")) + "Z" for t in (fp.times[start], fp.times[-1])]
     doc["range"] = {"start": iso[0], "end": iso[1], "symbols": list(fp.symbols)}
     doc["regimes"] = [r.to_dict() for r in regimes]

@@ -105,7 +105,7 @@ def summarise(
     return out
 
 
-def deflate(strategies: dict[str, dict], declared: int | None = None) -> dict:
+def deflate(strategies: dict[str, dict], declared: int | None = None, declared_std: float | None = None) -> dict:
     """Fill in ``dsr`` in the total and every regime of each strategy; return the ``trials`` block.
 
     ``strategies`` is ``backtest.json``'s ``{name: {"total": {...}, "per_regime": {regime: {...}}}}``. The
@@ -113,7 +113,10 @@ def deflate(strategies: dict[str, dict], declared: int | None = None) -> dict:
     models, parameters, fees, earlier runs): a total can only be larger than what one run shows. The variance
     of the trials' Sharpe ratios is measured across the strategies here, stretch by stretch; with a single
     strategy it falls back to the sampling variance of a Sharpe estimate, 1 / (bars - 1), what skill-less
-    trials would scatter by. Deflating needs only the JSON figures, so a reader can redo it with another N.
+    trials would scatter by. ``declared_std`` (annualised, like ``sharpe``) replaces that measured spread
+    with the standard deviation of the Sharpe ratios of *every* variant tried (Bailey & López de Prado's V is
+    the variance across the trials of the search, not across the unrelated strategies one report shows).
+    Deflating needs only the JSON figures, so a reader can redo it with another N.
     """
     in_run = len(strategies)
     n_trials = max(in_run, declared or 0)
@@ -122,7 +125,9 @@ def deflate(strategies: dict[str, dict], declared: int | None = None) -> dict:
     def one(stretches: list[dict]) -> dict:
         srs = [s["sharpe"] / scale for s in stretches if s.get("sharpe") is not None]
         bars = max((s.get("bars") or 0 for s in stretches), default=0)
-        if len(srs) >= 2:
+        if declared_std is not None:
+            var, source = (declared_std / scale) ** 2, "declared: the Sharpe ratios of every variant tried"
+        elif len(srs) >= 2:
             var, source = float(np.var(srs, ddof=1)), "the Sharpe ratios of the strategies in this run"
         else:
             var, source = (1.0 / (bars - 1) if bars > 1 else 0.0), "sampling noise of one Sharpe estimate"
@@ -139,6 +144,7 @@ def deflate(strategies: dict[str, dict], declared: int | None = None) -> dict:
         "n": n_trials,
         "in_run": in_run,
         "declared": declared,
+        "declared_sharpe_std": declared_std,
         "total": one([v["total"] for v in strategies.values()]),
         "per_regime": {
             r: one([v["per_regime"][r] for v in strategies.values() if r in v.get("per_regime", {})]) for r in regimes

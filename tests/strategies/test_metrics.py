@@ -129,6 +129,14 @@ def test_deflate_counts_every_strategy_and_the_declared_trials():
     fewer = doc()
     assert deflate(fewer, declared=2)["n"] == 3
     assert fewer["good"]["total"]["dsr"] == pytest.approx(good["dsr"])
+    # the spread of every variant's Sharpe ratio, declared (annualised), replaces the one measured in the run
+    wide, narrow = doc(), doc()
+    tw = deflate(wide, declared=110, declared_std=0.75)
+    deflate(narrow, declared=110, declared_std=0.25)
+    assert tw["total"]["variance_from"].startswith("declared") and tw["total"]["sharpe_std"] == pytest.approx(0.75)
+    v = (0.75 / scale) ** 2
+    assert wide["good"]["total"]["dsr"] == pytest.approx(deflated_sharpe_ratio(sr, 2000, skew, exk, 110, v))
+    assert wide["good"]["total"]["dsr"] < narrow["good"]["total"]["dsr"]
 
 
 def test_deflate_with_one_strategy_uses_the_sampling_noise():
