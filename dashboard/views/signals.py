@@ -31,27 +31,34 @@ vol_thr = st.sidebar.number_input(
     "24h volatility forecast ≥ (%)", min_value=0.0, value=5.0, step=0.5, help="std-dev of the next-24h log return"
 )
 
-latest = (
-    sig.sort("ts")
-    .group_by("symbol")
-    .last()
-    .sort("symbol")
-    .with_columns((pl.col("ret_24h") / pl.col("ret_24h_std")).alias("z_24h"))
-    .with_columns(
-        pl.when(pl.col("ret_24h") > 0).then(pl.lit("▲ up")).otherwise(pl.lit("▼ down")).alias("direction"),
-        ((pl.col("z_24h").abs() >= z_thr) | (pl.col("vol_24h") * 100 >= vol_thr)).alias("alert"),
-    )
+latest = sig.sort("ts").group_by("symbol").last().sort("symbol")
+for col, dtype in (("direction", pl.String), ("weight", pl.Float64), ("confidence", pl.Float64)):
+    if col not in latest.columns:  # signals written before the feed's v2 fields (schema v1)
+        latest = latest.with_columns(pl.lit(None, dtype).alias(col))
+latest = latest.with_columns((pl.col("ret_24h") / pl.col("vol_24h")).alias("z_24h")).with_columns(
+    # the feed's side of the target weight; v1 rows have none, so the forecast's sign stands in
+    pl.when(pl.col("direction").is_not_null() & (pl.col("direction") != ""))
+    .then(pl.col("direction"))
+    .otherwise(pl.when(pl.col("ret_24h") > 0).then(pl.lit("up")).otherwise(pl.lit("down")))
+    .alias("side"),
+    ((pl.col("z_24h").abs() >= z_thr) | (pl.col("vol_24h") * 100 >= vol_thr)).alias("alert"),
 )
 as_of = latest["time"].max()
-st.caption(f"Model **{model}** — latest bar {as_of:%Y-%m-%d %H:%M} UTC; forecasts are log returns, ± one std.")
+st.caption(
+    f"Model **{model}** — latest bar {as_of:%Y-%m-%d %H:%M} UTC. Forecasts are log returns; the 24h forecast's "
+    "± one std *is* the volatility forecast, so it has one column. Side, target weight (share of equity) and "
+    "confidence come from the signal feed (docs/signals.md); rows written before the feed "
+    "had them show the forecast's sign and no weight."
+)
 table = latest.select(
     "symbol",
     pl.col("time").alias("bar (UTC)"),
-    "direction",
+    "side",
+    (pl.col("weight") * 100).alias("weight %"),
+    (pl.col("confidence") * 100).alias("confidence %"),
     (pl.col("ret_1h") * 100).alias("1h %"),
     (pl.col("ret_1h_std") * 100).alias("± 1h %"),
     (pl.col("ret_24h") * 100).alias("24h %"),
-    (pl.col("ret_24h_std") * 100).alias("± 24h %"),
     (pl.col("vol_24h") * 100).alias("vol 24h %"),
     pl.col("z_24h").alias("z 24h"),
     "regime",
@@ -73,7 +80,7 @@ for r in hits.iter_rows(named=True):
         why.append(f"24h forecast {r['ret_24h'] * 100:+.2f}% is {abs(r['z_24h']):.2f} std from zero")
     if r["vol_24h"] * 100 >= vol_thr:
         why.append(f"24h volatility forecast {r['vol_24h'] * 100:.2f}%")
-    st.warning(f"**{r['symbol']}** {r['direction']}: " + "; ".join(why))
+    st.warning(f"**{r['symbol']}** {r['side']}: " + "; ".join(why))
 
 st.subheader("Forecasts over time")
 c1, c2 = st.columns([1, 2])

@@ -43,11 +43,36 @@ def test_signals_page_shows_latest_forecast_per_asset(dash_env):
     last = sig.filter(pl.col("symbol") == sym).sort("ts").row(-1, named=True)
     row = table[table["symbol"] == sym].iloc[0]
     assert row["24h %"] == pytest.approx(last["ret_24h"] * 100)
-    assert row["± 24h %"] == pytest.approx(last["ret_24h_std"] * 100)
+    assert "± 24h %" not in table.columns  # it would repeat "vol 24h %": a 24h forecast's std is the vol forecast
+    assert row["side"] in ("up", "down") and row["weight %"] != row["weight %"]  # v1 rows: the sign, no weight
     assert len(at.get("vega_lite_chart")) == 2
     # tightening the threshold to 0 raises an alert for every asset
     at.sidebar.number_input[0].set_value(0.0).run()
     assert len(at.warning) == 2
+
+
+def test_signals_page_shows_the_feeds_side_weight_and_confidence(dash_env, tmp_path, monkeypatch):
+    import shutil
+
+    from continuum.schema import Signal
+
+    lake_dir = tmp_path / "lake"
+    shutil.copytree(dash_env["lake"], lake_dir)
+    lake = Lake(lake_dir)
+    last = lake.read("signal").filter(pl.col("symbol") == "ETH/USDT").sort("ts").row(-1, named=True)
+    newer = Signal(
+        model=last["model"], exchange=last["exchange"], symbol="ETH/USDT", ts=last["ts"] + 3_600_000,
+        ret_1h=0.001, ret_24h=-0.02, vol_24h=0.04, ret_1h_std=0.04 / 24**0.5, ret_24h_std=0.04, regime="calm",
+        direction="short", weight=-0.05, confidence=0.38,
+    )  # fmt: skip
+    lake.append_events([newer])
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(lake_dir))
+    table = _page().dataframe[0].value
+    eth = table[table["symbol"] == "ETH/USDT"].iloc[0]
+    assert (eth["side"], eth["weight %"], eth["confidence %"]) == ("short", pytest.approx(-5.0), pytest.approx(38.0))
+    assert eth["24h %"] == pytest.approx(-2.0) and eth["vol 24h %"] == pytest.approx(4.0)
+    btc = table[table["symbol"] == "BTC/USDT"].iloc[0]  # still v1 rows only
+    assert btc["side"] in ("up", "down")
 
 
 def test_memory_page_plots_every_activity_key(dash_env):
