@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 
-from commands.options import config_option
+from commands.options import add_metrics_option, config_option
 from continuum.config import Config
 from continuum.errors import UserError
 
@@ -78,6 +78,7 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-block", type=int, help="start here when the lake has nothing newer (default: the head)")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between polls (HTTP) or fallback wake-ups (ws)")
     p.add_argument("--max-polls", type=int, help="stop after this many polls (default: run until Ctrl-C)")
+    add_metrics_option(p)
 
 
 def _settings(args: argparse.Namespace, cfg: Config) -> tuple[str, str, int, list[str] | None]:
@@ -141,6 +142,7 @@ def run_backfill(args: argparse.Namespace, cfg: Config) -> int:
 
 def run_stream(args: argparse.Namespace, cfg: Config) -> int:
     from continuum.bus_factory import make_bus
+    from continuum.metrics import from_port
     from continuum.redact import redact_logging
     from ingest.chain import ChainFollower, Rpc
 
@@ -149,16 +151,26 @@ def run_stream(args: argparse.Namespace, cfg: Config) -> int:
     redact_logging(rpc_url)  # web3 logs the URL it connects to
     rpc = Rpc(rpc_url)
     bus = make_bus(cfg)
+    metrics = from_port(args.metrics_port)
+    publish = bus.publish
+    if metrics is not None:
+
+        def publish(ev, _publish=bus.publish):
+            _publish(ev)
+            metrics.count("continuum_events", topic=ev.TOPIC, direction="out")
+
     follower = ChainFollower(
         rpc,
         chain=chain,
         lake=_lake(args, cfg),
-        publish=bus.publish,
+        publish=publish,
         flush=bus.flush,
         confirmations=conf,
         from_block=args.from_block,
         addresses=addrs,
     )
+    if metrics is not None:
+        metrics.counter_from("continuum_reconnects", lambda: follower.reconnects, source="chain")
     print(f"following {chain} at {rpc.shown_url} from block {follower.next_block} ({conf} confirmations); Ctrl-C stops")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: (stop.set(), rpc.wake()))
@@ -169,6 +181,8 @@ def run_stream(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         bus.flush()
         rpc.close()
+        if metrics is not None:
+            metrics.close()
     print(f"stopped; next block {follower.next_block}")
     return 0
 

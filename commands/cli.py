@@ -22,6 +22,7 @@ from commands import (
     evaluate,
     forensics,
     learn,
+    live,
     market,
     pretrain,
     scheduler,
@@ -48,6 +49,11 @@ COMMANDS: dict[str, Any] = {
     ),
     "pretrain": (pretrain.add_arguments, pretrain.run, "meta-learn Hope's initial states and projections on history"),
     "learn": (learn.add_arguments, learn.run, "consume candles from the bus, learn online, publish signals"),
+    "live": (
+        live.add_arguments,
+        live.run,
+        "live monitoring on one machine: exchange (or --replay) -> learner -> signals, lake, dashboard",
+    ),
     "signals": (
         signals.add_arguments,
         signals.run,
@@ -115,6 +121,7 @@ COMMANDS: dict[str, Any] = {
 EPILOG = """\
 examples:
   continuum demo                                   # bundled Binance history -> Hope -> signals + report
+  continuum live --replay --speed 3600             # the live pipeline on replayed history, with the dashboard
   continuum signals --format json                  # the latest signal of every asset in the lake
   continuum evaluate --out out/eval --symbols BTC/USDT,ETH/USDT
   continuum backfill market --exchange binance --symbols BTC/USDT --since 2024-01-01
@@ -162,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # `continuum live` starts its roles with it
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0

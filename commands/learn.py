@@ -10,7 +10,7 @@ import argparse
 import signal
 import sys
 
-from commands.options import config_option, split_list
+from commands.options import add_metrics_option, config_option, split_list
 from continuum.config import Config
 from continuum.errors import UserError
 
@@ -30,12 +30,20 @@ Read the latest ones with `continuum signals`.
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_learner_options(p)
+    p.add_argument("--max-bars", type=int, default=None, help="stop after processing N bars (tests)")
+    p.add_argument("--idle-exit", type=float, default=None, help="stop after S seconds without a new candle")
+    add_metrics_option(p)
+
+
+def add_learner_options(p: argparse.ArgumentParser, group: str = "learner") -> None:
+    """The learner's options, shared with ``continuum live``."""
     config_option(p, "--symbols", key="exchange.symbols", help="comma-separated symbols (default [exchange].symbols)")
     config_option(
         p, "--exchange", key="exchange.name", help="exchange of the candles to consume (default [exchange].name)"
     )
     config_option(p, "--timeframe", key="exchange.timeframe", help="bar timeframe (default [exchange].timeframe)")
-    p.add_argument("--group", default="learner", help="consumer group (default %(default)s)")
+    p.add_argument("--group", default=group, help="consumer group (default %(default)s)")
     config_option(
         p, "--pretrained", key="learner.pretrained", help="`continuum pretrain` checkpoint ([learner].pretrained)"
     )
@@ -49,8 +57,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--wait", type=float, default=120.0, help="seconds to wait for late symbols before masking them (default 120)"
     )
-    p.add_argument("--max-bars", type=int, default=None, help="stop after processing N bars (tests)")
-    p.add_argument("--idle-exit", type=float, default=None, help="stop after S seconds without a new candle")
     p.add_argument("--no-lake", action="store_true", help="publish signals to the bus only")
     p.add_argument(
         "--onchain",
@@ -62,9 +68,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    from continuum.bus_factory import make_bus
+    from continuum.metrics import from_port
+
+    if args.max_bars is not None and args.max_bars < 1:
+        raise UserError("--max-bars must be >= 1")
+    metrics = from_port(args.metrics_port)
+    bus = make_bus(cfg)
+    svc = build_service(args, cfg, bus, metrics=metrics)
+    signal.signal(signal.SIGTERM, svc.stop)
+    try:
+        svc.run(max_bars=args.max_bars, idle_exit_s=args.idle_exit)
+    finally:
+        bus.close()
+        if metrics is not None:
+            metrics.close()
+    return 0
+
+
+def build_service(args: argparse.Namespace, cfg: Config, bus, metrics=None, resume_offsets: bool = True):
+    """The :class:`~learner.service.LearnerService` these options describe, on ``bus`` (``continuum live`` too)."""
     import torch
 
-    from continuum.bus_factory import make_bus
     from continuum.lake import Lake
     from learner.device import pick_device
     from learner.features import feature_names
@@ -77,8 +102,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     symbols = split_list(cfg.exchange.symbols)
     if not symbols:
         raise UserError("--symbols: name at least one symbol")
-    if args.max_bars is not None and args.max_bars < 1:
-        raise UserError("--max-bars must be >= 1")
     device = pick_device(cfg.learner.device)
     if not cfg.learner.pretrained:
         print(
@@ -93,8 +116,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             f"the model expects {model.cfg.n_features} features, these inputs give "
             f"{len(feature_names(onchain))}: pre-train with the same --onchain source"
         )
-    bus = make_bus(cfg)
-    svc = LearnerService(
+    return LearnerService(
         bus,
         model,
         symbols,
@@ -111,10 +133,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         verbose=args.verbose,
         onchain=onchain,
         positions=feed_rule(),  # each signal's weight and direction: the feed's rule, its book checkpointed
+        metrics=metrics,
+        resume_offsets=resume_offsets,
     )
-    signal.signal(signal.SIGTERM, svc.stop)
-    try:
-        svc.run(max_bars=args.max_bars, idle_exit_s=args.idle_exit)
-    finally:
-        bus.close()
-    return 0

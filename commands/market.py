@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 
-from commands.options import config_option
+from commands.options import add_metrics_option, config_option
 from continuum.config import Config
 from continuum.errors import UserError
 from continuum.timeframes import date_ms, from_ms
@@ -95,6 +95,7 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trades", action="store_true", help="also stream public trades (watch_trades)")
     parser.add_argument("--max-bars", type=int, metavar="N", help="stop after N closed bars per symbol")
     parser.add_argument("--quiet", action="store_true", help="do not print each closed bar")
+    add_metrics_option(parser)
 
 
 def _resolve(cfg: Config) -> tuple[str, list[str], str]:
@@ -172,6 +173,7 @@ def run_stream(args: argparse.Namespace, cfg: Config) -> int:
     import ccxt
 
     from continuum.bus_factory import make_bus
+    from continuum.metrics import from_port
     from continuum.redact import redact_logging
     from ingest.market import MarketStream, check_symbols, check_timeframe, connect
 
@@ -207,6 +209,8 @@ def run_stream(args: argparse.Namespace, cfg: Config) -> int:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, stop.set)
             stream = MarketStream(ex, bus, syms, timeframe, trades=args.trades, since_ms=since, on_candle=on_candle)
+            if metrics is not None:
+                observe_stream(metrics, stream)
             stats = await stream.run(stop)
             print(
                 f"published {stats.published_candles} candles ({stats.filled_candles} from REST after gaps), "
@@ -219,4 +223,17 @@ def run_stream(args: argparse.Namespace, cfg: Config) -> int:
             bus.close()
         return 0
 
-    return asyncio.run(main())
+    metrics = from_port(args.metrics_port)
+    try:
+        return asyncio.run(main())
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def observe_stream(metrics, stream) -> None:
+    """A market stream's counters as metrics: candles and trades published, reconnects."""
+    st = stream.stats
+    metrics.counter_from("continuum_events", lambda: st.published_candles, topic="market.candles", direction="out")
+    metrics.counter_from("continuum_events", lambda: st.published_trades, topic="market.trades", direction="out")
+    metrics.counter_from("continuum_reconnects", lambda: st.reconnects, source="market")

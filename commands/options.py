@@ -30,6 +30,17 @@ def overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
     return [(flag, key, getattr(args, dest)) for flag, key, dest in getattr(args, _KEYS, ())]
 
 
+def add_metrics_option(p: argparse.ArgumentParser) -> None:
+    """``--metrics-port``: serve Prometheus metrics (continuum/metrics.py) on 127.0.0.1:PORT; off by default."""
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (off by default; 9464 is customary)",
+    )
+
+
 def split_list(s: str | None) -> list[str] | None:
     """``"A/B, C/D"`` -> ``["A/B", "C/D"]``; ``None`` or empty -> ``None``."""
     out = [x.strip() for x in (s or "").split(",") if x.strip()]

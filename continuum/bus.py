@@ -85,6 +85,11 @@ class Consumer(ABC):
     def assignment(self) -> list[tuple[str, int]]:
         return []
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the end of each assigned partition, as far as this consumer knows
+        (``{(topic, partition): n}``; a partition whose end is not known yet is left out)."""
+        return {}
+
     @abstractmethod
     def seek(self, offsets: dict[tuple[str, int], int]) -> None:
         """Make the next poll of each given (assigned) partition start at ``offset``.
@@ -152,6 +157,7 @@ class EmbeddedBus(Bus):
         self._logs: dict[tuple[str, int], list[tuple[str, bytes]]] = defaultdict(list)
         self._committed: dict[tuple[str, tuple[str, int]], int] = {}
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # consumers in other threads wait on it in poll
 
     def publish(self, event: Event, topic: str | None = None) -> None:
         topic = topic or event.TOPIC
@@ -160,6 +166,12 @@ class EmbeddedBus(Bus):
     def publish_raw(self, topic: str, key: str, value: bytes) -> None:
         with self._lock:
             self._logs[(topic, partition_for(key, self.partitions))].append((key, value))
+            self._arrived.notify_all()
+
+    def wait(self, ready: Callable[[], bool], timeout_s: float) -> None:
+        """Block until ``ready()`` (checked on every publish) or ``timeout_s`` passes."""
+        with self._arrived:
+            self._arrived.wait_for(ready, timeout_s)
 
     def flush(self) -> None:
         return None
@@ -191,7 +203,23 @@ class _EmbeddedConsumer(Consumer):
                 raise ValueError(f"{tp} is not assigned to this consumer")
             self._pos[tp] = max(0, int(off))
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {tp: len(self.bus._logs.get(tp, ())) - self._pos[tp] for tp in self._parts}
+
+    def __iter__(self) -> Iterator[Message]:
+        """Drains what is there now, without waiting for more."""
+        while batch := self.poll(timeout_s=0):
+            yield from batch
+
     def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
+        """What is there; with nothing to read, waits up to ``timeout_s`` for a publish (another thread's)."""
+        out = self._read(max_records)
+        if not out and timeout_s > 0:
+            self.bus.wait(lambda: any(self.lag().values()), timeout_s)
+            out = self._read(max_records)
+        return out
+
+    def _read(self, max_records: int) -> list[Message]:
         out: list[Message] = []
         for tp in self._parts:
             log = self.bus._logs.get(tp, [])

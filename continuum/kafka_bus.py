@@ -385,6 +385,16 @@ class KafkaConsumer(Consumer):
     def assignment(self) -> list[tuple[str, int]]:
         return sorted((tp.topic, tp.partition) for tp in self._c.assignment())
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """High watermark (from the last fetch response: no extra request) minus the next offset to read."""
+        out = {}
+        for tp in self._c.assignment():
+            hw = self._c.highwater(tp)
+            pos = self._pos.get((tp.topic, tp.partition))
+            if hw is not None and pos is not None:
+                out[(tp.topic, tp.partition)] = max(0, hw - pos)
+        return out
+
     def seek(self, offsets: dict[tuple[str, int], int]) -> None:
         """Next poll of each partition starts at the given offset (safe inside ``on_assign``)."""
         for (topic, partition), off in offsets.items():

@@ -50,12 +50,38 @@ from continuum.schema import Candle
 from continuum.timeframes import timeframe_ms
 
 if TYPE_CHECKING:
+    from continuum.metrics import Metrics
     from learner.signals import PositionRule
 
 DEFAULT_WINDOW = 24 * 200
 CANDLES = Candle.TOPIC
 CKPT_RE = re.compile(r"^learn-(?P<group>.+)-(?P<bar>\d{9})\.pt$")
 POSITION_FORMAT = "continuum.learn/1"
+
+
+def checkpoints_of(ckpt_dir: str | Path, group: str) -> list[Path]:
+    """A group's checkpoints in ``ckpt_dir``, oldest first (by bar index)."""
+    d = Path(ckpt_dir)
+    if not d.is_dir():
+        return []
+    found = []
+    for p in d.iterdir():
+        m = CKPT_RE.match(p.name)
+        if m and m["group"] == group:
+            found.append((int(m["bar"]), p))
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_resume_ms(ckpt_dir: str | Path, group: str) -> int | None:
+    """Open time of the next bar after a group's newest checkpoint (None without one), without a model:
+    where a source restarts when the bus does not keep the checkpoint's offsets."""
+    from learner.checkpoint import safe_load
+
+    ckpts = checkpoints_of(ckpt_dir, group)
+    if not ckpts:
+        return None
+    pos = safe_load(ckpts[-1])["position"]
+    return None if pos["t0"] < 0 else int(pos["t0"]) + int(pos["bar"]) * timeframe_ms(pos["timeframe"])
 
 
 def _say(msg: str) -> None:
@@ -84,6 +110,8 @@ class LearnerService:
         verbose: bool = False,
         onchain=None,
         positions: PositionRule | None = None,
+        metrics: Metrics | None = None,
+        resume_offsets: bool = True,
     ):
         from learner.features import MAX_HORIZON
 
@@ -96,6 +124,10 @@ class LearnerService:
         self.onchain = onchain  # an OnchainSource (learner.features): the same columns for every asset
         self.positions = positions  # target weights for the signals (learner.signals.PositionRule), or None
         self.book = None if positions is None else positions.init(len(self.symbols))
+        self.metrics = metrics  # continuum.metrics.Metrics: bars, latency, lag, checkpoint age (or None)
+        # False: the bus is not the one the checkpoint's offsets refer to (the embedded bus of a new process);
+        # the source then publishes again from resume_ms() and the consumer starts at the bus's beginning
+        self.resume_offsets = resume_offsets
         self._sym_index = {s: i for i, s in enumerate(self.symbols)}
         # state (all of it goes into the checkpoint position)
         self.bars: dict[str, dict[int, tuple[float, float, float, float, float]]] = {s: {} for s in self.symbols}
@@ -104,8 +136,10 @@ class LearnerService:
         self.next_bar = 0  # index of the next bar to process
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per partition reflected in the state
         self.restored_from: Path | None = None
+        self._restored: bool | None = None  # None: restore() not called yet
         # process-local bookkeeping
         self._arrived: dict[int, float] = {}  # bar open time -> wall time its first candle arrived
+        self._completed: dict[int, float] = {}  # bar open time -> wall time its latest candle arrived
         self._lake_buffer: list = []
         self._processed_here = 0
         self._published = 0
@@ -117,14 +151,7 @@ class LearnerService:
     # ------------------------------------------------------------------ checkpoints
     def checkpoints(self) -> list[Path]:
         """This group's checkpoints, oldest first (by bar index)."""
-        if not self.ckpt_dir.is_dir():
-            return []
-        found = []
-        for p in self.ckpt_dir.iterdir():
-            m = CKPT_RE.match(p.name)
-            if m and m["group"] == self.group:
-                found.append((int(m["bar"]), p))
-        return [p for _, p in sorted(found)]
+        return checkpoints_of(self.ckpt_dir, self.group)
 
     def restore(self) -> bool:
         """Load the newest checkpoint of this group; False (and a fresh model state) if there is none."""
@@ -134,6 +161,7 @@ class LearnerService:
         from learner.checkpoint import load_state
 
         ckpts = self.checkpoints()
+        self._restored = bool(ckpts)
         if not ckpts:
             self.model.reset(len(self.symbols))
             return False
@@ -150,7 +178,7 @@ class LearnerService:
         self.t0 = None if pos["t0"] < 0 else int(pos["t0"])
         self.next_bar = int(pos["bar"])
         self.offsets = {}
-        for k, v in pos["offsets"].items():
+        for k, v in pos["offsets"].items() if self.resume_offsets else ():
             topic, _, part = k.rpartition(":")
             self.offsets[(topic, int(part))] = int(v)
         self.first_seen = {s: int(v) for s, v in pos["first_seen"].items()}
@@ -170,6 +198,14 @@ class LearnerService:
         self._arrived = {t: now for s in self.symbols for t in self.bars[s] if t >= self._next_ts()}
         self.restored_from = path
         return True
+
+    def resume_ms(self) -> int | None:
+        """Open time of the next bar to process (after :meth:`restore`); None before the grid has started.
+
+        A source feeding a bus that does not keep the checkpointed offsets (``resume_offsets=False``)
+        publishes again from here: candles of processed bars are ignored, later ones are the same bars.
+        """
+        return None if self.t0 is None else self._next_ts()
 
     def checkpoint(self) -> Path:
         """Flush signals (bus, lake), write the whole state atomically, prune, then commit the offsets."""
@@ -207,6 +243,8 @@ class LearnerService:
         if self.consumer is not None and self.offsets:
             self.consumer.commit(dict(self.offsets))  # only now: the state that covers them is durable
         self._dirty = False
+        if self.metrics is not None:
+            self.metrics.checkpointed()
         _say(f"checkpoint bar={self.next_bar} offsets={position['offsets']} -> {path.name}")
         return path
 
@@ -217,7 +255,7 @@ class LearnerService:
 
     # ------------------------------------------------------------------ consuming
     def _on_assign(self, parts: list[tuple[str, int]]) -> None:
-        if self.restored_from is None:
+        if self.restored_from is None or not self.resume_offsets:
             return  # fresh state: the group's committed offsets (or the beginning) are right
         seek = {tp: self.offsets.get(tp, 0) for tp in parts}
         if self.consumer is None:  # an embedded consumer assigns inside its constructor
@@ -259,7 +297,9 @@ class LearnerService:
                 bars.setdefault(c.ts, value)  # late: fill a gap for later features; a processed bar stays
                 return
         bars[c.ts] = value  # not processed yet: last write wins
-        self._arrived.setdefault(c.ts, time.monotonic())
+        now = time.monotonic()
+        self._arrived.setdefault(c.ts, now)
+        self._completed[c.ts] = now
 
     def _bar_ready(self, ts: int, now: float) -> bool:
         resolved = all(ts in self.bars[s] or self._latest(s) > ts for s in self.symbols)
@@ -335,6 +375,7 @@ class LearnerService:
         from learner.signals import make_signal
         from learner.stream import run_stream
 
+        began = time.perf_counter()
         k = self.next_bar
         lo = max(0, k - self.window + 1)
         fp = build_features(self._panel(lo, k), onchain=self.onchain)
@@ -363,6 +404,14 @@ class LearnerService:
                 out.append(sig)
         for sig in out:
             self.bus.publish(sig)
+        if self.metrics is not None:
+            m = self.metrics
+            m.count("continuum_bars")
+            m.count("continuum_events", len(out), topic="signals", direction="out")
+            m.predict.observe(time.perf_counter() - began)
+            done = self._completed.get(ts)
+            if done is not None:
+                m.signal_delay.observe(time.monotonic() - done)
         self._lake_buffer.extend(out)
         self._published += len(out)
         self.next_bar = k + 1
@@ -378,16 +427,19 @@ class LearnerService:
             bars = self.bars[s]
             if bars and min(bars) < keep_from:
                 self.bars[s] = {t: v for t, v in bars.items() if t >= keep_from}
-        self._arrived = {t: a for t, a in self._arrived.items() if t >= self.t0 + self.next_bar * self.step_ms}
+        nxt = self.t0 + self.next_bar * self.step_ms
+        self._arrived = {t: a for t, a in self._arrived.items() if t >= nxt}
+        self._completed = {t: a for t, a in self._completed.items() if t >= nxt}
 
     def run(self, max_bars: int | None = None, idle_exit_s: float | None = None, poll_s: float = 0.5) -> int:
         """Consume until stopped (``max_bars`` processed, ``idle_exit_s`` without a candle, or SIGTERM).
 
         Returns the number of bars processed by this call. A clean stop checkpoints and commits.
         """
-        restored = self.restore()
+        restored = self.restore() if self._restored is None else self._restored
         if restored:
-            _say(f"restored {self.restored_from} (bar {self.next_bar}); resuming from its offsets")
+            how = "resuming from its offsets" if self.resume_offsets else "the source publishes again from that bar"
+            _say(f"restored {self.restored_from} (bar {self.next_bar}); {how}")
         else:
             _say(f"no checkpoint for group {self.group!r} in {self.ckpt_dir}: fresh state, group's committed offsets")
         self.open_consumer()
@@ -395,6 +447,8 @@ class LearnerService:
         try:
             while not self._stop and (max_bars is None or self._processed_here < max_bars):
                 batch = self.consumer.poll(timeout_s=poll_s, max_records=2000)
+                if self.metrics is not None:
+                    self._observe_consumer(len(batch))
                 for msg in batch:
                     if self.offsets.get((msg.topic, msg.partition), -1) > msg.offset:
                         continue  # already in the restored state
@@ -417,11 +471,18 @@ class LearnerService:
         )
         return self._processed_here
 
+    def _observe_consumer(self, n: int) -> None:
+        if n:
+            self.metrics.count("continuum_events", n, topic=CANDLES, direction="in")
+        self.metrics.set_lag(self.consumer.lag())
+
     def open_consumer(self):
         self._pending_seek: dict[tuple[str, int], int] = {}
         self.consumer = None
         c = self.bus.consumer([CANDLES], self.group, on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.consumer = c
+        if self.metrics is not None:
+            self.metrics.counter_from("continuum_deadletters", lambda: c.deadletters)
         if self._pending_seek:
             c.seek(self._pending_seek)
         return c

@@ -83,6 +83,7 @@ class ChainFollower:
         self.meta = RpcMetadata(rpc)
         self._blocks: dict[int, Block] = {}  # recent canonical blocks we emitted, by number
         self._final_upto = -1
+        self.reconnects = 0  # polls that failed on the network and were retried (a metric)
         self.next_block = self._resume(from_block)
 
     # ---------------------------------------------------------------- state
@@ -193,6 +194,7 @@ class ChainFollower:
                 res = self.step()
                 backoff = poll_s
             except (OSError, TimeoutError) as e:  # node restarting, network blip: retry with backoff
+                self.reconnects += 1
                 log.warning("chain node unreachable (%s); retrying in %.0fs", self.rpc.redact(str(e)), backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
