@@ -9,6 +9,7 @@ checkpointed bar, and the lake then equals an uninterrupted run: every bar's sig
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -99,10 +100,8 @@ def test_live_replay_serves_dashboard_metrics_and_stops_cleanly_then_resumes(tmp
             if line.startswith("continuum learn: bar "):
                 bar = int(line.split()[3])
             if not healthy:
-                try:
+                with contextlib.suppress(OSError):
                     healthy = urllib.request.urlopen(f"http://127.0.0.1:{dash}/_stcore/health", timeout=1).status == 200
-                except OSError:
-                    pass
             if healthy and bar >= 200:
                 break
             assert time.monotonic() < deadline, "".join(lines[-20:])
