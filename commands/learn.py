@@ -33,6 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_learner_options(p)
     p.add_argument("--max-bars", type=int, default=None, help="stop after processing N bars (tests)")
     p.add_argument("--idle-exit", type=float, default=None, help="stop after S seconds without a new candle")
+    p.add_argument(
+        "--partitioned",
+        action="store_true",
+        help="scale out: one state per partition of market.candles, so several members of --group share the "
+        "partitions (a rebalance hands a partition over through its checkpoint; --checkpoint-dir must be shared)",
+    )
     add_metrics_option(p)
 
 
@@ -73,12 +79,17 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     if args.max_bars is not None and args.max_bars < 1:
         raise UserError("--max-bars must be >= 1")
+    if args.partitioned and args.max_bars is not None:
+        raise UserError("--max-bars: not with --partitioned (use --idle-exit)")
     metrics = from_port(args.metrics_port)
     bus = make_bus(cfg)
-    svc = build_service(args, cfg, bus, metrics=metrics)
+    svc = build_service(args, cfg, bus, metrics=metrics, partitioned=args.partitioned)
     signal.signal(signal.SIGTERM, svc.stop)
     try:
-        svc.run(max_bars=args.max_bars, idle_exit_s=args.idle_exit)
+        if args.partitioned:
+            svc.run(idle_exit_s=args.idle_exit)
+        else:
+            svc.run(max_bars=args.max_bars, idle_exit_s=args.idle_exit)
     finally:
         bus.close()
         if metrics is not None:
@@ -86,16 +97,22 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def build_service(args: argparse.Namespace, cfg: Config, bus, metrics=None, resume_offsets: bool = True):
-    """The :class:`~learner.service.LearnerService` these options describe, on ``bus`` (``continuum live`` too)."""
+def build_service(
+    args: argparse.Namespace, cfg: Config, bus, metrics=None, resume_offsets: bool = True, partitioned: bool = False
+):
+    """The :class:`~learner.service.LearnerService` these options describe, on ``bus`` (``continuum live`` too);
+    with ``partitioned`` a :class:`~learner.service.PartitionedLearner` (one state per partition)."""
+    import copy
+
     import torch
 
     from continuum.lake import Lake
     from learner.device import pick_device
     from learner.features import feature_names
+    from learner.hope.online import Hope
     from learner.models import load_hope
     from learner.onchain import source_from_arg
-    from learner.service import LearnerService
+    from learner.service import LearnerService, PartitionedLearner
     from strategies.positions import feed_rule
 
     torch.set_num_threads(cfg.learner.threads)
@@ -116,13 +133,8 @@ def build_service(args: argparse.Namespace, cfg: Config, bus, metrics=None, resu
             f"the model expects {model.cfg.n_features} features, these inputs give "
             f"{len(feature_names(onchain))}: pre-train with the same --onchain source"
         )
-    return LearnerService(
-        bus,
-        model,
-        symbols,
-        exchange=cfg.exchange.name,
+    common = dict(
         timeframe=cfg.exchange.timeframe,
-        group=args.group,
         checkpoint_dir=cfg.learner.checkpoint_dir,
         checkpoint_every=cfg.learner.checkpoint_every,
         keep_checkpoints=cfg.learner.keep_checkpoints,
@@ -132,7 +144,26 @@ def build_service(args: argparse.Namespace, cfg: Config, bus, metrics=None, resu
         model_name=args.model_name,
         verbose=args.verbose,
         onchain=onchain,
+    )
+    if partitioned:  # the same meta-weights for every partition's state, each its own copy
+        return PartitionedLearner(
+            bus,
+            lambda: Hope(model.cfg, copy.deepcopy(model.net), device=device),
+            symbols,
+            cfg.exchange.name,
+            group=args.group,
+            make_positions=feed_rule,
+            metrics=metrics,
+            **common,
+        )
+    return LearnerService(
+        bus,
+        model,
+        symbols,
+        exchange=cfg.exchange.name,
+        group=args.group,
         positions=feed_rule(),  # each signal's weight and direction: the feed's rule, its book checkpointed
         metrics=metrics,
         resume_offsets=resume_offsets,
+        **common,
     )

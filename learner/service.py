@@ -42,6 +42,7 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -418,7 +419,7 @@ class LearnerService:
         self._dirty = True
         self._trim()
         if self.verbose:
-            _say(f"bar {k} ts={ts} signals={len(out)}")
+            _say(f"bar {k} ts={ts} signals={len(out)} group={self.group}")
         return out
 
     def _trim(self) -> None:
@@ -489,3 +490,135 @@ class LearnerService:
 
     def stop(self, *_args) -> None:
         self._stop = True
+
+
+class PartitionedLearner:
+    """One member of a consumer group that shares the partitions of ``market.candles`` with other members.
+
+    The unit of state is a partition: the symbols whose key (``exchange:symbol``) lands on partition k
+    form one :class:`LearnerService` with its own fast state, rolling windows, position book, bar clock
+    and checkpoints (group ``<group>.p<k>``); the meta-weights are the same for all (``make_model``). So a
+    partition's signals do not depend on which member runs it, or on how often it moved: on assignment the
+    member restores the partition's newest checkpoint and seeks the partition to the checkpoint's offset;
+    on revocation it checkpoints the partition (signals flushed, state saved) and commits its offset before
+    the partition is handed over. A member that dies leaves the partition's last checkpoint in the
+    store: the next owner resumes there and re-publishes the bars after it, identical (at-least-once on
+    the topic, exactly once in the lake).
+
+    The checkpoint store is ``checkpoint_dir``: every member must see the same one (a shared volume).
+    Cross-asset features (the market factor) and the position book are per partition: a member run over
+    all partitions gives exactly the signals of N members, not those of one :class:`LearnerService` over
+    every symbol.
+    """
+
+    def __init__(
+        self,
+        bus,
+        make_model: Callable[[], object],
+        symbols: list[str],
+        exchange: str,
+        group: str = "learner",
+        make_positions: Callable[[], PositionRule] | None = None,
+        metrics: Metrics | None = None,
+        **service_kw,
+    ):
+        from continuum.bus import partition_for
+
+        self.bus, self.make_model, self.exchange, self.group = bus, make_model, exchange, group
+        self.make_positions, self.metrics, self.service_kw = make_positions, metrics, service_kw
+        self.n_partitions = bus.partitions
+        self.by_partition: dict[int, list[str]] = {}
+        for s in symbols:
+            self.by_partition.setdefault(partition_for(f"{exchange}:{s}", self.n_partitions), []).append(s)
+        self.services: dict[tuple[str, int], LearnerService] = {}
+        self.consumer = None
+        self._pending_seek: dict[tuple[str, int], int] = {}
+        self._stop = False
+        self.processed = 0
+
+    def _service(self, partition: int) -> LearnerService:
+        return LearnerService(
+            self.bus,
+            self.make_model(),
+            self.by_partition[partition],
+            self.exchange,
+            group=f"{self.group}.p{partition}",
+            positions=None if self.make_positions is None else self.make_positions(),
+            metrics=self.metrics,
+            **self.service_kw,
+        )
+
+    def _on_assign(self, parts: list[tuple[str, int]]) -> None:
+        seek = {}
+        for tp in parts:
+            if tp[1] not in self.by_partition or tp in self.services:
+                continue  # none of our symbols live there
+            svc = self._service(tp[1])
+            svc.consumer = self.consumer
+            if svc.restore():
+                seek[tp] = svc.offsets.get(tp, 0)
+            self.services[tp] = svc
+        if self.consumer is None:  # an embedded consumer assigns inside its constructor
+            self._pending_seek.update(seek)
+        elif seek:
+            self.consumer.seek(seek)
+        mine = sorted(p for _, p in self.services)
+        _say(f"group {self.group}: assigned partitions {sorted(p for _, p in parts)}; running {mine}")
+        for tp, off in sorted(seek.items()):
+            _say(f"partition {tp[1]}: restored bar {self.services[tp].next_bar}, seeking to offset {off}")
+
+    def _on_revoke(self, parts: list[tuple[str, int]]) -> None:
+        for tp in parts:
+            svc = self.services.pop(tp, None)
+            if svc is not None and svc._dirty:
+                svc.consumer = self.consumer
+                svc.checkpoint()  # its partition's offset is committed before the partition goes
+        _say(f"group {self.group}: revoked partitions {sorted(p for _, p in parts)}")
+
+    def run(self, idle_exit_s: float | None = None, poll_s: float = 0.5) -> int:
+        """Consume until stopped (``idle_exit_s`` without a candle, or :meth:`stop`); returns bars processed."""
+        self._pending_seek = {}
+        self.consumer = None
+        c = self.bus.consumer([CANDLES], self.group, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.consumer = c
+        for svc in self.services.values():
+            svc.consumer = c
+        if self._pending_seek:
+            c.seek(self._pending_seek)
+        if self.metrics is not None:
+            self.metrics.counter_from("continuum_deadletters", lambda: c.deadletters)
+        last_msg = time.monotonic()
+        try:
+            while not self._stop:
+                batch = c.poll(timeout_s=poll_s, max_records=2000)
+                if self.metrics is not None:
+                    if batch:
+                        self.metrics.count("continuum_events", len(batch), topic=CANDLES, direction="in")
+                    self.metrics.set_lag(c.lag())
+                for msg in batch:
+                    svc = self.services.get((msg.topic, msg.partition))
+                    if svc is None or svc.offsets.get((msg.topic, msg.partition), -1) > msg.offset:
+                        continue  # not ours (a revoked partition's leftovers) or already in the restored state
+                    svc.ingest(msg)
+                if batch:
+                    last_msg = time.monotonic()
+                for svc in list(self.services.values()):
+                    self.processed += svc.process_ready()
+                if not batch:
+                    self.bus.flush()
+                    for svc in self.services.values():
+                        svc._flush_lake()
+                    if idle_exit_s is not None and time.monotonic() - last_msg >= idle_exit_s:
+                        break
+            for svc in self.services.values():
+                if svc._dirty:
+                    svc.checkpoint()
+        finally:
+            c.close()
+        _say(f"group {self.group}: stopped after {self.processed} bars; {c.deadletters} dead letters")
+        return self.processed
+
+    def stop(self, *_args) -> None:
+        self._stop = True
+        for svc in self.services.values():
+            svc.stop()
