@@ -291,7 +291,15 @@ def _start_dashboard(args: argparse.Namespace, cfg: Config) -> subprocess.Popen:
 
 
 def _dashboard_only(args: argparse.Namespace, cfg: Config) -> int:
-    return dashboard.run(_dashboard_args(args), cfg)
+    """The dashboard role: the Streamlit child until it ends or SIGINT/SIGTERM (then it is stopped too)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    child = _start_dashboard(args, cfg)
+    while not stop.is_set() and child.poll() is None:
+        stop.wait(0.5)
+    rc = _stop_child(child, "dashboard")
+    return 0 if stop.is_set() else rc
 
 
 def _stop_child(child: subprocess.Popen, name: str, timeout_s: float = 20.0) -> int:
@@ -308,23 +316,27 @@ def _stop_child(child: subprocess.Popen, name: str, timeout_s: float = 20.0) -> 
 
 
 # ----------------------------------------------------------------------------- Kafka: one process per role
-def _role_command(args: argparse.Namespace, role: str) -> list[str]:
-    """This command line with ``--role``; metrics: the learner on ``--metrics-port``, the source on the next."""
-    argv = [a for a in getattr(args, "_argv", sys.argv[1:]) if a != "--print"]
-    extra = ["--role", role]
-    if args.metrics_port is not None and role != "learner":
-        extra = [*extra, "--metrics-port", str(args.metrics_port + 1)] if role == "source" else extra
-    return [sys.executable, "-m", "commands.cli", *argv, *extra]
+def _role_argv(args: argparse.Namespace, role: str) -> list[str]:
+    """This command line with ``--role``; metrics: the learner on ``--metrics-port``, the source on the next one."""
+    argv, skip = [], False
+    for a in getattr(args, "_argv", sys.argv[1:]):
+        if skip or a == "--print" or a.startswith("--metrics-port"):
+            skip = a == "--metrics-port"
+            continue
+        argv.append(a)
+    if args.metrics_port is not None and role != "dashboard":
+        argv += ["--metrics-port", str(args.metrics_port + (role == "source"))]
+    return [*argv, "--role", role]
 
 
 def _supervise(args: argparse.Namespace) -> int:
     """Start the roles as processes; stop them in order on SIGINT/SIGTERM or when one of them ends."""
     roles = [r for r in ROLES if not (r == "dashboard" and args.no_dashboard)]
-    cmds = {r: _role_command(args, r) for r in roles}
+    cmds = {r: _role_argv(args, r) for r in roles}
     if args.print:
-        for r, c in cmds.items():
-            print(f"# {r}\nCONTINUUM_BUS__KIND=kafka " + " ".join(_quote(a) for a in c[1:]).replace("-m ", "", 1))
-        print("# or with Docker: docker compose up (compose.yaml runs the same roles)")
+        for r, argv in cmds.items():
+            print(f"# {r}\nCONTINUUM_BUS__KIND=kafka continuum " + " ".join(_quote(a) for a in argv))
+        print("# with Docker: docker compose up (compose.yaml: market-ingest, learner, dashboard)")
         return 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -333,11 +345,11 @@ def _supervise(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     for r in ("learner", "source", "dashboard"):  # the learner first: it creates the topics and joins its group
         if r in cmds:
-            children[r] = subprocess.Popen(cmds[r], env=env)
+            children[r] = subprocess.Popen([sys.executable, "-m", "commands.cli", *cmds[r]], env=env)
             _say(f"started {r} (pid {children[r].pid})")
     failed = None
-    while not stop.is_set():
-        ended = [r for r, c in children.items() if c.poll() is not None]
+    while not stop.is_set():  # a replay source that finished (exit 0) is no reason to stop the learner
+        ended = [r for r, c in children.items() if c.poll() is not None and (c.returncode or r != "source")]
         if ended:
             failed = ended[0]
             break
