@@ -92,31 +92,96 @@ def _pipeline_consumer(bootstrap: str, topic: str, n: int, ready, out) -> None:
     bus.close()
 
 
-def run_pipeline(cfg: KafkaConfig, topic: str, events: list[Event]) -> dict:
+def _rd_pipeline_consumer(bootstrap: str, topic: str, n: int, ready, out) -> None:
+    """Child process: a librdkafka consumer in a group, strict schema decode; as ``_pipeline_consumer``."""
+    c = RdConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-rdpipe-{topic}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    c.subscribe([topic])
+    while not c.assignment():
+        c.poll(0.2)
+    ready.set()
+    got, first = 0, None
+    while got < n:
+        msgs = c.consume(num_messages=2000, timeout=1.0)
+        if msgs and first is None:
+            first = time.time()
+        for m in msgs:
+            if m.error() is None:
+                event, _reason = decode_message(m.value())
+                got += event is not None
+    out.put({"first": first, "done": time.time(), "events": got})
+    c.close()
+
+
+def _rd_producer(cfg: KafkaConfig) -> RdProducer:
+    return RdProducer(
+        {
+            "bootstrap.servers": cfg.bootstrap_servers,
+            "client.id": "bench-rdkafka",
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": cfg.linger_ms,
+            "batch.size": cfg.batch_size,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
+
+
+def run_pipeline(cfg: KafkaConfig, topic: str, events: list[Event], client: str = "lean") -> dict:
     """Producer (this process) and consumer (another process) at the same time, as a live pipeline runs:
-    the rate is events / (time from the first publish until the consumer has decoded the last one)."""
+    the rate is events / (time from the first publish until the consumer has decoded the last one).
+
+    ``client``: ``lean`` (KafkaBus, records appended to kafka-python's accumulator), ``send`` (KafkaBus
+    through ``KafkaProducer.send`` per record, as before issue 15) or ``rdkafka`` (confluent-kafka both sides).
+    """
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     ready, out = ctx.Event(), ctx.Queue()
-    child = ctx.Process(target=_pipeline_consumer, args=(cfg.bootstrap_servers, topic, len(events), ready, out))
+    target = _rd_pipeline_consumer if client == "rdkafka" else _pipeline_consumer
+    child = ctx.Process(target=target, args=(cfg.bootstrap_servers, topic, len(events), ready, out))
     child.start()
     if not ready.wait(120):
         child.kill()
         raise RuntimeError("pipeline consumer did not join its group")
-    bus = KafkaBus(cfg, partitions=PARTITIONS, create_topics=False)
-    bus.publish(events[0], topic)  # connects and fetches metadata outside the timed window
-    bus.flush()
+    if client == "rdkafka":
+        p = _rd_producer(cfg)
+        sent = [0]
+
+        def publish(e: Event) -> None:
+            key = e.partition_key()
+            p.produce(topic, encode(e), key.encode(), partition_for(key, PARTITIONS))
+            sent[0] += 1
+            if sent[0] % 10_000 == 0:  # delivery reports, as run_confluent
+                p.poll(0)
+
+        flush = p.flush  # noqa: E731
+        close = p.flush  # noqa: E731
+    else:
+        bus = KafkaBus(cfg, partitions=PARTITIONS, create_topics=False, lean=client == "lean")
+
+        def publish(e: Event) -> None:
+            bus.publish(e, topic)
+
+        flush, close = bus.flush, bus.close
+    publish(events[0])  # connects and fetches metadata outside the timed window
+    flush()
     t0 = time.time()
     for e in events[1:]:
-        bus.publish(e, topic)
-    bus.flush()
+        publish(e)
+    flush()
     produced = time.time()
     r = out.get(timeout=300)
     child.join(30)
-    bus.close()
+    close()
     n = len(events) - 1
-    return {"produce_s": produced - t0, "pipeline_s": r["done"] - t0, "events": n}
+    return {"produce_s": produced - t0, "pipeline_s": r["done"] - t0, "events": n, "consumed": r["events"]}
 
 
 def run_confluent(cfg: KafkaConfig, topic: str, events: list[Event]) -> dict:
@@ -166,6 +231,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trades", type=int, default=100_000)
     ap.add_argument("--candles", type=int, default=50_000)
+    ap.add_argument("--repeats", type=int, default=2, help="pipeline runs per client (the machine is shared)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "kafka_throughput.json"))
     args = ap.parse_args()
 
@@ -204,24 +270,34 @@ def main() -> None:
                         f"{row['consume_MB_s']:6.2f} MB/s  end-to-end {row['end_to_end_events_s']:>8,}/s",
                         flush=True,
                     )
-            for kind, n in (("trade", args.trades), ("candle", args.candles)):
-                topic = f"bench.pipe.{kind}"
-                ensure_topics(cfg, [topic], PARTITIONS)
-                r = run_pipeline(cfg, topic, make_events(kind, n + 1))
-                row = {
-                    "client": "kafka-python (KafkaBus)",
-                    "event": kind,
-                    "events": r["events"],
-                    "mode": "concurrent: producer process + consumer-group process at once",
-                    "produce_events_s": round(r["events"] / r["produce_s"]),
-                    "end_to_end_events_s": round(r["events"] / r["pipeline_s"]),
-                }
-                pipeline.append(row)
-                print(
-                    f"{kind:6} pipeline (concurrent)   produce {row['produce_events_s']:>8,}/s  "
-                    f"end-to-end {row['end_to_end_events_s']:>8,}/s (first publish -> last decoded)",
-                    flush=True,
-                )
+            names = {
+                "send": "kafka-python, send() per record",
+                "lean": "kafka-python (KafkaBus, lean append)",
+                "rdkafka": "confluent-kafka (librdkafka)",
+            }
+            for rep in range(args.repeats):
+                for kind, n in (("trade", args.trades), ("candle", args.candles)):
+                    for client in ("send", "lean", "rdkafka"):
+                        topic = f"bench.pipe.{kind}.{client}.{rep}"
+                        ensure_topics(cfg, [topic], PARTITIONS)
+                        load = os.getloadavg()
+                        r = run_pipeline(cfg, topic, make_events(kind, n + 1), client)
+                        row = {
+                            "client": names[client],
+                            "event": kind,
+                            "repeat": rep,
+                            "events": r["events"],
+                            "mode": "concurrent: producer process + consumer-group process at once",
+                            "produce_events_s": round(r["events"] / r["produce_s"]),
+                            "end_to_end_events_s": round(r["events"] / r["pipeline_s"]),
+                            "load_1m_before": round(load[0], 2),
+                        }
+                        pipeline.append(row)
+                        print(
+                            f"{kind:6} pipeline {client:8} produce {row['produce_events_s']:>8,}/s  "
+                            f"end-to-end {row['end_to_end_events_s']:>8,}/s (load {load[0]:.1f})",
+                            flush=True,
+                        )
         finally:
             broker.stop()
 
@@ -232,6 +308,14 @@ def main() -> None:
         ratios[kind] = {
             k: round(kp[k] / rd[k], 2) for k in ("produce_events_s", "consume_events_s", "end_to_end_events_s")
         }
+        for rep in range(args.repeats):  # the pipeline: KafkaBus (lean) over librdkafka, same run, same repeat
+            lean, rd = (
+                next(r for r in pipeline if r["event"] == kind and r["repeat"] == rep and r["client"] == names[c])
+                for c in ("lean", "rdkafka")
+            )
+            ratios[kind][f"pipeline_end_to_end_repeat{rep}"] = round(
+                lean["end_to_end_events_s"] / rd["end_to_end_events_s"], 2
+            )
     result = {
         "what": "events through one single-node KRaft broker on 127.0.0.1; acks=all, idempotence, schema encode/decode",
         "kafka_version": KAFKA_VERSION,

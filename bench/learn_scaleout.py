@@ -104,8 +104,10 @@ def run_members(broker, m: int, rows: list[list[Candle]], names: list[str], tag:
     time.sleep(1.0)  # the last rebalance settles
     bus = KafkaBus(cfg, partitions=PARTITIONS)
     reader = bus.consumer(["signals"], f"bench-read-{tag}")
+    deadline = time.monotonic() + 120
     while not reader.assignment():
         reader.poll(timeout_s=0.2)
+        assert time.monotonic() < deadline, "the signals reader did not join its group"
     load_before = _load()
     t0 = time.perf_counter()
     for row in rows:
