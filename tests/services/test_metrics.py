@@ -1,0 +1,83 @@
+"""`continuum stream market --metrics-port`: the Prometheus endpoint of a source, scraped over real HTTP.
+
+The stream runs as a process against the local Binance-speaking exchange (accelerated clock); the test
+scrapes /metrics while it runs, drops the exchange's websockets, and reads the candles published and the
+reconnects from the parsed exposition text. (The learner's metrics are scraped in tests/learner/test_live.py
+and tests/kafka/test_learn_group.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.learner.test_live import _port
+from tests.services.exchange_server import ExchangeServer
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = int(datetime(2024, 1, 10, tzinfo=UTC).timestamp() * 1000)
+
+
+def _scrape(port: int) -> dict[tuple, float]:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return {}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def test_stream_market_serves_events_and_reconnects(tmp_path):
+    port = _port()
+    out = (("direction", "out"), ("topic", "market.candles"))
+    with ExchangeServer(symbols=["BTC/USDT"]) as srv:
+        srv.set_clock(T0)
+        p = subprocess.Popen(
+            [
+                sys.executable, "-m", "commands.cli", "stream", "market", "--exchange", "binance",
+                "--symbols", "BTC/USDT", "--timeframe", "1h", "--exchange-url", srv.url, "--no-rate-limit",
+                "--quiet", "--metrics-port", str(port),
+            ],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while ("continuum_reconnects_total", (("source", "market"),)) not in _scrape(port):
+                assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1][-2000:]
+                time.sleep(0.2)
+            srv.start_live(T0 + 1, updates_per_bar=4, tick_s=0.02)
+            while _scrape(port).get(("continuum_events_total", out), 0) < 3:
+                assert time.monotonic() < deadline, p.communicate()[1][-2000:]
+                time.sleep(0.2)
+            srv.drop_websockets(refuse_ticks=8)
+            while _scrape(port).get(("continuum_reconnects_total", (("source", "market"),)), 0) < 1:
+                assert time.monotonic() < deadline, p.communicate()[1][-2000:]
+                time.sleep(0.2)
+            m = _scrape(port)
+            p.send_signal(signal.SIGTERM)
+            stdout, _ = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert p.returncode == 0
+    assert m[("continuum_events_total", out)] >= 3
+    assert m[("continuum_reconnects_total", (("source", "market"),))] >= 1
+    # the counters agree with what the command reports at the end
+    published = int(stdout.split("published ", 1)[1].split()[0])
+    assert published >= m[("continuum_events_total", out)]
