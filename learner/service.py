@@ -60,6 +60,44 @@ CKPT_RE = re.compile(r"^learn-(?P<group>.+)-(?P<bar>\d{9})\.pt$")
 POSITION_FORMAT = "continuum.learn/1"
 
 
+class _BarArray:
+    """Bars ``start .. start+n-1`` as one (5, capacity, B) array, appended a column at a time; old columns are
+    dropped by moving the start (the array is compacted when half of it is dropped)."""
+
+    def __init__(self, start: int, n_symbols: int, capacity: int):
+        import numpy as np
+
+        self.start, self.n, self.off = start, 0, 0
+        self.a = np.full((5, capacity, n_symbols), np.nan)
+
+    def covers(self, lo: int, hi: int) -> bool:
+        """Holds every bar from ``lo`` up to ``hi - 1`` and nothing after: ``hi`` is the next to append."""
+        return self.start <= lo and self.start + self.n == hi
+
+    def append(self, col) -> None:
+        import numpy as np
+
+        if self.off + self.n == self.a.shape[1]:  # full: compact, or grow when little was dropped
+            keep = self.a[:, self.off : self.off + self.n]
+            cap = self.a.shape[1] if self.off >= self.a.shape[1] // 2 else 2 * self.a.shape[1]
+            self.a = np.full((5, cap, self.a.shape[2]), np.nan)
+            self.a[:, : self.n] = keep
+            self.off = 0
+        self.a[:, self.off + self.n] = col
+        self.n += 1
+
+    def drop_before(self, lo: int) -> None:
+        k = max(0, min(lo - self.start, self.n))
+        self.start, self.off, self.n = self.start + k, self.off + k, self.n - k
+
+    def fill(self, idx: int, j: int, value) -> None:
+        if self.start <= idx < self.start + self.n:
+            self.a[:, self.off + idx - self.start, j] = value
+
+    def view(self, lo: int, hi: int):
+        return self.a[:, self.off + lo - self.start : self.off + hi - self.start + 1]
+
+
 def checkpoints_of(ckpt_dir: str | Path, group: str) -> list[Path]:
     """A group's checkpoints in ``ckpt_dir``, oldest first (by bar index)."""
     d = Path(ckpt_dir)
@@ -142,6 +180,7 @@ class LearnerService:
         self._arrived: dict[int, float] = {}  # bar open time -> wall time its first candle arrived
         self._completed: dict[int, float] = {}  # bar open time -> wall time its latest candle arrived
         self._lake_buffer: list = []
+        self._win: _BarArray | None = None  # processed bars of the window as an array (see _panel)
         self._processed_here = 0
         self._published = 0
         self._stop = False
@@ -198,6 +237,7 @@ class LearnerService:
         now = time.monotonic()  # pending bars restart their wait clock now
         self._arrived = {t: now for s in self.symbols for t in self.bars[s] if t >= self._next_ts()}
         self.restored_from = path
+        self._win = None
         return True
 
     def resume_ms(self) -> int | None:
@@ -295,7 +335,10 @@ class LearnerService:
             if idx < self.next_bar - self.window + 1:
                 return  # older than anything the window keeps
             if idx < self.next_bar:
-                bars.setdefault(c.ts, value)  # late: fill a gap for later features; a processed bar stays
+                if c.ts not in bars:  # late: fill a gap for later features; a processed bar stays
+                    bars[c.ts] = value
+                    if self._win is not None:
+                        self._win.fill(int(idx), self._sym_index[c.symbol], value)
                 return
         bars[c.ts] = value  # not processed yet: last write wins
         now = time.monotonic()
@@ -353,19 +396,31 @@ class LearnerService:
         return n
 
     def _panel(self, lo: int, hi: int) -> Panel:
+        """Bars ``lo..hi`` as a panel. The processed bars come from an array kept in step with the windows
+        (one new column a bar), not from the dicts: rebuilding (5, window, B) cell by cell cost more than the
+        features at a full window (docs/service.md, latency)."""
         import numpy as np
 
         times = self.t0 + self.step_ms * np.arange(lo, hi + 1, dtype=np.int64)
-        T, B = len(times), len(self.symbols)
-        arr = np.full((5, T, B), np.nan)
-        for j, s in enumerate(self.symbols):
-            bars = self.bars[s]
-            for i, t in enumerate(times.tolist()):
-                v = bars.get(t)
-                if v is not None:
-                    arr[:, i, j] = v
+        w = self._win
+        if w is None or not w.covers(lo, hi):  # first bar, after a restore, or the window jumped
+            w = self._win = _BarArray(lo, len(self.symbols), capacity=2 * (hi - lo + 1) + 64)
+            for k in range(lo, hi):
+                w.append(self._column(self.t0 + k * self.step_ms))
+        w.drop_before(lo)
+        w.append(self._column(int(times[-1])))
         first = [self.first_seen.get(s) for s in self.symbols]
-        return Panel.from_ohlcv(self.symbols, self.timeframe, times, arr, first)
+        return Panel.from_ohlcv(self.symbols, self.timeframe, times, w.view(lo, hi), first)
+
+    def _column(self, ts: int):
+        import numpy as np
+
+        col = np.full((5, len(self.symbols)), np.nan)
+        for j, s in enumerate(self.symbols):
+            v = self.bars[s].get(ts)
+            if v is not None:
+                col[:, j] = v
+        return col
 
     def process_bar(self) -> list:
         """Features for bar ``next_bar``, predict, release realised targets, publish the signals."""
@@ -456,7 +511,8 @@ class LearnerService:
                     self.ingest(msg)
                 if batch:
                     last_msg = time.monotonic()
-                self.process_ready(max_bars)
+                if self.process_ready(max_bars) and len(batch) < 2000:
+                    self.bus.flush()  # caught up: the signals leave now, not after the producer's linger
                 if not batch:
                     self.bus.flush()
                     self._flush_lake()
@@ -602,8 +658,12 @@ class PartitionedLearner:
                     svc.ingest(msg)
                 if batch:
                     last_msg = time.monotonic()
+                n = 0
                 for svc in list(self.services.values()):
-                    self.processed += svc.process_ready()
+                    n += svc.process_ready()
+                self.processed += n
+                if n and len(batch) < 2000:
+                    self.bus.flush()  # caught up: the signals leave now, not after the producer's linger
                 if not batch:
                     self.bus.flush()
                     for svc in self.services.values():
