@@ -4,22 +4,24 @@ What it does, bar by bar (docs/service.md has the long form):
 
 - keeps, per symbol, a rolling window of closed bars on the timeframe grid (``--window`` bars,
   default 24*200). Candles are keyed by open time: a duplicate replaces a bar that is not processed
-  yet (last write wins) and is ignored for a processed one; a late candle for a processed bar fills the
-  empty slot so later features see the true history (its own bar stays masked: the forecast was made);
-  a bar that never comes stays a gap (NaN, masked), never forward-filled;
+  yet (last write wins) and is ignored for a processed one; a late candle for a processed bar is kept in
+  the window's empty slot but changes nothing already computed (its bar stays masked, and the running
+  feature state has moved on); a bar that never comes stays a gap (NaN, masked), never forward-filled;
 - bar t is processed when every tracked symbol has delivered bar t or a later bar (per-key order on
   the bus means a later bar proves bar t is a gap), or when ``--wait`` seconds have passed since the
   first candle of bar t arrived (then the missing symbols are masked for bar t);
-- features for bar t are recomputed causally over the window (``learner.features``), Hope predicts
-  bar t, and the targets realised by bar t's close are released to ``learn`` exactly as
-  ``learner.stream.run_stream`` releases them (``realised_window`` over ``HORIZON_TUPLE``);
+- features for bar t come from a running state that adds one bar at a time
+  (``learner.live_features.IncrementalFeatures``: the features of ``learner.features`` over every bar so
+  far, at a cost that does not grow with the history), Hope predicts bar t, and the targets realised by
+  bar t's close are released to ``learn`` exactly as ``learner.stream.run_stream`` releases them
+  (``realised_window`` over ``HORIZON_TUPLE``);
 - one :class:`~continuum.schema.Signal` per symbol present at bar t goes to the bus (``signals``)
   and, buffered, to the lake (deduplicated on the natural key model, exchange, symbol, ts); with a
   position rule (``positions``, injected by the command layer: ``strategies.positions.feed_rule``) each
   carries the rule's target weight and its direction, the rule's book being part of the state;
 - every ``checkpoint_every`` bars (and on a clean stop): flush the bus, write the buffered signals to
   the lake, ``save_state`` the whole model with position = next offset per partition, bar index, grid
-  origin and the rolling windows, prune to the newest ``keep_checkpoints``, and only then commit the
+  origin, the rolling windows and the feature state, prune to the newest ``keep_checkpoints``, and only then commit the
   offsets to the group.
 
 Restart: the newest checkpoint of this group is restored and every assigned partition is *seeked to
@@ -38,6 +40,7 @@ one row per natural key; consumers of the ``signals`` topic deduplicate on the n
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import sys
@@ -46,12 +49,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from continuum.panel import Panel
 from continuum.schema import Candle
 from continuum.timeframes import timeframe_ms
 
 if TYPE_CHECKING:
     from continuum.metrics import Metrics
+    from learner.live_features import IncrementalFeatures
     from learner.signals import PositionRule
 
 DEFAULT_WINDOW = 24 * 200
@@ -60,42 +63,16 @@ CKPT_RE = re.compile(r"^learn-(?P<group>.+)-(?P<bar>\d{9})\.pt$")
 POSITION_FORMAT = "continuum.learn/1"
 
 
-class _BarArray:
-    """Bars ``start .. start+n-1`` as one (5, capacity, B) array, appended a column at a time; old columns are
-    dropped by moving the start (the array is compacted when half of it is dropped)."""
+def _to_tensors(d: dict) -> dict:
+    import numpy as np
+    import torch
 
-    def __init__(self, start: int, n_symbols: int, capacity: int):
-        import numpy as np
+    return {k: _to_tensors(v) if isinstance(v, dict) else torch.from_numpy(np.ascontiguousarray(v))
+            if isinstance(v, np.ndarray) else v for k, v in d.items()}  # fmt: skip
 
-        self.start, self.n, self.off = start, 0, 0
-        self.a = np.full((5, capacity, n_symbols), np.nan)
 
-    def covers(self, lo: int, hi: int) -> bool:
-        """Holds every bar from ``lo`` up to ``hi - 1`` and nothing after: ``hi`` is the next to append."""
-        return self.start <= lo and self.start + self.n == hi
-
-    def append(self, col) -> None:
-        import numpy as np
-
-        if self.off + self.n == self.a.shape[1]:  # full: compact, or grow when little was dropped
-            keep = self.a[:, self.off : self.off + self.n]
-            cap = self.a.shape[1] if self.off >= self.a.shape[1] // 2 else 2 * self.a.shape[1]
-            self.a = np.full((5, cap, self.a.shape[2]), np.nan)
-            self.a[:, : self.n] = keep
-            self.off = 0
-        self.a[:, self.off + self.n] = col
-        self.n += 1
-
-    def drop_before(self, lo: int) -> None:
-        k = max(0, min(lo - self.start, self.n))
-        self.start, self.off, self.n = self.start + k, self.off + k, self.n - k
-
-    def fill(self, idx: int, j: int, value) -> None:
-        if self.start <= idx < self.start + self.n:
-            self.a[:, self.off + idx - self.start, j] = value
-
-    def view(self, lo: int, hi: int):
-        return self.a[:, self.off + lo - self.start : self.off + hi - self.start + 1]
+def _to_numpy(d: dict) -> dict:
+    return {k: _to_numpy(v) if isinstance(v, dict) else v.numpy() if hasattr(v, "numpy") else v for k, v in d.items()}
 
 
 def checkpoints_of(ckpt_dir: str | Path, group: str) -> list[Path]:
@@ -180,7 +157,8 @@ class LearnerService:
         self._arrived: dict[int, float] = {}  # bar open time -> wall time its first candle arrived
         self._completed: dict[int, float] = {}  # bar open time -> wall time its latest candle arrived
         self._lake_buffer: list = []
-        self._win: _BarArray | None = None  # processed bars of the window as an array (see _panel)
+        self._inc: IncrementalFeatures | None = None  # the features' running state (learner.live_features)
+        self._inc_base = 0  # absolute bar index of the state's first bar
         self._processed_here = 0
         self._published = 0
         self._stop = False
@@ -237,7 +215,14 @@ class LearnerService:
         now = time.monotonic()  # pending bars restart their wait clock now
         self._arrived = {t: now for s in self.symbols for t in self.bars[s] if t >= self._next_ts()}
         self.restored_from = path
-        self._win = None
+        self._inc = None
+        saved = pos.get("features")  # absent in checkpoints of older versions: rebuilt from the windows
+        if saved is not None:
+            from learner.live_features import IncrementalFeatures
+
+            self._inc = IncrementalFeatures(self.symbols, self.timeframe, self.onchain)
+            self._inc.load(_to_numpy(saved["state"]))
+            self._inc_base = int(saved["base"])
         return True
 
     def resume_ms(self) -> int | None:
@@ -277,6 +262,8 @@ class LearnerService:
         }
         if self.book is not None:
             position["book"] = {k: torch.from_numpy(v) for k, v in self.book.as_dict().items()}
+        if self._inc is not None:
+            position["features"] = {"base": int(self._inc_base), "state": _to_tensors(self._inc.state())}
         path = self.ckpt_dir / f"learn-{self.group}-{self.next_bar:09d}.pt"
         save_state(path, self.model, position)
         for old in self.checkpoints()[: -self.keep]:
@@ -335,10 +322,7 @@ class LearnerService:
             if idx < self.next_bar - self.window + 1:
                 return  # older than anything the window keeps
             if idx < self.next_bar:
-                if c.ts not in bars:  # late: fill a gap for later features; a processed bar stays
-                    bars[c.ts] = value
-                    if self._win is not None:
-                        self._win.fill(int(idx), self._sym_index[c.symbol], value)
+                bars.setdefault(c.ts, value)  # late: kept in the window (a processed bar stays as it was)
                 return
         bars[c.ts] = value  # not processed yet: last write wins
         now = time.monotonic()
@@ -395,22 +379,21 @@ class LearnerService:
                 self.checkpoint()
         return n
 
-    def _panel(self, lo: int, hi: int) -> Panel:
-        """Bars ``lo..hi`` as a panel. The processed bars come from an array kept in step with the windows
-        (one new column a bar), not from the dicts: rebuilding (5, window, B) cell by cell cost more than the
-        features at a full window (docs/service.md, latency)."""
-        import numpy as np
+    def _features_at(self, k: int) -> IncrementalFeatures:
+        """The features' running state, ready to add bar ``k``. Kept bar by bar and checkpointed; without
+        it (a checkpoint of an older version) it is rebuilt from the window's bars, which starts its EWMAs
+        at the window's first bar instead of the first bar ever (a small, bounded difference)."""
+        from learner.live_features import IncrementalFeatures
 
-        times = self.t0 + self.step_ms * np.arange(lo, hi + 1, dtype=np.int64)
-        w = self._win
-        if w is None or not w.covers(lo, hi):  # first bar, after a restore, or the window jumped
-            w = self._win = _BarArray(lo, len(self.symbols), capacity=2 * (hi - lo + 1) + 64)
-            for k in range(lo, hi):
-                w.append(self._column(self.t0 + k * self.step_ms))
-        w.drop_before(lo)
-        w.append(self._column(int(times[-1])))
-        first = [self.first_seen.get(s) for s in self.symbols]
-        return Panel.from_ohlcv(self.symbols, self.timeframe, times, w.view(lo, hi), first)
+        inc = self._inc
+        if inc is None or self._inc_base + inc.k != k - 1:
+            lo = max(0, k - self.window + 1)
+            inc = self._inc = IncrementalFeatures(self.symbols, self.timeframe, self.onchain)
+            self._inc_base = lo
+            for j in range(lo, k):
+                ts = self.t0 + j * self.step_ms
+                inc.step(ts, self._column(ts))
+        return inc
 
     def _column(self, ts: int):
         import numpy as np
@@ -426,29 +409,28 @@ class LearnerService:
         """Features for bar ``next_bar``, predict, release realised targets, publish the signals."""
         import numpy as np
 
-        from learner.features import MAX_HORIZON, build_features
+        from learner.features import MAX_HORIZON
         from learner.protocol import to_raw
         from learner.signals import make_signal
         from learner.stream import run_stream
 
         began = time.perf_counter()
         k = self.next_bar
-        lo = max(0, k - self.window + 1)
-        fp = build_features(self._panel(lo, k), onchain=self.onchain)
-        s = k - lo  # local index of bar k
-        # the one streaming loop, for one bar: predict bar k, then learn what its close realised. Only the
-        # last MAX_HORIZON + 1 bars can release a target now, so it runs on that tail of the window (its
-        # arrays stay small however long the window); clock0 puts tail bar j at the model's absolute bar
-        # lo + a + j (clock 0 = the grid's first bar)
-        a = max(0, s - MAX_HORIZON)
-        res = run_stream(self.model, fp.slice(a, s + 1), start=s - a, end=s - a + 1, chunk=1, clock0=-(lo + a),
-                         record_activity=True)  # fmt: skip
-        pred = res.preds[s - a]  # (B, 3)
-        act = {name: v[s - a] for name, v in res.activity.items()}
+        inc = self._features_at(k)
+        inc.step(self.t0 + k * self.step_ms, self._column(self.t0 + k * self.step_ms))
+        fp, mark = inc.tail(MAX_HORIZON + 1)  # bars k-24..k: all that can release a target now
+        s = len(fp.times) - 1  # local index of bar k
+        # the one streaming loop, for one bar: predict bar k, then learn what its close realised; clock0 puts
+        # tail bar j at the model's absolute bar k - s + j (clock 0 = the grid's first bar)
+        res = run_stream(self.model, fp, start=s, end=s + 1, chunk=1, clock0=-(k - s), record_activity=True)
+        pred = res.preds[s]  # (B, 3)
+        act = {name: v[s] for name, v in res.activity.items()}
         ts = int(fp.times[s])
         weights = [None] * len(self.symbols)
         if self.positions is not None:  # the book steps every bar (it drifts even when no forecast is usable)
-            w, self.book = self.positions.step_panel(self.book, fp, s, to_raw(pred, fp.sigma[s]))
+            # rows before s carry their last present close, so a return across a gap is booked as in a replay
+            held = dataclasses.replace(fp, close=np.where(np.arange(s + 1)[:, None] < s, mark, fp.close))
+            w, self.book = self.positions.step_panel(self.book, held, s, to_raw(pred, fp.sigma[s]))
             weights = [float(v) for v in w]
         out = []
         for b, sym in enumerate(self.symbols):
