@@ -148,6 +148,7 @@ class LearnerService:
         # state (all of it goes into the checkpoint position)
         self.bars: dict[str, dict[int, tuple[float, float, float, float, float]]] = {s: {} for s in self.symbols}
         self.first_seen: dict[str, int] = {}
+        self._newest: dict[str, int] = {}  # per symbol, the open time of its newest candle
         self.t0: int | None = None  # open time of bar index 0 (the model's clock 0)
         self.next_bar = 0  # index of the next bar to process
         self.offsets: dict[tuple[str, int], int] = {}  # next offset per partition reflected in the state
@@ -212,6 +213,8 @@ class LearnerService:
             ts = w["ts"].tolist()
             vals = w["ohlcv"].to(torch.float64).tolist()
             self.bars[s] = {int(t): tuple(v) for t, v in zip(ts, vals, strict=True)}
+            if self.bars[s]:
+                self._newest[s] = max(self.bars[s])
         now = time.monotonic()  # pending bars restart their wait clock now
         self._arrived = {t: now for s in self.symbols for t in self.bars[s] if t >= self._next_ts()}
         self.restored_from = path
@@ -325,6 +328,8 @@ class LearnerService:
                 bars.setdefault(c.ts, value)  # late: kept in the window (a processed bar stays as it was)
                 return
         bars[c.ts] = value  # not processed yet: last write wins
+        if c.ts > self._newest.get(c.symbol, -1):
+            self._newest[c.symbol] = c.ts
         now = time.monotonic()
         self._arrived.setdefault(c.ts, now)
         self._completed[c.ts] = now
@@ -345,8 +350,8 @@ class LearnerService:
         return -1 if self.t0 is None else self.t0 + self.next_bar * self.step_ms
 
     def _latest(self, s: str) -> int:
-        bars = self.bars[s]
-        return max(bars) if bars else -1
+        """Open time of the symbol's newest candle (-1 if none): kept up to date by ingest, not searched for."""
+        return self._newest.get(s, -1)
 
     def _start_grid(self, now: float) -> bool:
         if self.t0 is not None:
@@ -461,10 +466,12 @@ class LearnerService:
 
     def _trim(self) -> None:
         keep_from = self.t0 + (self.next_bar - self.window) * self.step_ms
-        for s in self.symbols:
-            bars = self.bars[s]
-            if bars and min(bars) < keep_from:
-                self.bars[s] = {t: v for t, v in bars.items() if t >= keep_from}
+        if self.next_bar % 256 == 0:  # a full sweep now and then; otherwise only the bar that left the window
+            for s in self.symbols:
+                self.bars[s] = {t: v for t, v in self.bars[s].items() if t >= keep_from}
+        else:
+            for s in self.symbols:
+                self.bars[s].pop(keep_from - self.step_ms, None)
         nxt = self.t0 + self.next_bar * self.step_ms
         self._arrived = {t: a for t, a in self._arrived.items() if t >= nxt}
         self._completed = {t: a for t, a in self._completed.items() if t >= nxt}
