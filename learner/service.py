@@ -21,7 +21,8 @@ What it does, bar by bar (docs/service.md has the long form):
   carries the rule's target weight and its direction, the rule's book being part of the state;
 - every ``checkpoint_every`` bars (and on a clean stop): flush the bus, write the buffered signals to
   the lake, ``save_state`` the whole model with position = next offset per partition, bar index, grid
-  origin, the rolling windows and the feature state, prune to the newest ``keep_checkpoints``, and only then commit the
+  origin, the feature state and the candles of the last day and of the bars not processed yet (the
+  whole window only before the first bar), prune to the newest ``keep_checkpoints``, and only then commit the
   offsets to the group.
 
 Restart: the newest checkpoint of this group is restored and every assigned partition is *seeked to
@@ -238,18 +239,23 @@ class LearnerService:
 
     def checkpoint(self) -> Path:
         """Flush signals (bus, lake), write the whole state atomically, prune, then commit the offsets."""
+        import numpy as np
         import torch
 
         from learner.checkpoint import save_state
+        from learner.features import MAX_HORIZON
 
         self.bus.flush()
         self._flush_lake()
         windows = {}
+        # with the feature state saved, the processed bars are not needed to resume: keep the last day's
+        # (and every bar not processed yet); the whole window costs a full window's copy at every checkpoint
+        keep = -1 if self._inc is None or self.t0 is None else self._next_ts() - MAX_HORIZON * self.step_ms
         for s in self.symbols:
-            items = sorted(self.bars[s].items())
-            windows[s] = {
-                "ts": torch.tensor([t for t, _ in items], dtype=torch.int64),
-                "ohlcv": torch.tensor([list(v) for _, v in items], dtype=torch.float64).reshape(-1, 5),
+            items = sorted(kv for kv in self.bars[s].items() if kv[0] >= keep)
+            windows[s] = {  # through numpy: torch.tensor over nested lists took most of a checkpoint's time
+                "ts": torch.from_numpy(np.array([t for t, _ in items], dtype=np.int64)),
+                "ohlcv": torch.from_numpy(np.array([v for _, v in items], dtype=np.float64).reshape(-1, 5)),
             }
         position = {
             "format": POSITION_FORMAT,
