@@ -277,15 +277,17 @@ class KafkaBus(Bus):
         """The record straight into kafka-python's record accumulator: what ``send`` does for our records
         without its per-record checks (types, headers, metadata, partitioner, size estimate, debug line).
 
-        Measured (docs/kafka.md): ``send`` costs about 40 us a record in Python, this about half. Failures
+        Measured (docs/kafka.md): the producer alone runs 1.7x faster than through ``send``. Failures
         are watched once per record batch (the batch's produce future), not once per record: a batch the
         broker refuses fails all its records, and a batch accepted with per-record errors reports them.
         """
         future, full, new_batch, _ = producer._accumulator.append(tp, None, key_bytes, value, [])
         if full or new_batch:
             producer._sender.wakeup()
-        batch = future._produce_future
-        if self._watched.get(tp) is not batch:
+        batch = getattr(future, "_produce_future", None)
+        if batch is None:  # another kafka-python layout: watch the record itself
+            future.add_errback(self._on_send_error, tp.topic, key)
+        elif self._watched.get(tp) is not batch:
             self._watched[tp] = batch
             batch.add_callback(self._on_batch_done, tp.topic, key)
             batch.add_errback(self._on_send_error, tp.topic, key)
