@@ -251,7 +251,7 @@ class Alerter:
 
     def _emit(self, alerts: list[Alert]) -> list[Alert]:
         """Outbox first, then the state that produced them, then the log line, the bus and the senders."""
-        new = self.store.record([a for a in alerts if not self.store.seen(a.key)])
+        new = self.store.record([a for a in alerts if not self.store.seen(a.key)], [s.hook.id for s in self.senders])
         self.save()
         for a in new:
             self.fired[a.rule] = self.fired.get(a.rule, 0) + 1

@@ -154,9 +154,8 @@ def step(state: StreamState, sig: Any, th: SignalThresholds) -> tuple[StreamStat
         candidate = sig.regime
         if held >= th.regime_hold:
             if "regime_switch" in th.rules:
-                msg = (
-                    f"{sig.symbol} regime {regime} -> {candidate} for {held} bars (24h vol forecast {sig.vol_24h:.2%})"
-                )
+                bars = f"{held} bar{'s' if held > 1 else ''}"
+                msg = f"{sig.symbol} regime {regime} -> {candidate} for {bars} (24h vol forecast {sig.vol_24h:.2%})"
                 detail = {"from": regime, "to": candidate, "held": held, "vol_24h": sig.vol_24h}
                 hits.append(Hit("regime_switch", msg, detail))
             regime, candidate, held = candidate, "", 0

@@ -3,10 +3,12 @@
 - **The outbox** is the lake's ``alert`` table (:class:`continuum.schema.Alert`, deduplicated on ``key``;
   the dashboard reads it). An alert is written there, atomically, before anything posts it; a key already
   there never fires again.
-- **The journal**, ``<state_dir>/delivered.jsonl``: one line per (key, webhook, outcome) once a webhook has
-  answered (``delivered``, ``rejected``) or the alert grew too old (``expired``); each line is flushed and
-  fsync'd before the next POST. A torn last line (the process died while writing it) is ignored.
-  Pending, for a webhook, means in the outbox, younger than ``[alerts].max_age_h``, and not in the journal.
+- **The journal**, ``<state_dir>/delivered.jsonl``: one line per (key, webhook, outcome): ``queued`` when
+  the alert fires (before it enters the outbox), then ``delivered`` or ``rejected`` once the webhook has
+  answered, or ``expired`` when it grew older than ``[alerts].max_age_h`` first. Lines are fsync'd before
+  anything is posted; a torn last line (the process died while writing it) is ignored. Pending, for a
+  webhook, means queued for it and in the outbox, with no outcome yet; a webhook added to the config later
+  receives the alerts that fire from then on, not the backlog.
 - **The rule state**, ``<state_dir>/state.json``: each stream's :class:`alerts.rules.StreamState` and the
   lake-tail cursors, replaced atomically after the alerts they produced are in the outbox.
 - **A lock**, ``<state_dir>/lock``: one alerter per state directory (a second one exits with a clear line).
@@ -22,6 +24,7 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +56,16 @@ class AlertStore:
     def seen(self, key: str) -> bool:
         return key in self._keys
 
-    def record(self, alerts: list[Alert]) -> list[Alert]:
-        """Put the alerts whose key is new into the outbox (one atomic lake append); returns those."""
+    def record(self, alerts: list[Alert], hooks: Sequence[str] = ()) -> list[Alert]:
+        """Queue the alerts whose key is new for ``hooks`` (journal) and put them in the outbox (one atomic
+        lake append); returns those. Journal first: a key queued but not in the outbox (the process died
+        between the two) fires again from the same input and finds its journal lines."""
         with self._lock:
             new = [a for a in dict((a.key, a) for a in alerts).values() if a.key not in self._keys]
-            if new and self.lake is not None:
+            if not new:
+                return []
+            self._write([(a.key, h, "queued") for a in new for h in hooks])
+            if self.lake is not None:
                 self.lake.append_events(new)
             for a in new:
                 self._keys.add(a.key)
@@ -65,11 +73,11 @@ class AlertStore:
             return new
 
     def pending(self, hook: str, since_ms: int) -> list[Alert]:
-        """Alerts fired at or after ``since_ms`` with no outcome for webhook ``hook``, oldest first."""
+        """Alerts fired at or after ``since_ms``, queued for webhook ``hook`` and not answered, oldest first."""
         with self._lock:
             for k in [k for k, a in self._recent.items() if a.ts < since_ms]:
                 del self._recent[k]
-            out = [a for a in self._recent.values() if (a.key, hook) not in self._outcomes]
+            out = [a for a in self._recent.values() if self._outcomes.get((a.key, hook)) == "queued"]
         return sorted(out, key=lambda a: (a.ts, a.key))
 
     def _load_outbox(self, since_ms: int) -> None:
@@ -89,14 +97,18 @@ class AlertStore:
     # ------------------------------------------------------------------ journal
     def mark(self, key: str, hook: str, outcome: str) -> None:
         """Record a webhook's outcome for ``key``; durable (fsync'd) when this returns."""
-        line = json.dumps({"key": key, "hook": hook, "outcome": outcome}, separators=(",", ":")) + "\n"
         with self._lock:
+            self._write([(key, hook, outcome)])
+
+    def _write(self, rows: list[tuple[str, str, str]]) -> None:
+        for key, hook, outcome in rows:
             self._outcomes[(key, hook)] = outcome
-            if self.dir is not None:
-                with open(self.dir / JOURNAL, "a", encoding="utf-8") as f:
-                    f.write(line)
-                    f.flush()
-                    os.fsync(f.fileno())
+        if self.dir is not None and rows:
+            text = "".join(_line(*r) for r in rows)
+            with open(self.dir / JOURNAL, "a", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
 
     def outcome(self, key: str, hook: str) -> str | None:
         return self._outcomes.get((key, hook))
@@ -115,10 +127,7 @@ class AlertStore:
         keep = {kh: o for kh, o in self._outcomes.items() if kh[0] in self._recent}
         if len(lines) > 2 * len(keep) + 10_000:
             self._outcomes = keep
-            text = "".join(
-                json.dumps({"key": k, "hook": h, "outcome": o}, separators=(",", ":")) + "\n"
-                for (k, h), o in keep.items()
-            )
+            text = "".join(_line(k, h, o) for (k, h), o in keep.items())
             _atomic_write(self.dir / JOURNAL, text)
 
     # ------------------------------------------------------------------ rule state
@@ -156,6 +165,10 @@ class AlertStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+
+
+def _line(key: str, hook: str, outcome: str) -> str:
+    return json.dumps({"key": key, "hook": hook, "outcome": outcome}, separators=(",", ":")) + "\n"
 
 
 def _atomic_write(path: Path, text: str) -> None:
