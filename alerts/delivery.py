@@ -272,6 +272,10 @@ class Sender:
     def backlog(self) -> int:
         return len(self._queued)
 
+    def closing(self) -> None:
+        """Stop making passes over the outbox; leave once the queue is empty (see :meth:`close`)."""
+        self._closing.set()
+
     def close(self, timeout_s: float) -> int:
         """Deliver what is queued for up to ``timeout_s``, then stop (a wait or a POST in flight ends at
         once or at its timeout). Returns how many alerts were still queued; they stay in the outbox."""

@@ -295,6 +295,8 @@ class Alerter:
         """Let the senders deliver what is queued for up to ``drain_s`` seconds; returns what was left
         (it stays in the outbox and is posted by the next alerter on the same state directory)."""
         deadline = time.monotonic() + self.drain_s
+        for s in self.senders:
+            s.closing()
         left = sum(s.close(max(0.0, deadline - time.monotonic())) for s in self.senders)
         self.save()
         self.store.close()

@@ -78,7 +78,7 @@ class AlertStore:
             for k in [k for k, a in self._recent.items() if a.ts < since_ms]:
                 del self._recent[k]
             out = [a for a in self._recent.values() if self._outcomes.get((a.key, hook)) == "queued"]
-        return sorted(out, key=lambda a: (a.ts, a.key))
+        return sorted(out, key=lambda a: (a.ts, a.event_ts, a.key))
 
     def _load_outbox(self, since_ms: int) -> None:
         if self.lake is None:
