@@ -15,7 +15,8 @@ Example ``continuum.toml``::
     sasl_username = "continuum"
     # the password comes from CONTINUUM_KAFKA__SASL_PASSWORD, never from the file
 
-Secrets (``*password*``, ``*secret*``, ``api_key``) are redacted by :meth:`Config.redacted`.
+Secrets (``*password*``, ``*secret*``, ``api_key``, ``*token*``, ``*webhook*``) are redacted by
+:meth:`Config.redacted` (a webhook URL keeps its scheme and host: ``https://hooks.slack.com/services/***/***/***``).
 """
 
 from __future__ import annotations

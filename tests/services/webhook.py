@@ -102,7 +102,8 @@ class Receiver:
                 self._arrived.wait(left)
             return list(self.requests)
 
-    def keys(self) -> list[str]:
+    def keys_seen(self) -> list[str]:
+        """The Idempotency-Key (the alert key) of every request, in arrival order."""
         with self._lock:
             return [r.key for r in self.requests]
 
