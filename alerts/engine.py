@@ -262,7 +262,7 @@ class Alerter:
                 a.symbol,
                 a.key,
                 datetime.fromtimestamp(a.event_ts / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                a.message.replace('"', "'"),
+                a.message.replace('"', "'").replace("\n", " "),
             )
             if self.bus is not None:
                 self.bus.publish(a)
@@ -430,14 +430,18 @@ def _start_cursors(alerter: Alerter, lake: Any, since_ms: int | None) -> None:
                 k = ":".join(row)
                 if k not in alerter.streams:
                     alerter.streams[k] = StreamState(last_ts=since_ms - 1)
-    chains: dict[str, int] = {}
+    chains: dict[str, dict[str, int]] = {}
     lf = lake.scan("transfer")
     if lf.collect_schema().names():
-        if since_ms is None:
-            q = lf.group_by("chain").agg(pl.col("block_number").max() + 1)
-        else:
-            q = lf.filter(pl.col("ts") >= since_ms).group_by("chain").agg(pl.col("block_number").min())
-        chains = {c: int(b) for c, b in q.collect().iter_rows()}
+        if since_ms is None:  # after the newest block: nothing there fires
+            q = lf.group_by("chain").agg((pl.col("block_number").max() + 1).alias("block"), pl.col("ts").max())
+        else:  # from the first block at or after since_ms
+            q = (
+                lf.filter(pl.col("ts") >= since_ms)
+                .group_by("chain")
+                .agg(pl.col("block_number").min().alias("block"), pl.col("ts").min())
+            )
+        chains = {c: {"block": int(b), "ts": int(t), "rows": 0} for c, b, t in q.collect().iter_rows()}
     alerter.cursors = {"started": True, "chains": chains}
     alerter.save()
 
@@ -448,7 +452,7 @@ def _poll_signals(alerter: Alerter, lake: Any) -> int:
     lasts = [s.last_ts for s in alerter.streams.values()]
     # only files and row groups after the oldest stream's last bar are read (the year partitions and the
     # Parquet statistics prune the rest); a stream that appears later is read from there on
-    start = datetime.fromtimestamp(min(lasts) / 1000, UTC) if lasts and min(lasts) > 0 else None
+    start = _utc(min(lasts)) if lasts and min(lasts) > 0 else None
     lf = lake.scan("signal", start=start)
     if not lf.collect_schema().names():
         return 0
@@ -471,35 +475,48 @@ def _poll_signals(alerter: Alerter, lake: Any) -> int:
 
 
 def _poll_transfers(alerter: Alerter, lake: Any) -> int:
-    """New transfer rows through the transfer rules; returns how many rows were not seen before."""
+    """New transfer rows through the transfer rules; returns how many rows were not seen before.
+
+    Each chain is read from its cursor block on (its month partitions and the Parquet statistics prune the
+    rest); the cursor block itself is read again, as its rows may have come in two appends (the alert keys
+    drop the repeats). A chain that appears later is read whole.
+    """
     import polars as pl
 
-    lf = lake.scan("transfer")
-    if not lf.collect_schema().names():
+    chains: dict[str, dict[str, int]] = alerter.cursors.setdefault("chains", {})
+    oldest = min((c["ts"] for c in chains.values()), default=None)
+    recent = lake.scan("transfer", start=None if oldest is None else _utc(oldest))
+    if not recent.collect_schema().names():
         return 0
-    chains: dict[str, int] = alerter.cursors.setdefault("chains", {})
-    cur = pl.DataFrame(
-        {"chain": list(chains), "__from": list(chains.values())}, schema={"chain": pl.String, "__from": pl.Int64}
-    ).lazy()
-    # a chain's cursor block is read again (its rows may have come in two appends); keys drop repeated alerts
-    new = (
-        lf.join(cur, on="chain", how="left")
-        .filter(pl.col("__from").is_null() | (pl.col("block_number") >= pl.col("__from")))
-        .drop("__from")
-        .collect()
-    )
-    before = alerter.cursors.get("rows_at_cursor", {})
-    repeated = sum(
-        min(new.filter((pl.col("chain") == c) & (pl.col("block_number") == b)).height, before.get(c, 0))
-        for c, b in chains.items()
-    )
-    if new.height == repeated:
+    present = recent.select(pl.col("chain").unique()).collect()["chain"].to_list()
+    parts, seen = [], 0
+    for chain in present:
+        cur = chains.get(chain)
+        if cur is None:
+            parts.append(lake.scan("transfer", chain=chain).collect())
+            continue
+        part = (
+            lake.scan("transfer", start=_utc(cur["ts"]), chain=chain)
+            .filter(pl.col("block_number") >= cur["block"])
+            .collect()
+        )
+        seen += min(cur["rows"], part.filter(pl.col("block_number") == cur["block"]).height)
+        parts.append(part)
+    new = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+    if new.height == seen:
         return 0
     alerter.on_transfer_frame(new)
-    for c, b in new.group_by("chain").agg(pl.col("block_number").max()).iter_rows():
-        chains[c] = int(b)
-    alerter.cursors["rows_at_cursor"] = {
-        c: new.filter((pl.col("chain") == c) & (pl.col("block_number") == b)).height for c, b in chains.items()
-    }
+    last = (
+        new.sort("block_number")
+        .group_by("chain", maintain_order=True)
+        .agg(pl.col("block_number").last(), pl.col("ts").last())
+    )
+    for chain, block, ts in last.iter_rows():
+        rows = new.filter((pl.col("chain") == chain) & (pl.col("block_number") == block)).height
+        chains[chain] = {"block": int(block), "ts": int(ts), "rows": rows}
     alerter.save()
-    return new.height - repeated
+    return new.height - seen
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -42,7 +42,7 @@ def test_newly_ingested_transfers_alert_once(tmp_path, receiver):
     lake.append_events(old)
     with Alerter(cfg) as a:
         follow_lake(a, lake, once=True)  # first start: what is in the lake is history, nothing fires
-        assert a.fired == {} and a.cursors["chains"] == {"ethereum": NEW}
+        assert a.fired == {} and a.cursors["chains"]["ethereum"]["block"] == NEW
         lake.append_events(new)  # block 17173050 is ingested
         follow_lake(a, lake, once=True)
         follow_lake(a, lake, once=True)  # the cursor block is read again: no repeat
@@ -78,3 +78,21 @@ def test_transfer_events_from_the_bus_give_the_same_alerts(tmp_path):
     with Alerter(make_config(tmp_path / "b", rules="large,watch", watch=_busiest(new)), dry_run=True) as b:
         from_frame = {x.key for x in b.on_transfer_frame(events_frame(new))}
     assert from_events == from_frame and len(from_events) > 1
+
+
+def test_a_block_ingested_in_two_appends_alerts_each_transfer_once(tmp_path):
+    old, new = _blocks()
+    watched = _busiest(new)
+    cfg = make_config(tmp_path, rules="large,watch", watch=watched)
+    lake = Lake(cfg.lake.root)
+    lake.append_events(old)
+    half = len(new) // 2
+    with Alerter(cfg) as a:
+        follow_lake(a, lake, once=True)
+        lake.append_events(new[:half])
+        follow_lake(a, lake, once=True)
+        lake.append_events(new[half:])  # the rest of the same block: the cursor block is read again
+        follow_lake(a, lake, once=True)
+        fired = sum(a.fired.values())
+    want = {(t.tx_hash, t.log_index) for t in new if watched in (t.from_address, t.to_address)}
+    assert fired == len(want) + 1 == Lake(cfg.lake.root).read("alert").height
