@@ -66,6 +66,18 @@ class Webhook:
     def __repr__(self) -> str:
         return f"Webhook({self.format} {self.shown} id={self.id})"
 
+    def secrets(self) -> list[tuple[str, str]]:
+        """(text, masked) pairs to replace in a message: the URL, and its path on its own."""
+        path = self.url.split("://", 1)[-1].partition("/")[2]
+        shown_path = self.shown.split("://", 1)[-1].partition("/")[2]
+        return [(self.url, self.shown)] + ([("/" + path, "/" + shown_path)] if len(path) >= 6 else [])
+
+    def mask(self, text: str) -> str:
+        """``text`` with this webhook's URL (and path) masked, and any other URL in it too."""
+        for secret, shown in self.secrets():
+            text = text.replace(secret, shown)
+        return redact(text)
+
 
 def parse_webhooks(text: str) -> list[Webhook]:
     """``[alerts].webhooks``: URLs separated by commas or white space, each ``URL`` or ``FORMAT=URL``.
@@ -168,24 +180,27 @@ def post(
                 return Outcome("delivered", attempt, http=resp.status)
         except urllib.error.HTTPError as e:
             status = e.code
-            payload = e.read(65536) if e.fp is not None else b""
+            try:
+                payload = e.read(65536) if e.fp is not None else b""
+            except (OSError, http.client.HTTPException):
+                payload = b""
             error = f"HTTP {e.code} {e.reason}"
             if e.code not in _RETRY_STATUS and e.code < 500:
-                return Outcome("rejected", attempt, redact(error, hook.url), status)
+                return Outcome("rejected", attempt, hook.mask(error), status)
             if e.code in (429, 503):
                 wait = retry_after(e.headers, payload)
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:  # refused, reset, DNS,
-            # timeout, TLS, a garbled response
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+            # refused, reset, DNS, timeout, TLS, a garbled response
             reason = getattr(e, "reason", e)
             error = f"{type(reason).__name__}: {reason}"
             status = None
         if attempt == policy.tries:
             break
         if wait is not None and wait > RETRY_AFTER_MAX_S:
-            return Outcome("gave_up", attempt, redact(f"{error}; Retry-After {wait:.0f} s", hook.url), status)
+            return Outcome("gave_up", attempt, hook.mask(f"{error}; Retry-After {wait:.0f} s"), status)
         if halt.wait(wait if wait is not None else policy.backoff(attempt, rng)):
-            return Outcome("stopped", attempt, redact(error, hook.url), status)
-    return Outcome("gave_up", policy.tries, redact(error, hook.url), status)
+            return Outcome("stopped", attempt, hook.mask(error), status)
+    return Outcome("gave_up", policy.tries, hook.mask(error), status)
 
 
 class WebhookRedactor(logging.Filter):
@@ -194,13 +209,7 @@ class WebhookRedactor(logging.Filter):
 
     def __init__(self, hooks: list[Webhook]):
         super().__init__()
-        pairs = []
-        for h in hooks:
-            pairs.append((h.url, h.shown))
-            path = h.url.split("://", 1)[-1].partition("/")[2]
-            if len(path) >= 6:
-                pairs.append(("/" + path, "/" + h.shown.split("://", 1)[-1].partition("/")[2]))
-        self.pairs = sorted(pairs, key=lambda p: -len(p[0]))
+        self.pairs = sorted((p for h in hooks for p in h.secrets()), key=lambda p: -len(p[0]))
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()

@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,18 +76,18 @@ def parse_large(text: str) -> dict[str, float]:
 class Settings:
     """Everything the alerter reads from ``[alerts]``, parsed and checked once."""
 
-    thresholds: SignalThresholds
-    transfer_rules: tuple[str, ...]
-    large: dict[str, float]
-    watch: tuple[str, ...]
-    hooks: list[Webhook]
-    policy: RetryPolicy
-    queue_size: int
-    redeliver_s: float
-    max_age_s: float
-    state_dir: Path
-    poll_s: float
-    rules: tuple[str, ...] = field(default=())
+    rules: tuple[str, ...]  # every rule that runs, signal and transfer
+    thresholds: SignalThresholds  # the signal rules' settings
+    transfer_rules: tuple[str, ...]  # the forensics rules among ``rules``
+    large: dict[str, float]  # large: per-symbol thresholds on top of forensics' defaults
+    watch: tuple[str, ...]  # watch: lower-case addresses
+    hooks: list[Webhook]  # where alerts are posted (secrets)
+    policy: RetryPolicy  # tries, backoff, timeout of one alert to one webhook
+    queue_size: int  # per webhook
+    redeliver_s: float  # a sender's pass over the outbox
+    max_age_s: float  # older alerts are not posted; older input only warms up (``--follow``)
+    state_dir: Path  # rule state, journal, lock
+    poll_s: float  # lake tail period
 
     @classmethod
     def from_config(cls, cfg: Config) -> Settings:
@@ -108,6 +108,7 @@ class Settings:
             msg = str(e) if str(e).startswith(key) else f"{key}: {e}"
             raise ConfigError(_where(cfg, key, msg), key) from None
         return cls(
+            rules=rules,
             thresholds=SignalThresholds.from_config(a),
             transfer_rules=tuple(r for r in rules if r in TRANSFER_RULES),
             large=large,
@@ -119,7 +120,6 @@ class Settings:
             max_age_s=a.max_age_h * 3600.0,
             state_dir=Path(a.state_dir),
             poll_s=a.poll_s,
-            rules=rules,
         )
 
 

@@ -212,3 +212,23 @@ def test_webhook_secrets_never_reach_a_log_line(tmp_path, caplog):
     for part in SECRET.strip("/").split("/")[1:]:
         assert part not in text
     assert "s3cr3t" not in str(cfg.redacted())
+
+
+def test_a_library_message_quoting_the_webhook_is_masked():
+    import io
+
+    from alerts.delivery import WebhookRedactor
+
+    (hook,) = parse_webhooks(f"https://chat.example.com{SECRET}")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(WebhookRedactor([hook]))
+    lib = logging.getLogger("some.http.library")
+    lib.addHandler(handler)
+    try:
+        lib.warning("Retrying POST %s after reset; path %s", hook.url, SECRET)
+    finally:
+        lib.removeHandler(handler)
+    line = stream.getvalue()
+    assert "https://chat.example.com/hooks/***/***/***" in line and "s3cr3t" not in line and "T0SECRET" not in line
+    assert hook.mask(f"error at {hook.url}") == "error at https://chat.example.com/hooks/***/***/***"
