@@ -28,6 +28,13 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for_line(caplog, start: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(r.getMessage().startswith(start) for r in caplog.records):
+        assert time.monotonic() < deadline, f"no {start} line in {timeout_s}s"
+        time.sleep(0.02)
+
+
 # ---------------------------------------------------------------------------------------- payloads
 def test_slack_discord_and_json_payloads_as_received(tmp_path, receiver):
     hooks = f"slack={receiver.url('/slack')}, discord={receiver.url('/discord')} {receiver.url('/plain')}"
@@ -176,7 +183,7 @@ def test_a_hanging_webhook_times_out_and_never_blocks_the_stream(tmp_path, recei
             fired = alerter.on_signals(story())
             assert time.monotonic() - t < 0.5  # the webhook hangs; the caller does not wait on it
             receiver.wait_for(2)
-            time.sleep(0.7)  # the second try times out too: given up, the rest wait for the next pass
+            _wait_for_line(caplog, "ALERT_UNDELIVERED")  # the second try timed out too: given up
             left = alerter.close()
     finally:
         hold.set()
@@ -206,7 +213,7 @@ def test_webhook_secrets_never_reach_a_log_line(tmp_path, caplog):
     cfg = make_config(tmp_path, f"slack=http://127.0.0.1:{port}{SECRET}", tries=2, redeliver_s=60)
     with caplog.at_level(logging.DEBUG), Alerter(cfg, drain_s=5) as alerter:
         alerter.on_signals(story())
-        time.sleep(0.5)
+        _wait_for_line(caplog, "ALERT_UNDELIVERED")
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "ALERT_UNDELIVERED webhook=http://127.0.0.1:" in text and "/hooks/***/***/***" in text
     for part in SECRET.strip("/").split("/")[1:]:
