@@ -1,6 +1,7 @@
-"""``continuum trace``, ``continuum counterparties``, ``continuum alerts``: forensics on the lake's transfers.
+"""``continuum trace``, ``continuum counterparties``: forensics on the lake's transfers; ``continuum import etl``.
 
-Also ``continuum import etl``. Argument parsing is cheap (no polars import); the queries live in
+``continuum alerts`` (the transfer rules, and the live rules with ``--follow``) is :mod:`commands.alerts`, which
+shares this module's options and table printer. Argument parsing is cheap (no polars import); the queries live in
 :mod:`forensics.queries`, the importer in :mod:`forensics.etl_import`.
 """
 
@@ -229,79 +230,6 @@ def run_counterparties(args: argparse.Namespace, cfg: Config) -> int:
         print(f"no transfers with {address} in the lake with these filters (is the lake filled? see --help)")
         return 0
     _print(df, args.format, args.limit, ("first_seen", "last_seen"))
-    return 0
-
-
-# --------------------------------------------------------------------------- alerts
-def _thresholds(items: list[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in items:
-        sym, sep, val = item.partition("=")
-        try:
-            out[sym.strip()] = float(val)
-        except ValueError:
-            sep = ""
-        if not sep or not sym.strip() or out.get(sym.strip(), -1) < 0:
-            raise UserError(f"--large {item!r}: expected SYMBOL=AMOUNT, e.g. --large USDC=1000000")
-    return out
-
-
-def add_alerts_arguments(p: argparse.ArgumentParser) -> None:
-    from forensics.rules import ALERT_RULES, DEFAULT_LARGE
-
-    p.description = (
-        "Run alert rules over the lake's transfers in a time range and list the hits, newest first:\n"
-        "  sanctioned        a transfer from or to an OFAC-sanctioned address           (high)\n"
-        "  exploit           funds moving to or from a known exploit/attacker address   (high)\n"
-        "  mixer_deposit     a deposit into a mixer (Tornado Cash pools)                (medium)\n"
-        "  mixer_withdrawal  a withdrawal out of a mixer                                (medium)\n"
-        "  phishing          funds sent to a known phishing address                     (medium)\n"
-        "  large             a transfer at or over the --large threshold for its token  (low)\n"
-        "  watch             any transfer touching a --watch address                    (low)"
-    )
-    p.epilog = (
-        "default large thresholds: "
-        + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_LARGE.items())
-        + "\n\nexamples:\n  continuum alerts --start 2023-05-01 --end 2023-05-03\n"
-        "  continuum alerts --rules sanctioned,mixer_deposit --format json\n"
-        "  continuum alerts --large WETH=50 --watch 0xabc...,0xdef...\n\n"
-    )
-    _common(p, with_address=False)
-    p.add_argument(
-        "--rules", default=",".join(ALERT_RULES), help=f"comma-separated rules (default all: {','.join(ALERT_RULES)})"
-    )
-    p.add_argument("--large", action="append", default=[], metavar="SYMBOL=AMOUNT", help="large-transfer threshold")
-    p.add_argument("--watch", default="", metavar="ADDR,...", help="addresses to alert on (comma-separated)")
-
-
-def run_alerts(args: argparse.Namespace, cfg: Config) -> int:
-    from forensics.addresses import parse_address
-    from forensics.queries import alerts
-    from forensics.rules import ALERT_RULES
-
-    rules = tuple(r.strip() for r in args.rules.split(",") if r.strip())
-    bad = [r for r in rules if r not in ALERT_RULES]
-    if bad or not rules:
-        raise UserError(f"--rules: unknown rule(s) {', '.join(bad) or '(none given)'}; known: {', '.join(ALERT_RULES)}")
-    watch = tuple(parse_address(a) for a in args.watch.split(",") if a.strip())
-    df = alerts(
-        _lake(args, cfg),
-        start=_date(args.start, "--start"),
-        end=_date(args.end, "--end"),
-        rules=rules,
-        large=_thresholds(args.large),
-        watch=watch,
-        token=args.token,
-    )
-    if df.is_empty() and args.format == "table":
-        print("no alerts: no transfer in the lake hit these rules in this time range")
-        return 0
-    _print(df, args.format, args.limit, ("ts",))
-    if args.format == "table":
-        counts = df.group_by("rule").len().sort("len", descending=True)
-        print("\n" + ", ".join(f"{r}: {n}" for r, n in counts.iter_rows()) + f" ({df.height} hits)")
-        if args.limit and df.height > args.limit:
-            print(f"showing {args.limit} of {df.height}; --limit 0 shows all", file=sys.stderr)
     return 0
 
 
