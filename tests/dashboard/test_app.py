@@ -178,3 +178,68 @@ def test_empty_states_say_what_to_run(tmp_path, monkeypatch):
     ]
     for page, needle in expected:
         assert needle in _text(_page(page)), page
+
+
+@pytest.fixture(scope="module")
+def hope_lake(tmp_path_factory) -> Path:
+    """Signals as the demo writes them: Hope streamed in 8-bar calls, ``signals_frame``, ``Lake.append``."""
+    import torch
+
+    from learner.hope.config import HopeConfig
+    from learner.hope.online import Hope
+    from learner.signals import signals_frame
+    from learner.stream import run_stream
+    from tests.learner.synthetic import synthetic_panel
+
+    torch.set_num_threads(1)
+    fp = synthetic_panel(T=4 * 720 + 24, B=1, F=6, seed=3)
+    model = Hope(HopeConfig(n_features=6))
+    model.reset(1)
+    res = run_stream(model, fp, chunk=8, record_activity=True)
+    root = tmp_path_factory.mktemp("hope") / "lake"
+    frame = signals_frame("hope", "binance", fp.symbols, fp.times, res.preds, fp.sigma, fp.mask, res.activity)
+    Lake(root).append("signal", frame)
+    return root
+
+
+def test_memory_page_counts_a_level_once_per_period(hope_lake, monkeypatch):
+    """A level stepping every C bars is active on 1/C of the bars (not 8/C: once per 8-bar chunk)."""
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(hope_lake))
+    at = _page("views/memory.py")
+    summary = at.dataframe[0].value.set_index("key")
+    bars = int(_text(at).split(" bars of ")[0].split()[-1])
+    for level, period in enumerate((24, 168, 720)):
+        share = summary.loc[f"cms_l{level}_update_norm", "share of bars active"]
+        assert share == pytest.approx(1 / period, abs=1 / bars), level  # within one step of the window's edges
+    assert summary.loc["mem_update_norm", "share of bars active"] > 0.99  # the Titans memory writes every bar
+
+
+def _chart_layers(chart) -> list[tuple[str, pl.DataFrame]]:
+    """(mark type, data) of each layer of a vega-lite chart element, its data decoded from Arrow."""
+    import pyarrow as pa
+
+    spec = json.loads(chart.proto.spec)
+    data = {d.name: pl.from_arrow(pa.ipc.open_stream(d.data.data).read_all()) for d in chart.proto.datasets}
+    out = []
+    for lay in spec.get("layer", [spec]):
+        mark = lay["mark"]["type"] if isinstance(lay["mark"], dict) else lay["mark"]
+        out.append((mark, data[(lay.get("data") or spec["data"])["name"]]))
+    return out
+
+
+def test_memory_page_draws_slow_levels_as_points_where_they_stepped(hope_lake, monkeypatch):
+    """A level that did nothing for 719 bars is no straight line across them: one point per step."""
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(hope_lake))
+    at = _page("views/memory.py")
+    chart = next(c for c in at.get("vega_lite_chart") if "Per-level update norms" in c.proto.spec)
+    layers = dict(_chart_layers(chart))
+    assert set(layers) == {"line", "circle"}
+    assert set(layers["line"]["key"]) == {"mem_update_norm"}  # moves every bar: a line
+    points = layers["circle"]
+    assert set(points["key"]) == {"cms_l0_update_norm", "cms_l1_update_norm", "cms_l2_update_norm"}
+    assert (points["value"] > 0).all()
+    summary = at.dataframe[0].value.set_index("key")
+    steps = points.group_by("key").len().to_dict(as_series=False)
+    assert dict(zip(steps["key"], steps["len"], strict=True)) == {
+        k: int(summary.loc[k, "bars active"]) for k in steps["key"]
+    }
