@@ -243,3 +243,81 @@ def test_memory_page_draws_slow_levels_as_points_where_they_stepped(hope_lake, m
     assert dict(zip(steps["key"], steps["len"], strict=True)) == {
         k: int(summary.loc[k, "bars active"]) for k in steps["key"]
     }
+
+
+def test_lake_readers_notice_an_appended_added_or_deleted_partition_file(dash_env, tmp_path, monkeypatch):
+    """The cache key is a stamp of the lake's files: every write a learner makes is read on the next rerun."""
+    import shutil
+
+    from continuum.schema import Signal
+    from dashboard import data
+
+    lake_dir = tmp_path / "lake"
+    shutil.copytree(dash_env["lake"], lake_dir)
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(lake_dir))
+    lake = Lake(lake_dir)
+    n = data.signals().height
+    last = lake.read("signal").sort("ts").row(-1, named=True)
+
+    def signal(symbol: str, ts: int) -> Signal:
+        return Signal(model=last["model"], exchange="binance", symbol=symbol, ts=ts, ret_1h=0.0, ret_24h=0.01,
+                      vol_24h=0.03, ret_1h_std=0.03 / 24**0.5, ret_24h_std=0.03, regime="calm")  # fmt: skip
+
+    lake.append_events([signal(last["symbol"], last["ts"] + 3_600_000)])  # into an existing partition file
+    assert data.signals().height == n + 1
+    lake.append_events([signal("SOL/USDT", last["ts"])])  # a new partition file
+    assert data.signals().height == n + 2 and "SOL/USDT" in data.signals()["symbol"].to_list()
+    lake.delete("signal", pl.col("symbol") == "SOL/USDT")  # the file goes
+    assert data.signals().height == n + 1
+
+
+def _write_alerts(lake_dir: Path, rows: list[dict]) -> None:
+    """The ``alert`` table as ``continuum alerts`` writes it (coordinated by name and columns only)."""
+    leaf = lake_dir / "kind=alert" / "month=2023-02" / "data.parquet"
+    leaf.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows).write_parquet(leaf)
+
+
+def test_signals_page_shows_lag_regime_switches_and_the_lakes_alerts(dash_env, tmp_path, monkeypatch):
+    import shutil
+    from datetime import UTC, datetime
+
+    lake_dir = tmp_path / "lake"
+    shutil.copytree(dash_env["lake"], lake_dir)
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(lake_dir))
+    at = _page()
+    sig = Lake(lake_dir).read("signal")
+    last = int(sig["ts"].max())
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Latest bar (UTC)"] == f"{datetime.fromtimestamp(last / 1000, UTC):%Y-%m-%d %H:%M}"
+    # lag: now minus the latest bar's close (open + 1 h), in words and in seconds
+    lag_s = datetime.now(UTC).timestamp() - (last + 3_600_000) / 1000
+    shown = next(c.value for c in at.caption if c.value.startswith("Lag "))
+    assert abs(float(shown.split()[1].replace(",", "")) - lag_s) < 120 and "bars behind" in shown
+    assert metrics["Lag"].split()[1] == "d"  # months old fixture data: days first
+    # regime switches: the newest bars where an asset's regime reading changed
+    switches = next(d.value for d in at.dataframe if "from" in d.value.columns)
+    want = (
+        sig.sort("symbol", "ts")
+        .with_columns(pl.col("regime").shift(1).over("symbol").alias("prev"))
+        .filter(pl.col("prev").is_not_null() & (pl.col("prev") != pl.col("regime")))
+        .sort("ts", descending=True)
+        .head(len(switches))
+    )
+    assert switches["symbol"].tolist() == want["symbol"].to_list()
+    assert switches["to"].tolist() == want["regime"].to_list()
+    # no alert table in the lake: no Alerts panel
+    assert "Alerts" not in [s.value for s in at.subheader]
+
+    rows = [
+        {"ts": last - 60_000, "rule": "signal_threshold", "symbol": "BTC/USDT", "severity": "warning",
+         "message": "BTC/USDT 24h forecast +2.1% is 1.3 std from zero", "key": "a1"},
+        {"ts": last, "rule": "regime_switch", "symbol": "ETH/USDT", "severity": "info",
+         "message": "ETH/USDT calm -> volatile", "key": "a2"},
+    ]  # fmt: skip
+    _write_alerts(lake_dir, rows)
+    at = _page()
+    assert "Alerts" in [s.value for s in at.subheader]
+    table = next(d.value for d in at.dataframe if "message" in d.value.columns)
+    assert table["message"].tolist() == [rows[1]["message"], rows[0]["message"]]  # newest first
+    assert table["severity"].tolist() == ["info", "warning"]
