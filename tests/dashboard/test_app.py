@@ -321,3 +321,64 @@ def test_signals_page_shows_lag_regime_switches_and_the_lakes_alerts(dash_env, t
     table = next(d.value for d in at.dataframe if "message" in d.value.columns)
     assert table["message"].tolist() == [rows[1]["message"], rows[0]["message"]]  # newest first
     assert table["severity"].tolist() == ["info", "warning"]
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory) -> dict[str, Path]:
+    """A real ``continuum demo`` on a small slice; the dashboard's paths as the demo tells the user to open it."""
+    import contextlib
+    import io
+    import os
+    import shlex
+
+    import torch
+
+    from commands.cli import main
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("demo")
+    old = os.environ.get("CONTINUUM_LAKE__ROOT")
+    os.environ["CONTINUUM_LAKE__ROOT"] = str(root / "lake")
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            argv = ["demo", "--symbols", "BTC/USDT,ETH/USDT,SOL/USDT", "--start", "2022-11-01", "--end", "2023-02-01"]
+            assert main([*argv, "--out", str(root / "demo"), "--quiet"]) == 0
+    finally:
+        if old is None:
+            os.environ.pop("CONTINUUM_LAKE__ROOT")
+        else:
+            os.environ["CONTINUUM_LAKE__ROOT"] = old
+    line = next(ln for ln in printed.getvalue().splitlines() if "open the dashboard:" in ln)
+    args = shlex.split(line.split("open the dashboard:", 1)[1])
+    opts = dict(zip(args[2::2], args[3::2], strict=True))  # continuum dashboard --lake L --backtest-dir B ...
+    return {
+        "lake": Path(opts["--lake"]),
+        "eval": Path(opts.get("--eval-dir", ".continuum/demo/eval")),
+        "backtest": Path(opts["--backtest-dir"]),
+        "report": root / "demo" / "report.md",
+    }
+
+
+def test_evaluation_tab_shows_the_demos_evaluation(demo_out, monkeypatch):
+    """After `continuum demo`, opened as the demo says, the Evaluation tab shows the demo's forecast errors."""
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(demo_out["lake"]))
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_EVAL_DIR", str(demo_out["eval"]))
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_BACKTEST_DIR", str(demo_out["backtest"]))
+    at = _page("views/evaluation.py")
+    assert "No evaluation in" not in _text(at)
+    cum = next(d.value for d in at.dataframe if "model" in d.value.columns and "vol_24h_qlike" in d.value.columns)
+    got = cum.set_index("model")["vol_24h_qlike"].to_dict()
+    # the same numbers as the demo's report: hope and the naive reference, vol 24h QLIKE to 4 decimals
+    rows = {
+        ln.split("|")[1].strip(): float(ln.split("|")[3])
+        for ln in demo_out["report"].read_text().splitlines()
+        if ln.startswith("| hope |") or ln.startswith("| naive")
+    }
+    assert got["hope"] == pytest.approx(rows["hope"], abs=5e-5)
+    assert got["naive (reference)"] == pytest.approx(rows["naive (zero return, last-week vol)"], abs=5e-5)
+    # cumulative error over time, per regime (the slice crosses 2022 bear -> 2023-24 recovery)
+    assert any("cumulative mean" in c.proto.spec for c in at.get("vega_lite_chart"))
+    per = next(d.value for d in at.dataframe if "2023-24 recovery" in d.value.columns)
+    assert set(per["model"]) == {"hope", "naive (reference)"} and "2022 bear" in per.columns
+    assert "continuum evaluate" in _text(at)  # the R matrix needs held-out weeks: the page says which command
