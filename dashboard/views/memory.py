@@ -49,7 +49,9 @@ if not norms.is_empty():
     enc = {
         "x": alt.X("time:T", title=None),
         "y": alt.Y("value:Q", title="update norm", scale=alt.Scale(type="log")),
-        "color": alt.Color("key:N", title="level", scale=alt.Scale(domain=sorted(norms["key"].unique()))),
+        "color": alt.Color(
+            "key:N", title="level", scale=alt.Scale(domain=sorted(norms["key"].unique()), scheme="tableau10")
+        ),
         "tooltip": ["time:T", "key:N", "value:Q"],
     }
     every_bar = alt.Chart(norms.filter(~pl.col("stepped")).drop("stepped")).mark_line(strokeWidth=1).encode(**enc)

@@ -34,7 +34,7 @@ vol_thr = st.sidebar.number_input(
 
 def bar_ms(sig: pl.DataFrame) -> int:
     """The bar length: the most common step between one asset's consecutive signals (an hour if unknown)."""
-    steps = sig.select(pl.col("ts").sort().diff().over("symbol").alias("d")).drop_nulls().filter(pl.col("d") > 0)
+    steps = sig.select(pl.col("ts").sort().diff().over("symbol").alias("d")).filter(pl.col("d") > 0)
     return int(steps["d"].mode().min()) if steps.height else HOUR_MS
 
 
@@ -43,7 +43,7 @@ def lag_line(latest: pl.DataFrame, step_ms: int) -> None:
     last_ts = int(latest["ts"].max())
     now = datetime.now(UTC)
     lag_s = now.timestamp() - (last_ts + step_ms) / 1000
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4 = st.columns([3, 3, 1, 2])
     c1.metric("Latest bar (UTC)", f"{datetime.fromtimestamp(last_ts / 1000, UTC):%Y-%m-%d %H:%M}")
     c2.metric(
         "Lag",
@@ -58,7 +58,8 @@ def lag_line(latest: pl.DataFrame, step_ms: int) -> None:
 
 
 def latest_table(sig: pl.DataFrame) -> pl.DataFrame:
-    latest = sig.sort("ts").group_by("symbol").last().sort("symbol")
+    # each asset's newest row (a filter, not a sort of the whole history: the page reruns every few seconds)
+    latest = sig.filter(pl.col("ts") == pl.col("ts").max().over("symbol")).unique("symbol", keep="last").sort("symbol")
     for col, dtype in (("direction", pl.String), ("weight", pl.Float64), ("confidence", pl.Float64)):
         if col not in latest.columns:  # signals written before the feed's v2 fields (schema v1)
             latest = latest.with_columns(pl.lit(None, dtype).alias(col))
@@ -75,7 +76,8 @@ def latest_table(sig: pl.DataFrame) -> pl.DataFrame:
 def regime_switches(sig: pl.DataFrame, n: int = 10) -> pl.DataFrame:
     """The ``n`` newest bars where an asset's regime reading changed, newest first."""
     return (
-        sig.sort("symbol", "ts")
+        sig.select("symbol", "ts", "time", "regime")
+        .sort("symbol", "ts")
         .with_columns(pl.col("regime").shift(1).over("symbol").alias("from"))
         .filter(pl.col("from").is_not_null() & (pl.col("from") != pl.col("regime")))
         .sort("ts", descending=True)
@@ -157,11 +159,12 @@ def live() -> None:
         "regime",
         "alert",
     )
+    pct = {c: st.column_config.NumberColumn(format="%.2f") for c in table.columns if c.endswith("%") or c == "z 24h"}
     st.dataframe(
         table,
         hide_index=True,
         width="stretch",
-        column_config={"bar (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
+        column_config={"bar (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"), **pct},
     )
     hits = latest.filter(pl.col("alert"))
     if hits.is_empty():
