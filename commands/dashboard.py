@@ -44,8 +44,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     config_option(
         p, "--lake", key="lake.root", metavar="DIR", help="lake with signals and transfers (default: [lake].root)"
     )
-    p.add_argument("--eval-dir", metavar="DIR", default=".continuum/demo/eval", help="a `continuum evaluate --out` dir")
-    p.add_argument("--backtest-dir", metavar="DIR", default=".continuum/demo", help="a `continuum backtest --out` dir")
+    p.add_argument(
+        "--eval-dir",
+        metavar="DIR",
+        default=".continuum/demo/eval",
+        help="a `continuum evaluate --out` dir, or a demo's --out/eval (default %(default)s: the demo's)",
+    )
+    p.add_argument(
+        "--backtest-dir",
+        metavar="DIR",
+        default=".continuum/demo",
+        help="a `continuum backtest --out` or `continuum demo --out` dir (default %(default)s)",
+    )
     p.add_argument(
         "--refresh",
         type=float,
