@@ -136,7 +136,7 @@ def _list(args: argparse.Namespace, cfg: Config) -> int:
     if df.is_empty() and args.format == "table":
         print("no alerts: no transfer in the lake hit these rules in this time range")
         return 0
-    _print(df, args.format, args.limit, ("ts",))
+    _print(df, args.format, args.limit, "alerts")
     if args.format == "table":
         counts = df.group_by("rule").len().sort("len", descending=True)
         print("\n" + ", ".join(f"{r}: {n}" for r, n in counts.iter_rows()) + f" ({df.height} hits)")

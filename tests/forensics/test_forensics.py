@@ -18,6 +18,7 @@ from forensics.queries import alerts, counterparties, trace
 ETL = Path(__file__).resolve().parents[1] / "data" / "ethereum_etl_mainnet_samples"
 A, B, C, D, E, M, S = ("0x" + ch * 40 for ch in "abcde9f")
 T0 = 1_700_000_000_000
+USDC = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
 LABELS = pl.DataFrame(
     {
         "address": [C, M, S],
@@ -34,7 +35,8 @@ def _frame(rows: list[tuple[int, str, str, float, str]]) -> pl.DataFrame:
             "ts": [T0 + r[0] for r in rows],
             "tx_hash": [f"0x{i:064x}" for i in range(len(rows))],
             "log_index": [0] * len(rows),
-            "token": [None] * len(rows),
+            # native ether has no contract; USDC rows carry USDC's (a token is its contract, not its symbol)
+            "token": [USDC if r[4] == "USDC" else None for r in rows],
             "symbol": [r[4] for r in rows],
             "from_address": [r[1] for r in rows],
             "to_address": [r[2] for r in rows],
