@@ -205,3 +205,20 @@ def test_bad_address_is_one_line_exit_2(bad, capsys, tmp_path):
 def test_good_checksum_is_accepted(capsys, tmp_path):
     assert main(["counterparties", "0xd8dA6BF26964aF9D7eEd9e03E53415D37aA96045", "--lake", str(tmp_path)]) == 0
     assert "no transfers" in capsys.readouterr().out
+
+
+def test_tables_fit_120_columns_without_nulls(mainnet, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    root, addr = str(mainnet.root), "0x7054b0f980a7eb5b3a6b3446f3c947d80162775c"
+    for argv in (
+        ["trace", addr, "--direction", "both", "--hops", "3"],
+        ["trace", addr, "--direction", "both", "--show", "edges"],
+        ["counterparties", addr],
+        ["alerts"],
+    ):
+        assert main([*argv, "--lake", root]) == 0
+        out = capsys.readouterr().out
+        table = out.split("\n\n")[-2] if argv[0] == "trace" else out
+        assert max(len(line) for line in table.splitlines()) <= 120, argv
+        assert "null" not in out
+        assert argv[0] != "trace" or "0x7054…775c" in table
