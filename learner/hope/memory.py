@@ -74,15 +74,69 @@ def silu_grad(z: torch.Tensor) -> torch.Tensor:
 def mem_apply(
     W1: torch.Tensor, W2: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """M(x) = x + W1 silu(W2 x)  (eq. 89).  W1 (B,o,h), W2 (B,h,i), x (B,L,i) -> (B,L,o).
+    """M(x) = x + W1 silu(W2 x)  (eq. 89).  W1 (...,o,h), W2 (...,h,i), x (...,L,i) -> (...,L,o).
 
-    ``residual`` (B,1,1) in {0, 1} says per row whether the skip connection applies (memories of
-    different kinds batched together); by default it applies when the widths match.
+    ``...`` is any batch shape: (B,) streams, or (G, B) memories x streams in the packed layout.
+    ``residual`` (broadcastable to the output, values in {0, 1}) says per row whether the skip connection
+    applies (memories of different kinds batched together); by default it applies when the widths match.
     """
-    y = torch.einsum("boh,blh->blo", W1, F.silu(torch.einsum("bhi,bli->blh", W2, x)))
+    y = F.silu(x @ W2.mT) @ W1.mT
     if residual is not None:
         return y + residual * x
     return x + y if y.shape[-1] == x.shape[-1] else y
+
+
+@dataclass
+class GradFactors:
+    """Each token's inner gradient as rank-1 factors, clip scale (and later the mask) folded in::
+
+        g1_t = e_t a_t^T        (o x h)        g2_t = dz_t k_t^T        (h x i)
+
+    Materialising g1 and g2 costs L*(o*h + h*i) numbers per memory and stream; the factors cost L*(o + h + h)
+    and every use of the gradients below is a matrix product with them.
+    """
+
+    e: torch.Tensor  # (..., L, o)  2 c_t (M(k_t) - v_hat_t): the factor 2 of the squared norm and the clip scale c_t
+    a: torch.Tensor  # (..., L, h)  silu(W2 k_t)
+    dz: torch.Tensor  # (..., L, h)  c_t 2 (W1^T (M(k_t) - v_hat_t)) * silu'(W2 k_t)
+    loss: torch.Tensor  # (..., L)  ||M(k_t) - v_hat_t||^2, the surprise
+    norm: torch.Tensor  # (..., L)  ||(g1_t, g2_t)|| before the clip
+
+    def materialise(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """g1 (...,L,o,h), g2 (...,L,h,i): the per-token gradients themselves (the reference path, tests)."""
+        return self.e[..., :, None] * self.a[..., None, :], self.dz[..., :, None] * k[..., None, :]
+
+
+def mem_grad_factors(
+    W1: torch.Tensor,
+    W2: torch.Tensor,
+    k: torch.Tensor,
+    v_hat: torch.Tensor,
+    clip: float,
+    residual: torch.Tensor | None = None,
+) -> GradFactors:
+    """Per-token gradients of ||M(k_t) - v_hat_t||^2 at fixed (W1, W2)  (eq. 87, 93), as rank-1 factors.
+
+    k (...,L,i), v_hat (...,L,o). Each token's gradient, one norm over g1 and g2 together, is rescaled to
+    norm <= clip (pitfalls §4.1, max_grad_norm). The Frobenius norm of a rank-1 matrix is the product of its
+    factors' norms, ||g1|| = 2 ||e|| ||a||, ||g2|| = ||dz|| ||k||, so the clip needs no materialised gradient.
+    v_hat is a constant here whatever ``stopgrad_vhat`` says: that flag only cuts the outer (pre-training)
+    graph through v_hat.
+    """
+    z = k @ W2.mT  # (...,L,h)
+    a = F.silu(z)
+    out = a @ W1.mT  # (...,L,o)
+    if residual is not None:
+        out = out + residual * k
+    elif out.shape[-1] == k.shape[-1]:
+        out = out + k
+    e = out - v_hat  # (...,L,o)
+    dz = 2 * (e @ W1) * silu_grad(z)  # (...,L,h)
+    loss = e.pow(2).sum(-1)
+    sq = 4 * loss * a.pow(2).sum(-1) + dz.pow(2).sum(-1) * k.pow(2).sum(-1)
+    norm = torch.sqrt(sq + 1e-12)  # (...,L)
+    scale = (clip / norm).clamp(max=1.0)
+    return GradFactors(e * (2 * scale)[..., None], a, dz * scale[..., None], loss, norm)
 
 
 def mem_grads(
@@ -93,30 +147,14 @@ def mem_grads(
     clip: float,
     residual: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token gradients of ||M(k_t) - v_hat_t||^2 at fixed (W1, W2)  (eq. 87, 93).
-
-    k (B,L,i), v_hat (B,L,o) -> g1 (B,L,o,h), g2 (B,L,h,i), and the per-token loss (B,L) (surprise).
-    Each token's gradient, one norm over g1 and g2 together, is rescaled to norm <= clip (pitfalls §4.1,
-    max_grad_norm). v_hat is a constant here whatever ``stopgrad_vhat`` says: that flag only cuts the
-    outer (pre-training) graph through v_hat.
-    """
-    z = torch.einsum("bhi,bli->blh", W2, k)  # (B,L,h)
-    a = F.silu(z)
-    out = torch.einsum("boh,blh->blo", W1, a)
-    if residual is not None:
-        out = out + residual * k
-    elif out.shape[-1] == k.shape[-1]:
-        out = out + k
-    e = out - v_hat  # (B,L,o)
-    g1 = 2 * torch.einsum("blo,blh->bloh", e, a)
-    dz = 2 * torch.einsum("boh,blo->blh", W1, e) * silu_grad(z)
-    g2 = torch.einsum("blh,bli->blhi", dz, k)
-    norm = torch.sqrt(g1.pow(2).sum((-1, -2)) + g2.pow(2).sum((-1, -2)) + 1e-12)  # (B,L)
-    scale = (clip / norm).clamp(max=1.0)[..., None, None]
-    return g1 * scale, g2 * scale, e.pow(2).sum(-1), norm
+    """The same gradients materialised: g1 (...,L,o,h), g2 (...,L,h,i), the loss and the pre-clip norm (...,L).
+    The reference path (``dgd_momentum_loop``) and the tests use it; the model uses the factors."""
+    f = mem_grad_factors(W1, W2, k, v_hat, clip, residual)
+    g1, g2 = f.materialise(k)
+    return g1, g2, f.loss, f.norm
 
 
-def dgd_momentum_scan(
+def dgd_momentum_loop(
     st: MemoryState,
     g1: torch.Tensor,
     g2: torch.Tensor,
@@ -128,12 +166,12 @@ def dgd_momentum_scan(
     dgd: bool,
     anchor: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> MemoryState:
-    """Apply the write above (eq. 88 with momentum; the projector on W2 only, and only when ``dgd``) token
-    by token over a chunk into the running weights R (boundary W untouched).
+    """The reference: apply the write above (eq. 88 with momentum; the projector on W2 only, and only when
+    ``dgd``) token by token over a chunk into the running weights R (boundary W untouched).
 
-    The gradients were computed for the whole chunk in parallel at the boundary state; only this cheap
-    recurrence is sequential. Masked tokens (gaps, held-out bars) leave R and S unchanged.
-    g1 (B,L,o,h), g2 (B,L,h,i), k (B,L,i), eta/alpha/mask (B,L).
+    ``dgd_momentum_chunk`` computes the same in parallel over the chunk and is what the model runs; this
+    loop is what it is tested against. Masked tokens (gaps, held-out bars) leave R and S unchanged.
+    g1 (...,L,o,h), g2 (...,L,h,i), k (...,L,i), eta/alpha/mask (...,L).
 
     ``anchor`` (A1, A2), the meta-learned initial weights: retention then acts on what was *written*,
     D = R - A, instead of on the whole weight (``anchor_memories``)::
@@ -150,15 +188,15 @@ def dgd_momentum_scan(
     g1, g2 = g1 * keep, g2 * keep
     b = torch.where(mask, torch.full_like(eta, beta), torch.ones_like(eta))
     A1, A2 = anchor if anchor is not None else (None, None)
-    for t in range(k.shape[1]):
-        e, a, bt = eta[:, t, None, None], alpha[:, t, None, None], b[:, t, None, None]
-        S1 = torch.addcmul(g1[:, t], S1, bt)
-        S2 = torch.addcmul(g2[:, t], S2, bt)
+    for t in range(k.shape[-2]):
+        e, a, bt = eta[..., t, None, None], alpha[..., t, None, None], b[..., t, None, None]
+        S1 = torch.addcmul(g1[..., t, :, :], S1, bt)
+        S2 = torch.addcmul(g2[..., t, :, :], S2, bt)
         D2 = R2 if A2 is None else R2 - A2  # the part retention acts on
         D1 = R1 if A1 is None else R1 - A1
         if dgd:  # D2 (alpha I - eta k k^T) - eta S2 = alpha D2 - eta ((D2 k) k^T + S2)
-            kt = k[:, t]  # (B,i)
-            proj = torch.bmm(D2, kt[:, :, None]) * kt[:, None, :]
+            kt = k[..., t, :]  # (...,i)
+            proj = (D2 @ kt[..., :, None]) * kt[..., None, :]
             D2 = a * D2 - e * (proj + S2)
         else:
             D2 = a * D2 - e * S2
@@ -166,3 +204,88 @@ def dgd_momentum_scan(
         R2 = D2 if A2 is None else A2 + D2
         R1 = D1 if A1 is None else A1 + D1
     return MemoryState(st.W1, st.W2, R1, R2, S1, S2)
+
+
+def dgd_momentum_chunk(
+    st: MemoryState,
+    f: GradFactors,
+    k: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    dgd: bool,
+    anchor: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> MemoryState:
+    """``dgd_momentum_loop``'s end-of-chunk R and S, exactly, in parallel over the chunk: no loop over tokens.
+
+    f: the rank-1 gradient factors; k (...,L,i), eta/alpha/mask (...,L); the rest as in the loop. Only the
+    end-of-chunk running weights and momenta are needed (every read in a chunk uses the boundary W).
+    With t, s, n tokens 1..L of the chunk, D = R - A (anchor) or R, and the gradients g_s = e_s a_s^T
+    (layer 1) and dz_s k_s^T (layer 2), masked tokens' factors zeroed::
+
+        b_t = beta (unmasked) or 1 (masked);  rho_ts = prod_{s<r<=t} b_r = beta^(#unmasked in (s, t])
+        lam_t = prod_{r>t} alpha_r, Aa = prod_r alpha_r;  Pb_t = rho_t0;  mu_ts = eta_t lam_t rho_ts (t >= s)
+        S_L  = Pb_L S_0 + sum_s rho_Ls g_s                                           (momentum, a linear scan)
+        D1_L = Aa D1_0 - Gam S1_0 - sum_s nu_s g1_s        gamma_t = eta_t lam_t Pb_t, Gam = sum_t gamma_t,
+                                                           nu_s = sum_{t>=s} mu_ts
+        W2 (dgd): M_t = alpha_t (I - beta'_t k_t k_t^T), beta'_t = eta_t / alpha_t; D2_L = D2_0 M_1..M_L -
+        sum_t eta_t S2_t M_{t+1}..M_L. Every suffix product is lam_t (I - sum_{n>t} k_n z_n^T) with ONE set of
+        vectors z (the UT / WY form of DeltaNet's chunked kernels, here for suffixes):
+            z_t = beta'_t (k_t - sum_{n>t} (k_n . k_t) z_n)   i.e.  (I + diag(beta') triu(K K^T, 1)) Z = diag(beta') K
+        D2_L = Aa (D2_0 - D2_0 K^T Z) - Gam S2_0 + S2_0 K^T diag(Gam_<n) Z - DZ^T diag(nu) K + DZ^T (Xi o G) Z
+            Gam_<n = sum_{t<n} gamma_t, G = K K^T, Xi_sn = sum_{t=s}^{n-1} mu_ts (n > s, else 0)
+        W2 (no dgd): the W1 line (Z = 0).
+
+    docs/learner.md has the derivation. Numerics: over one chunk (L <= the smallest CMS period, 24) the
+    products of beta (>= 0) and alpha (>= alpha_min > 0) cannot underflow (0.9^24 ~ 0.08); beta^0 = 1 also
+    for beta = 0, and rho is built from counts, never by dividing products; eta / alpha is safe since
+    alpha >= alpha_min > 0. The triangular system is unit-diagonal and its off-diagonal entries are at most
+    eta_max / alpha_min in size, so the solve is well conditioned. Float64 agrees with the loop to ~1e-15
+    relative, float32 to ~1e-6 (tests/learner/test_hope.py).
+    """
+    keep = mask.to(k.dtype)  # (...,L)
+    e, a, dz = f.e * keep[..., None], f.a, f.dz * keep[..., None]
+    # momentum: rho[t, s] = beta^(c_t - c_s) for s <= t, with c the running count of unmasked tokens
+    c = torch.cumsum(keep, -1)  # (...,L)
+    rho = torch.tril(torch.pow(beta, (c[..., :, None] - c[..., None, :]).clamp(min=0)))  # (...,L,L) [t,s]
+    Pb = torch.pow(beta, c)  # (...,L)  prod_{r<=t} b_r
+    # retention: lam_t = prod_{r>t} alpha_r (a reverse cumulative product, no division)
+    suffix = torch.cumprod(alpha.flip(-1), -1).flip(-1)  # (...,L)  prod_{r>=t}
+    Aa = suffix[..., :1, None]  # (...,1,1)
+    lam = F.pad(suffix[..., 1:], (0, 1), value=1.0)  # (...,L)
+    el = eta * lam  # (...,L)
+    gamma = el * Pb  # (...,L)
+    Gam = gamma.sum(-1)[..., None, None]  # (...,1,1)
+    Cmu = torch.cumsum(el[..., :, None] * rho, -2)  # (...,L,L) [n,s] = sum_{t<=n} mu_ts
+    nu = Cmu[..., -1, :]  # (...,L) over s
+    rhoL, PbL = rho[..., -1, :], Pb[..., -1, None, None]  # (...,L) over s, (...,1,1)
+
+    A1, A2 = anchor if anchor is not None else (None, None)
+    D1 = st.R1 if A1 is None else st.R1 - A1  # (...,o,h)
+    D2 = st.R2 if A2 is None else st.R2 - A2  # (...,h,i)
+    S1, S2 = st.S1, st.S2
+    # layer 1 (decay + GD) and both momenta: one (o x L)(L x h) product per sum
+    D1n = Aa * D1 - Gam * S1 - (e * nu[..., None]).mT @ a
+    S1n = PbL * S1 + (e * rhoL[..., None]).mT @ a
+    S2n = PbL * S2 + (dz * rhoL[..., None]).mT @ k
+    D2n = Aa * D2 - Gam * S2 - (dz * nu[..., None]).mT @ k  # (...,h,i)
+    if dgd:
+        L = k.shape[-2]
+        bp = eta / alpha  # (...,L)  beta'_t
+        if L == 1:  # no later token: z_1 = beta'_1 k_1
+            Z = bp[..., None] * k
+        else:
+            G = k @ k.mT  # (...,L,L)
+            U = bp[..., :, None] * torch.triu(G, 1)  # unit diagonal implied
+            Z = torch.linalg.solve_triangular(U, bp[..., None] * k, upper=True, unitriangular=True)  # (...,L,i)
+        Gam_lt = torch.cumsum(gamma, -1) - gamma  # (...,L) over n
+        # D2_L gets - Y Z with Y = Aa D2_0 K^T - S2_0 K^T diag(Gam_<n) - DZ^T (Xi o G)
+        Y = (Aa * D2) @ k.mT - S2 @ (k * Gam_lt[..., None]).mT  # (...,h,L)
+        if L > 1:
+            XiT = F.pad(Cmu[..., :-1, :], (0, 0, 1, 0))  # (...,L,L) [n,s] = Xi_sn
+            Y = Y - dz.mT @ (XiT * G).mT
+        D2n = D2n - Y @ Z
+    R1 = D1n if A1 is None else A1 + D1n
+    R2 = D2n if A2 is None else A2 + D2n
+    return MemoryState(st.W1, st.W2, R1, R2, S1n, S2n)

@@ -14,7 +14,7 @@ import torch
 from learner.hope.config import HopeConfig
 from learner.hope.memory import MemoryState
 from learner.hope.model import HopeNet, HopeState
-from learner.hope.titans import TitansState
+from learner.hope.titans import CallActivity, TitansState, pack_memories, unpack_memories
 from learner.protocol import OnlineModel
 
 RING = 64
@@ -40,14 +40,14 @@ class Hope(OnlineModel):
             p.requires_grad_(False)
         self.state: HopeState | None = None
         self.ring: torch.Tensor | None = None
-        self._act: dict[str, torch.Tensor] = {}
+        self._act: CallActivity | None = None
 
     # ------------------------------------------------------------------ protocol
     def reset(self, n_streams: int) -> None:
         with torch.no_grad():
             self.state = self.net.init_state(n_streams)
         self.ring = torch.zeros(n_streams, RING, self.cfg.d_model, device=self.device)
-        self._act = {}
+        self._act = None
 
     def predict(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         assert self.state is not None, "call reset() first"
@@ -56,30 +56,46 @@ class Hope(OnlineModel):
         for period in self.cfg.cms_periods:  # every level, not only the fastest: a level must see its step
             if self.state.step % period + L > period:
                 raise ValueError(f"a call of {L} bars crosses the CMS period {period}; call learn() at each")
-        outs, pos = [], 0
+        hs, pos = [], 0
         with torch.no_grad():
-            while pos < L:  # split at memory chunk boundaries (the streaming form is L = 1)
+            while pos < L:  # the memories, split at their chunk boundaries (the streaming form is L = 1)
                 n = min(L - pos, C - self.state.step % C)
                 step0 = self.state.step
-                pred, h, self.state, act = self.net(self.state, x[:, pos : pos + n], mask[:, pos : pos + n])
-                slots = torch.arange(step0, step0 + n, device=self.device) % RING
-                self.ring[:, slots] = h
-                outs.append(pred)
-                self._act = act
+                h, self.state, self._act = self.net.encode(self.state, x[:, pos : pos + n], mask[:, pos : pos + n])
+                self.ring[:, self._slots(step0, n)] = h
+                hs.append(h)
                 pos += n
-        return torch.cat(outs, dim=1)
+            # the CMS levels only step in learn(), so one readout serves the whole call
+            h = hs[0] if len(hs) == 1 else torch.cat(hs, dim=1)
+            return self.net.readout(self.net.cms.weights(self.state.cms), h)
+
+    def _slots(self, first: int, n: int) -> slice | torch.Tensor:
+        """Ring positions of bars first..first+n-1: a slice when they do not wrap (no index tensor to build)."""
+        a = first % RING
+        if a + n <= RING:
+            return slice(a, a + n)
+        return torch.arange(first, first + n, device=self.device) % RING
 
     def learn(self, steps: torch.Tensor, y: torch.Tensor, ymask: torch.Tensor) -> None:
+        """No host sync on the way: the only checks are on ``steps``, a host tensor (its length, its range);
+        a window with no realised target adds exact zeros to the sums."""
         assert self.state is not None, "call reset() first"
-        if self.cfg.learn_cms and self.cfg.cms_periods and ymask.any():
-            if int(self.state.step - steps.min()) > RING:
+        n = steps.shape[0]
+        if self.cfg.learn_cms and self.cfg.cms_periods and n:
+            steps = steps.cpu()  # bar indices live on the host (learner.stream builds them there)
+            first = int(steps[0])
+            if self.state.step - int(steps.min()) > RING:
                 raise ValueError("targets older than the ring buffer")
-            h = self.ring[:, steps.to(self.device) % RING]  # (B,n,d) CMS inputs of the forecast bars
+            if torch.equal(steps, torch.arange(first, first + n)):  # the usual window: consecutive bars
+                slots = self._slots(first, n)
+            else:
+                slots = steps.to(self.device) % RING
+            h = self.ring[:, slots]  # (B,n,d) CMS inputs of the forecast bars
             self.net.cms_accumulate(self.state.cms, h, y.to(self.device), ymask.to(self.device))
         self.net.cms_apply_due(self.state.cms, self.state.step)
 
     def activity(self) -> dict[str, torch.Tensor]:
-        act = dict(self._act)
+        act = self._act.summary() if self._act is not None else {}
         if self.state is not None:
             for i, lvl in enumerate(self.state.cms):
                 act[f"cms_l{i}_update_norm"] = lvl.last_update_norm
@@ -95,8 +111,9 @@ class Hope(OnlineModel):
             "slow": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
             "step": st.step,
             "conv": st.titans.conv.detach().cpu().clone(),
-            "mems": {
-                n: {k: t.detach().cpu().clone() for k, t in m.tensors().items()} for n, m in st.titans.mems.items()
+            "mems": {  # one entry per memory, as before the packed layout (unpack_memories)
+                n: {k: t.detach().cpu().clone() for k, t in m.tensors().items()}
+                for n, m in unpack_memories(st.titans.mems).items()
             },
             "cms": [
                 {
@@ -127,7 +144,7 @@ class Hope(OnlineModel):
 
         from learner.hope.cms import LevelState
 
-        mems = {n: MemoryState(**{k: to(t) for k, t in m.items()}) for n, m in state["mems"].items()}
+        mems = pack_memories({n: MemoryState(**{k: to(t) for k, t in m.items()}) for n, m in state["mems"].items()})
         cms = [
             LevelState(
                 {k: to(t) for k, t in c["delta"].items()},
