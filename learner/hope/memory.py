@@ -80,10 +80,7 @@ def mem_apply(
     ``residual`` (broadcastable to the output, values in {0, 1}) says per row whether the skip connection
     applies (memories of different kinds batched together); by default it applies when the widths match.
     """
-    y = F.silu(x @ W2.mT) @ W1.mT
-    if residual is not None:
-        return y + residual * x
-    return x + y if y.shape[-1] == x.shape[-1] else y
+    return _skip(F.silu(x @ W2.mT) @ W1.mT, x, residual)
 
 
 @dataclass
@@ -125,11 +122,50 @@ def mem_grad_factors(
     """
     z = k @ W2.mT  # (...,L,h)
     a = F.silu(z)
-    out = a @ W1.mT  # (...,L,o)
+    return _factors(W1, z, a, _skip(a @ W1.mT, k, residual), k, v_hat, clip)
+
+
+def self_target_factors(
+    W1: torch.Tensor,
+    W2: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    clip: float,
+    residual: torch.Tensor | None = None,
+    detach_target: bool = False,
+) -> tuple[torch.Tensor, GradFactors]:
+    """eq. 85 then eqs. 87/93: the memory's own target v_hat = M(v) and the gradient factors of
+    ||M(k) - v_hat||^2 (``mem_grad_factors``), with v and k through the weights as one batch (one product per
+    layer instead of two). k, v (...,L,i) -> v_hat (...,L,o), factors. ``detach_target`` cuts v_hat from the
+    outer graph (``stopgrad_vhat``)."""
+    L = k.shape[-2]
+    x = torch.cat([v, k], -2)  # (...,2L,i)
+    z = x @ W2.mT  # (...,2L,h)
+    a = F.silu(z)
+    y = _skip(a @ W1.mT, x, residual)  # (...,2L,o)
+    v_hat = y[..., :L, :]
+    if detach_target:
+        v_hat = v_hat.detach()
+    return v_hat, _factors(W1, z[..., L:, :], a[..., L:, :], y[..., L:, :], k, v_hat, clip)
+
+
+def _skip(y: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+    """The skip connection of eq. 89: per row by ``residual``, else when the widths match."""
     if residual is not None:
-        out = out + residual * k
-    elif out.shape[-1] == k.shape[-1]:
-        out = out + k
+        return y + residual * x
+    return y + x if y.shape[-1] == x.shape[-1] else y
+
+
+def _factors(
+    W1: torch.Tensor,
+    z: torch.Tensor,
+    a: torch.Tensor,
+    out: torch.Tensor,
+    k: torch.Tensor,
+    v_hat: torch.Tensor,
+    clip: float,
+) -> GradFactors:
+    """The clipped rank-1 factors from the forward pass at k: z = W2 k, a = silu(z), out = M(k)."""
     e = out - v_hat  # (...,L,o)
     dz = 2 * (e @ W1) * silu_grad(z)  # (...,L,h)
     loss = e.pow(2).sum(-1)
@@ -244,48 +280,87 @@ def dgd_momentum_chunk(
     eta_max / alpha_min in size, so the solve is well conditioned. Float64 agrees with the loop to ~1e-15
     relative, float32 to ~1e-6 (tests/learner/test_hope.py).
     """
-    keep = mask.to(k.dtype)  # (...,L)
-    e, a, dz = f.e * keep[..., None], f.a, f.dz * keep[..., None]
+    # Every coefficient below depends only on k, eta, alpha and the mask, which all memories share: they
+    # are computed once at those shapes (*b) and broadcast against the state's batch dims (e.g. (G, B)).
+    keep = mask.to(k.dtype)  # (*b,L)
     # momentum: rho[t, s] = beta^(c_t - c_s) for s <= t, with c the running count of unmasked tokens
-    c = torch.cumsum(keep, -1)  # (...,L)
-    rho = torch.tril(torch.pow(beta, (c[..., :, None] - c[..., None, :]).clamp(min=0)))  # (...,L,L) [t,s]
-    Pb = torch.pow(beta, c)  # (...,L)  prod_{r<=t} b_r
+    c = torch.cumsum(keep, -1)  # (*b,L)
+    rho = torch.tril(torch.pow(beta, (c[..., :, None] - c[..., None, :]).clamp(min=0)))  # (*b,L,L) [t,s]
+    Pb = torch.pow(beta, c)  # (*b,L)  prod_{r<=t} b_r
     # retention: lam_t = prod_{r>t} alpha_r (a reverse cumulative product, no division)
-    suffix = torch.cumprod(alpha.flip(-1), -1).flip(-1)  # (...,L)  prod_{r>=t}
-    Aa = suffix[..., :1, None]  # (...,1,1)
-    lam = F.pad(suffix[..., 1:], (0, 1), value=1.0)  # (...,L)
-    el = eta * lam  # (...,L)
-    gamma = el * Pb  # (...,L)
-    Gam = gamma.sum(-1)[..., None, None]  # (...,1,1)
-    Cmu = torch.cumsum(el[..., :, None] * rho, -2)  # (...,L,L) [n,s] = sum_{t<=n} mu_ts
-    nu = Cmu[..., -1, :]  # (...,L) over s
-    rhoL, PbL = rho[..., -1, :], Pb[..., -1, None, None]  # (...,L) over s, (...,1,1)
-
+    suffix = torch.cumprod(alpha.flip(-1), -1).flip(-1)  # (*b,L)  prod_{r>=t}
+    Aa = suffix[..., 0, None, None]  # (*b,1,1)
+    lam = F.pad(suffix[..., 1:], (0, 1), value=1.0)  # (*b,L)
+    el = eta * lam  # (*b,L)
+    gamma = el * Pb  # (*b,L)
+    Gam = gamma.sum(-1)[..., None, None]  # (*b,1,1)
+    Cmu = torch.cumsum(el[..., :, None] * rho, -2)  # (*b,L,L) [n,s] = sum_{t<=n} mu_ts
+    nu = Cmu[..., -1, :, None]  # (*b,L,1) over s
+    rhoL, PbL = rho[..., -1, :, None], Pb[..., -1, None, None]  # (*b,L,1), (*b,1,1)
+    keep = keep[..., None]  # (*b,L,1)
     A1, A2 = anchor if anchor is not None else (None, None)
-    D1 = st.R1 if A1 is None else st.R1 - A1  # (...,o,h)
-    D2 = st.R2 if A2 is None else st.R2 - A2  # (...,h,i)
-    S1, S2 = st.S1, st.S2
-    # layer 1 (decay + GD) and both momenta: one (o x L)(L x h) product per sum
-    D1n = Aa * D1 - Gam * S1 - (e * nu[..., None]).mT @ a
-    S1n = PbL * S1 + (e * rhoL[..., None]).mT @ a
-    S2n = PbL * S2 + (dz * rhoL[..., None]).mT @ k
-    D2n = Aa * D2 - Gam * S2 - (dz * nu[..., None]).mT @ k  # (...,h,i)
-    if dgd:
+
+    # Each line is one pass over a state-sized tensor: the sums over the chunk are (o x L)(L x h) products,
+    # the momentum and retention terms fused multiply-adds.
+    e = f.e * keep  # (...,L,o)
+    o = e.shape[-1]
+    P1 = _outer_sum(torch.cat([e * rhoL, e * -nu], -1), f.a)  # (...,2o,h): sum_s rho_Ls g1_s; -sum_s nu_s g1_s
+    S1n = torch.addcmul(P1[..., :o, :], PbL, st.S1)
+    R1n = torch.addcmul(torch.addcmul(P1[..., o:, :], Aa, st.R1), Gam, st.S1, value=-1)
+    if A1 is not None:
+        R1n = torch.addcmul(R1n, 1 - Aa, A1)  # R = A + D: Aa D_0 = Aa R_0 + (1 - Aa) A - A
+    dz = f.dz * keep  # (...,L,h)
+    h = dz.shape[-1]
+    P2 = _outer_sum(torch.cat([dz * rhoL, dz * -nu], -1), k)  # (...,2h,i)
+    S2n = torch.addcmul(P2[..., :h, :], PbL, st.S2)
+    R2n = torch.addcmul(torch.addcmul(P2[..., h:, :], Aa, st.R2), Gam, st.S2, value=-1)
+    if A2 is not None:
+        R2n = torch.addcmul(R2n, 1 - Aa, A2)
+    if dgd:  # the projector's terms: R2 gets - Y Z
         L = k.shape[-2]
-        bp = eta / alpha  # (...,L)  beta'_t
+        bp = eta / alpha  # (*b,L)  beta'_t
         if L == 1:  # no later token: z_1 = beta'_1 k_1
             Z = bp[..., None] * k
         else:
-            G = k @ k.mT  # (...,L,L)
-            U = bp[..., :, None] * torch.triu(G, 1)  # unit diagonal implied
-            Z = torch.linalg.solve_triangular(U, bp[..., None] * k, upper=True, unitriangular=True)  # (...,L,i)
-        Gam_lt = torch.cumsum(gamma, -1) - gamma  # (...,L) over n
-        # D2_L gets - Y Z with Y = Aa D2_0 K^T - S2_0 K^T diag(Gam_<n) - DZ^T (Xi o G)
-        Y = (Aa * D2) @ k.mT - S2 @ (k * Gam_lt[..., None]).mT  # (...,h,L)
+            G = k @ k.mT  # (*b,L,L)
+            U = bp[..., :, None] * torch.triu(G, 1)  # the unit diagonal is implied
+            Z = torch.linalg.solve_triangular(U, bp[..., None] * k, upper=True, unitriangular=True)  # (*b,L,i)
+        Gam_lt = torch.cumsum(gamma, -1) - gamma  # (*b,L) over n
+        # Y^T = Aa K D2_0^T - diag(Gam_<n) K S2_0^T - (Xi o G)^T DZ   (...,L,h); keys on the left: a
+        # (L x i)(i x h) product per stream is what the batched matmul does fast
+        KD = k @ st.R2.mT if A2 is None else k @ st.R2.mT - _keys_times_shared(k, A2)
+        YT = Aa * KD - (k * Gam_lt[..., None]) @ st.S2.mT
         if L > 1:
-            XiT = F.pad(Cmu[..., :-1, :], (0, 0, 1, 0))  # (...,L,L) [n,s] = Xi_sn
-            Y = Y - dz.mT @ (XiT * G).mT
-        D2n = D2n - Y @ Z
-    R1 = D1n if A1 is None else A1 + D1n
-    R2 = D2n if A2 is None else A2 + D2n
-    return MemoryState(st.W1, st.W2, R1, R2, S1n, S2n)
+            XiT = F.pad(Cmu[..., :-1, :], (0, 0, 1, 0))  # (*b,L,L) [n,s] = Xi_sn
+            YT = YT - (XiT * G) @ dz
+        R2n = _sub_outer_sum(R2n, YT, Z)
+    return MemoryState(st.W1, st.W2, R1n, R2n, S1n, S2n)
+
+
+def _outer_sum(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """sum_t u_t v_t^T = U^T V: (...,L,m), (...,L,n) -> (...,m,n). For L = 1 an elementwise outer product: a
+    batched matrix product with inner size 1 is several times slower on the CPU."""
+    if U.shape[-2] == 1:
+        return U[..., 0, :, None] * V[..., 0, None, :]
+    return U.mT @ V
+
+
+def _sub_outer_sum(X: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """X - U^T V in one pass over X (a batched baddbmm, or a fused multiply-add for L = 1); U (...,L,m) has X's
+    batch dims, V (*b,L,n) is broadcast over them."""
+    if U.shape[-2] == 1:
+        return torch.addcmul(X, U[..., 0, :, None], V[..., 0, None, :], value=-1)
+    lead = X.shape[:-2]
+    V = V.expand(*lead, *V.shape[-2:])
+    flat = (t.reshape(-1, *t.shape[-2:]) for t in (X, U.mT, V))
+    return torch.baddbmm(*flat, alpha=-1).view(X.shape)
+
+
+def _keys_times_shared(k: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """K A^T per stream, (...,L,h). k (B,L,i); A (...,1,h,i) shared by all streams (the anchor): one product per
+    memory over all streams' keys, instead of broadcasting A into a copy per stream."""
+    if A.dim() < 4 or A.shape[-3] != 1 or k.dim() != 3:
+        return k @ A.mT
+    B, L, i = k.shape
+    out = k.reshape(B * L, i) @ A.mT  # (...,1,B*L,h)
+    return out.unflatten(-2, (B, L)).squeeze(-4)  # (...,B,L,h)

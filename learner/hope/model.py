@@ -98,15 +98,24 @@ class HopeNet(nn.Module):
         pred = self.readout(self.cms.weights(st.cms, detach_delta=not delta_grad), h)
         return pred, h, st2, act
 
-    def cms_accumulate(self, levels: list[LevelState], h: torch.Tensor, y: torch.Tensor, ymask: torch.Tensor) -> None:
+    def cms_accumulate(
+        self,
+        levels: list[LevelState],
+        h: torch.Tensor,
+        y: torch.Tensor,
+        ymask: torch.Tensor,
+        theta: list[dict[str, torch.Tensor]] | None = None,
+    ) -> None:
         """Add the task-loss gradient of realised forecasts to every level's running sum (eq. 71).
 
         h (B,n,d) are the CMS inputs kept from the forecast bars, y/ymask (B,n,3) their realised
-        targets. The gradient is taken at the levels' current weights, detached from everything else
+        targets. The gradient is taken at the levels' current weights (``theta``, CMS.weights(levels) unless the
+        caller has them already), detached from everything else
         (first-order); each stream's gradient lands in its own slice, since streams never mix. No target
         realised (ymask all False) adds exact zeros: no ``ymask.any()`` check, which would sync with a GPU.
         """
-        leaves = [{n: t.detach().requires_grad_(True) for n, t in th.items()} for th in self.cms.weights(levels)]
+        theta = self.cms.weights(levels) if theta is None else theta
+        leaves = [{n: t.detach().requires_grad_(True) for n, t in th.items()} for th in theta]
         with torch.enable_grad():
             loss = task_loss(self.readout(leaves, h.detach()), y, ymask, self.cfg.loss_weights)
             grads = torch.autograd.grad(loss, [lv[n] for lv in leaves for n in PARAMS])
@@ -116,11 +125,13 @@ class HopeNet(nn.Module):
                 lvl.acc[n] = lvl.acc[n] + grads[i]
                 i += 1
 
-    def cms_apply_due(self, levels: list[LevelState], step: int) -> None:
-        """eq. 71: level l steps exactly when the bar clock is a multiple of C_l, never otherwise."""
+    def cms_apply_due(self, levels: list[LevelState], step: int) -> bool:
+        """eq. 71: level l steps exactly when the bar clock is a multiple of C_l, never otherwise.
+        Returns whether any level stepped (decided on the host, from the clock)."""
         cfg = self.cfg
         opt = LEVEL_OPTIMIZERS[cfg.cms_optimizer]
         zero = torch.zeros_like(levels[0].last_update_norm) if levels else None  # one shared, never written in place
+        stepped = False
         for i, (lvl, period) in enumerate(zip(levels, cfg.cms_periods, strict=False)):
             lvl.last_update_norm = zero
             if step == 0 or step % period or not cfg.learn_cms:
@@ -137,6 +148,8 @@ class HopeNet(nn.Module):
                 lvl.delta[n] = lvl.delta[n] - steps[n] * scale.view(-1, *([1] * (steps[n].dim() - 1)))
                 lvl.acc[n] = torch.zeros_like(lvl.acc[n])
             lvl.last_update_norm = (norm * scale).detach()
+            stepped = True
+        return stepped
 
     def meta_checksum(self) -> str:
         """Fingerprint of the slow weights: a fast state is meaningless with other meta-weights."""

@@ -41,13 +41,14 @@ class Hope(OnlineModel):
         self.state: HopeState | None = None
         self.ring: torch.Tensor | None = None
         self._act: CallActivity | None = None
+        self._theta: list[dict[str, torch.Tensor]] | None = None  # cache of the CMS levels' weights (_levels)
 
     # ------------------------------------------------------------------ protocol
     def reset(self, n_streams: int) -> None:
         with torch.no_grad():
             self.state = self.net.init_state(n_streams)
         self.ring = torch.zeros(n_streams, RING, self.cfg.d_model, device=self.device)
-        self._act = None
+        self._act, self._theta = None, None
 
     def predict(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         assert self.state is not None, "call reset() first"
@@ -67,7 +68,7 @@ class Hope(OnlineModel):
                 pos += n
             # the CMS levels only step in learn(), so one readout serves the whole call
             h = hs[0] if len(hs) == 1 else torch.cat(hs, dim=1)
-            return self.net.readout(self.net.cms.weights(self.state.cms), h)
+            return self.net.readout(self._levels(), h)
 
     def _slots(self, first: int, n: int) -> slice | torch.Tensor:
         """Ring positions of bars first..first+n-1: a slice when they do not wrap (no index tensor to build)."""
@@ -77,22 +78,37 @@ class Hope(OnlineModel):
         return torch.arange(first, first + n, device=self.device) % RING
 
     def learn(self, steps: torch.Tensor, y: torch.Tensor, ymask: torch.Tensor) -> None:
-        """No host sync on the way: the only checks are on ``steps``, a host tensor (its length, its range);
-        a window with no realised target adds exact zeros to the sums."""
+        """No host sync on the way: the checks read ``steps`` and, when it lives on the host (as
+        ``learner.stream`` builds it), ``ymask``; a window with no realised target adds exact zeros."""
         assert self.state is not None, "call reset() first"
-        n = steps.shape[0]
-        if self.cfg.learn_cms and self.cfg.cms_periods and n:
-            steps = steps.cpu()  # bar indices live on the host (learner.stream builds them there)
-            first = int(steps[0])
+        if self.cfg.learn_cms and self.cfg.cms_periods and steps.shape[0]:
+            steps = steps.cpu()  # bar indices live on the host
             if self.state.step - int(steps.min()) > RING:
                 raise ValueError("targets older than the ring buffer")
-            if torch.equal(steps, torch.arange(first, first + n)):  # the usual window: consecutive bars
-                slots = self._slots(first, n)
-            else:
-                slots = steps.to(self.device) % RING
-            h = self.ring[:, slots]  # (B,n,d) CMS inputs of the forecast bars
-            self.net.cms_accumulate(self.state.cms, h, y.to(self.device), ymask.to(self.device))
-        self.net.cms_apply_due(self.state.cms, self.state.step)
+            if ymask.device.type == "cpu":  # only the bars with a realised target (live: 2 of the 25 in the window)
+                rows = ymask.any(2).any(0).nonzero()[:, 0]
+                if rows.shape[0] < steps.shape[0]:
+                    steps, y, ymask = steps[rows], y[:, rows], ymask[:, rows]
+            if steps.shape[0]:
+                h = self.ring[:, self._ring_index(steps)]  # (B,n,d) CMS inputs of the forecast bars
+                self.net.cms_accumulate(
+                    self.state.cms, h, y.to(self.device), ymask.to(self.device), theta=self._levels()
+                )
+        if self.net.cms_apply_due(self.state.cms, self.state.step):
+            self._theta = None  # a level stepped: its weights are rebuilt on next use
+
+    def _ring_index(self, steps: torch.Tensor) -> slice | torch.Tensor:
+        """Where bars ``steps`` (host tensor) sit in the ring: a slice for consecutive bars that do not wrap."""
+        first, n = int(steps[0]), steps.shape[0]
+        if int(steps[-1]) - first == n - 1 and (n < 3 or bool((steps.diff() == 1).all())):
+            return self._slots(first, n)
+        return steps.to(self.device) % RING
+
+    def _levels(self) -> list[dict[str, torch.Tensor]]:
+        """The CMS levels' weights theta_0 + delta (B, ...), built once per level step, not once per call."""
+        if self._theta is None:
+            self._theta = self.net.cms.weights(self.state.cms)
+        return self._theta
 
     def activity(self) -> dict[str, torch.Tensor]:
         act = self._act.summary() if self._act is not None else {}
@@ -156,3 +172,4 @@ class Hope(OnlineModel):
         ]
         self.state = HopeState(int(state["step"]), TitansState(to(state["conv"]), mems), cms)
         self.ring = to(state["ring"])
+        self._act, self._theta = None, None

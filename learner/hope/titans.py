@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learner.hope.config import HopeConfig
-from learner.hope.memory import MemoryState, dgd_momentum_chunk, mem_apply, mem_grad_factors
+from learner.hope.memory import MemoryState, dgd_momentum_chunk, mem_apply, self_target_factors
 
 MEMORIES = ("k", "v", "eta", "alpha", "mem")  # the packed order: row g of the packed state is MEMORIES[g]
 OTHERS = ("k", "v", "eta", "alpha")
@@ -173,21 +173,15 @@ class SelfModifyingTitans(nn.Module):
             # the writing memories: all of them, or only the main one (self_modifying=False)
             g = slice(0, len(MEMORIES)) if cfg.self_modifying else slice(MEM, MEM + 1)
             w = MemoryState(*(t[g] for t in m.tensors().values()))  # views, no copy
-            n, res = len(MEMORIES) if cfg.self_modifying else 1, self.residual[g]
-
-            def rep(t: torch.Tensor) -> torch.Tensor:  # the same inputs for every writing memory
-                return t.expand(n, *t.shape)
-
-            kG = rep(k)
-            v_hat = mem_apply(w.W1, w.W2, rep(v), res)  # eq. 85: each memory's own target
-            if cfg.stopgrad_vhat:
-                v_hat = v_hat.detach()
-            f = mem_grad_factors(w.W1, w.W2, kG, v_hat, cfg.inner_clip, res)  # eqs. 87, 93
+            res = self.residual[g]
+            # k, v, eta, alpha and the mask are shared by every writing memory: passed at (B, ...) and broadcast
+            # eq. 85, each memory's own target v_hat = M(v), and eqs. 87, 93, the gradient factors at k
+            _, f = self_target_factors(w.W1, w.W2, k, v, cfg.inner_clip, res, detach_target=cfg.stopgrad_vhat)
             anchor = None
-            if cfg.anchor_memories:  # the meta-learned initial weights (G, 1, ...), broadcast over streams
+            if cfg.anchor_memories:  # the meta-learned initial weights (n, 1, ...), broadcast over streams
                 A1, A2 = self.initial_memories()
                 anchor = (A1[g], A2[g])
-            w = dgd_momentum_chunk(w, f, kG, rep(eta), rep(alpha), rep(mask), cfg.momentum, cfg.dgd, anchor)  # eq. 88
+            w = dgd_momentum_chunk(w, f, k, eta, alpha, mask, cfg.momentum, cfg.dgd, anchor)  # eq. 88
             if cfg.self_modifying:
                 new = w
             else:  # the others keep their state
