@@ -105,19 +105,22 @@ class HopeNet(nn.Module):
         y: torch.Tensor,
         ymask: torch.Tensor,
         theta: list[dict[str, torch.Tensor]] | None = None,
+        weights: torch.Tensor | None = None,
     ) -> None:
         """Add the task-loss gradient of realised forecasts to every level's running sum (eq. 71).
 
         h (B,n,d) are the CMS inputs kept from the forecast bars, y/ymask (B,n,3) their realised
         targets. The gradient is taken at the levels' current weights (``theta``, CMS.weights(levels) unless the
-        caller has them already), detached from everything else
+        caller has them already; ``weights``, cfg.loss_weights as a tensor on the device, likewise), detached
+        from everything else
         (first-order); each stream's gradient lands in its own slice, since streams never mix. No target
         realised (ymask all False) adds exact zeros: no ``ymask.any()`` check, which would sync with a GPU.
         """
         theta = self.cms.weights(levels) if theta is None else theta
         leaves = [{n: t.detach().requires_grad_(True) for n, t in th.items()} for th in theta]
         with torch.enable_grad():
-            loss = task_loss(self.readout(leaves, h.detach()), y, ymask, self.cfg.loss_weights)
+            w = self.cfg.loss_weights if weights is None else weights
+            loss = task_loss(self.readout(leaves, h.detach()), y, ymask, w)
             grads = torch.autograd.grad(loss, [lv[n] for lv in leaves for n in PARAMS])
         i = 0
         for lvl in levels:

@@ -42,6 +42,7 @@ class Hope(OnlineModel):
         self.ring: torch.Tensor | None = None
         self._act: CallActivity | None = None
         self._theta: list[dict[str, torch.Tensor]] | None = None  # cache of the CMS levels' weights (_levels)
+        self._loss_w = torch.tensor(cfg.loss_weights, device=self.device)  # on the device once, not per call
 
     # ------------------------------------------------------------------ protocol
     def reset(self, n_streams: int) -> None:
@@ -52,7 +53,8 @@ class Hope(OnlineModel):
 
     def predict(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         assert self.state is not None, "call reset() first"
-        x, mask = x.to(self.device), mask.to(self.device)
+        # inputs come from the host once per call; non_blocking: no wait on a GPU (a no-op on the CPU)
+        x, mask = x.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
         L, C = x.shape[1], self.cfg.chunk_other
         for period in self.cfg.cms_periods:  # every level, not only the fastest: a level must see its step
             if self.state.step % period + L > period:
@@ -92,7 +94,12 @@ class Hope(OnlineModel):
             if steps.shape[0]:
                 h = self.ring[:, self._ring_index(steps)]  # (B,n,d) CMS inputs of the forecast bars
                 self.net.cms_accumulate(
-                    self.state.cms, h, y.to(self.device), ymask.to(self.device), theta=self._levels()
+                    self.state.cms,
+                    h,
+                    y.to(self.device, non_blocking=True),
+                    ymask.to(self.device, non_blocking=True),
+                    self._levels(),
+                    self._loss_w,
                 )
         if self.net.cms_apply_due(self.state.cms, self.state.step):
             self._theta = None  # a level stepped: its weights are rebuilt on next use
@@ -102,7 +109,7 @@ class Hope(OnlineModel):
         first, n = int(steps[0]), steps.shape[0]
         if int(steps[-1]) - first == n - 1 and (n < 3 or bool((steps.diff() == 1).all())):
             return self._slots(first, n)
-        return steps.to(self.device) % RING
+        return steps.to(self.device, non_blocking=True) % RING
 
     def _levels(self) -> list[dict[str, torch.Tensor]]:
         """The CMS levels' weights theta_0 + delta (B, ...), built once per level step, not once per call."""
