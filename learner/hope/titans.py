@@ -122,9 +122,23 @@ class SelfModifyingTitans(nn.Module):
         # A buffer, not a per-call tensor: it moves with the module and is never copied from the host again
         res = torch.tensor([0.0 if n in SCALAR else 1.0 for n in MEMORIES]).view(-1, 1, 1, 1)
         self.register_buffer("residual", res, persistent=False)
+        self._initial: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None  # initial_memories' memo
 
     def initial_memories(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The meta-learned initial memories packed: W1 (G, 1, d, h), W2 (G, 1, h, d) (differentiable)."""
+        """The meta-learned initial memories packed: W1 (G, 1, d, h), W2 (G, 1, h, d) (differentiable).
+
+        Every call needs them (the anchors). With gradients off (online) they are packed once per version of
+        the initial weights, not once per call: the memo is keyed by the parameters' storage and version
+        counter, which any in-place change (an optimizer step, ``load_state_dict``, ``.to``) moves on."""
+        params = (*self.init_W1.values(), *self.init_W2.values())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return self._pack_initial()
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if self._initial is None or self._initial[0] != key:
+            self._initial = (key, self._pack_initial())
+        return self._initial[1]
+
+    def _pack_initial(self) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.cfg.d_model
         W1 = torch.stack([F.pad(self.init_W1[n], (0, 0, 0, d - self.init_W1[n].shape[0])) for n in MEMORIES])
         W2 = torch.stack([self.init_W2[n] for n in MEMORIES])
@@ -160,13 +174,17 @@ class SelfModifyingTitans(nn.Module):
         # generation and the read, every memory at its boundary state, one batched call (eqs. 79-84, 90)
         inp = torch.stack([q if n == "mem" else u for n in MEMORIES])  # (G,B,L,d): the main memory reads q
         out = mem_apply(m.W1, m.W2, inp, self.residual)  # (G,B,L,d)
-        k = F.normalize(out[K], dim=-1)  # (B,L,d)
-        v = F.normalize(out[V], dim=-1) if cfg.norm_values else out[V]  # (B,L,d)
-        eta = cfg.eta_max * torch.sigmoid(out[ETA, ..., 0] + self.eta_bias)  # (B,L)
-        alpha = cfg.alpha_min + (1 - cfg.alpha_min) * torch.sigmoid(out[ALPHA, ..., 0] + self.alpha_bias)
+        if cfg.norm_values:  # k and v L2-normalised together
+            k, v = F.normalize(out[K : V + 1], dim=-1)  # (B,L,d) each
+        else:
+            k, v = F.normalize(out[K], dim=-1), out[V]
+        gate = torch.sigmoid(
+            out[ETA : ALPHA + 1, ..., 0] + torch.stack([self.eta_bias, self.alpha_bias])[:, None, None]
+        )
+        # a masked bar writes nothing: eta 0, alpha 1 (memory.dgd_momentum_loop)
+        eta = torch.where(mask, cfg.eta_max * gate[0], 0.0)  # (B,L)
+        alpha = torch.where(mask, cfg.alpha_min + (1 - cfg.alpha_min) * gate[1], 1.0)
         o = out[MEM]  # eq. 84: read before this chunk's writes land
-        eta = eta.masked_fill(~mask, 0.0)  # a masked bar writes nothing (memory.dgd_momentum_loop)
-        alpha = alpha.masked_fill(~mask, 1.0)
         act = CallActivity(eta, alpha, mask, cfg.inner_clip)
         new = m
         if cfg.write_memories:
