@@ -71,6 +71,14 @@ def silu_grad(z: torch.Tensor) -> torch.Tensor:
     return s * (1 + z * (1 - s))
 
 
+def _times_silu_grad(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """g * silu'(z): torch's fused kernel when no outer gradient is needed (it has no double backward),
+    the formula otherwise; the same numbers."""
+    if torch.is_grad_enabled() and (g.requires_grad or z.requires_grad):
+        return g * silu_grad(z)
+    return torch.ops.aten.silu_backward(g, z)
+
+
 def mem_apply(
     W1: torch.Tensor, W2: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -167,7 +175,7 @@ def _factors(
 ) -> GradFactors:
     """The clipped rank-1 factors from the forward pass at k: z = W2 k, a = silu(z), out = M(k)."""
     e = out - v_hat  # (...,L,o)
-    dz = 2 * (e @ W1) * silu_grad(z)  # (...,L,h)
+    dz = _times_silu_grad(2 * (e @ W1), z)  # (...,L,h)
     loss = e.pow(2).sum(-1)
     sq = 4 * loss * a.pow(2).sum(-1) + dz.pow(2).sum(-1) * k.pow(2).sum(-1)
     norm = torch.sqrt(sq + 1e-12)  # (...,L)
@@ -285,7 +293,7 @@ def dgd_momentum_chunk(
     keep = mask.to(k.dtype)  # (*b,L)
     # momentum: rho[t, s] = beta^(c_t - c_s) for s <= t, with c the running count of unmasked tokens
     c = torch.cumsum(keep, -1)  # (*b,L)
-    rho = torch.tril(torch.pow(beta, (c[..., :, None] - c[..., None, :]).clamp(min=0)))  # (*b,L,L) [t,s]
+    rho = torch.tril(torch.pow(beta, c[..., :, None] - c[..., None, :]))  # (*b,L,L) [t,s]; tril drops s > t
     Pb = torch.pow(beta, c)  # (*b,L)  prod_{r<=t} b_r
     # retention: lam_t = prod_{r>t} alpha_r (a reverse cumulative product, no division)
     suffix = torch.cumprod(alpha.flip(-1), -1).flip(-1)  # (*b,L)  prod_{r>=t}
@@ -299,6 +307,7 @@ def dgd_momentum_chunk(
     rhoL, PbL = rho[..., -1, :, None], Pb[..., -1, None, None]  # (*b,L,1), (*b,1,1)
     keep = keep[..., None]  # (*b,L,1)
     A1, A2 = anchor if anchor is not None else (None, None)
+    Ac = 1 - Aa if anchor is not None else None  # R = A + D: Aa D_0 = Aa R_0 + (1 - Aa) A - A
 
     # Each line is one pass over a state-sized tensor: the sums over the chunk are (o x L)(L x h) products,
     # the momentum and retention terms fused multiply-adds.
@@ -308,14 +317,14 @@ def dgd_momentum_chunk(
     S1n = torch.addcmul(P1[..., :o, :], PbL, st.S1)
     R1n = torch.addcmul(torch.addcmul(P1[..., o:, :], Aa, st.R1), Gam, st.S1, value=-1)
     if A1 is not None:
-        R1n = torch.addcmul(R1n, 1 - Aa, A1)  # R = A + D: Aa D_0 = Aa R_0 + (1 - Aa) A - A
+        R1n = torch.addcmul(R1n, Ac, A1)
     dz = f.dz * keep  # (...,L,h)
     h = dz.shape[-1]
     P2 = _outer_sum(torch.cat([dz * rhoL, dz * -nu], -1), k)  # (...,2h,i)
     S2n = torch.addcmul(P2[..., :h, :], PbL, st.S2)
     R2n = torch.addcmul(torch.addcmul(P2[..., h:, :], Aa, st.R2), Gam, st.S2, value=-1)
     if A2 is not None:
-        R2n = torch.addcmul(R2n, 1 - Aa, A2)
+        R2n = torch.addcmul(R2n, Ac, A2)
     if dgd:  # the projector's terms: R2 gets - Y Z
         L = k.shape[-2]
         bp = eta / alpha  # (*b,L)  beta'_t
