@@ -56,6 +56,7 @@ class PretrainConfig:
     carry: int = 24  # consecutive windows a stream runs with its state carried (1: a fresh stream every window)
     weighted: bool = True  # outer loss weighted like the online CMS loss (HopeConfig.loss_weights)
     step_size_lr_mult: float = 1.0  # outer learning rate of the CMS step-size scales, relative to ``lr``
+    compile: bool = False  # the memories' write through torch.compile (SelfModifyingTitans.compile_write)
 
 
 def _windows(fp: FeaturePanel, until: int, seq_len: int, rng: np.random.Generator, n: int, align: int):
@@ -95,6 +96,8 @@ def pretrain(
     device = torch.device(device)
     net = (net or HopeNet(cfg)).to(device)
     net.train()
+    if pcfg.compile:
+        net.titans.compile_write()
     # the CMS step-size scales (learn_cms_lr) may learn faster: their gradient comes through a few steps per window
     scales = [p for n, p in net.named_parameters() if n == "cms.log_lr"]
     rest = [p for n, p in net.named_parameters() if n != "cms.log_lr"]

@@ -33,6 +33,8 @@ comparison with eq. 88, the DGD derivation and Titans.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -359,6 +361,8 @@ def _sub_outer_sum(X: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> torch.T
     batch dims, V (*b,L,n) is broadcast over them."""
     if U.shape[-2] == 1:
         return torch.addcmul(X, U[..., 0, :, None], V[..., 0, None, :], value=-1)
+    if torch.is_autocast_enabled(X.device.type):  # baddbmm would cast X itself, the fp32 state, to bf16
+        return X - U.mT @ V
     lead = X.shape[:-2]
     V = V.expand(*lead, *V.shape[-2:])
     flat = (t.reshape(-1, *t.shape[-2:]) for t in (X, U.mT, V))
@@ -373,3 +377,26 @@ def _keys_times_shared(k: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     B, L, i = k.shape
     out = k.reshape(B * L, i) @ A.mT  # (...,1,B*L,h)
     return out.unflatten(-2, (B, L)).squeeze(-4)  # (...,B,L,h)
+
+
+@contextmanager
+def memory_precision(mode: str, device_type: str) -> Iterator[None]:
+    """The memories' matrix products in lower precision (``HopeConfig.mem_precision``), nothing else.
+
+    "bf16": torch's autocast, so products run in bfloat16 while every sum they feed stays fp32 (elementwise
+    ops promote to fp32: the running weights, momenta and anchors are never rounded to bf16; the caller casts
+    generated keys, values and gates back to fp32). "tf32": NVIDIA's TF32 products for the duration (set and
+    restored; a no-op elsewhere). "fp32": nothing.
+    """
+    if mode == "bf16":
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            yield
+    elif mode == "tf32" and device_type == "cuda":
+        before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = before
+    else:
+        yield

@@ -26,8 +26,14 @@ class MetaMismatchError(ValueError):
 
 class Hope(OnlineModel):
     def __init__(
-        self, cfg: HopeConfig, net: HopeNet | None = None, device: str | torch.device = "cpu", name: str = "hope"
+        self,
+        cfg: HopeConfig,
+        net: HopeNet | None = None,
+        device: str | torch.device = "cpu",
+        name: str = "hope",
+        compile: bool = False,
     ):
+        """``compile``: run the memories' write through torch.compile (``SelfModifyingTitans.compile_write``)."""
         self.cfg = cfg
         self.name = name
         self.n_features = cfg.n_features
@@ -38,6 +44,8 @@ class Hope(OnlineModel):
         self.net.cms.cfg = cfg
         for p in self.net.parameters():
             p.requires_grad_(False)
+        if compile:
+            self.net.titans.compile_write()
         self.state: HopeState | None = None
         self.ring: torch.Tensor | None = None
         self._act: CallActivity | None = None

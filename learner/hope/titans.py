@@ -34,7 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from learner.hope.config import HopeConfig
-from learner.hope.memory import MemoryState, dgd_momentum_chunk, mem_apply, self_target_factors
+from learner.hope.memory import (
+    GradFactors,
+    MemoryState,
+    dgd_momentum_chunk,
+    mem_apply,
+    memory_precision,
+    self_target_factors,
+)
 
 MEMORIES = ("k", "v", "eta", "alpha", "mem")  # the packed order: row g of the packed state is MEMORIES[g]
 OTHERS = ("k", "v", "eta", "alpha")
@@ -123,6 +130,12 @@ class SelfModifyingTitans(nn.Module):
         res = torch.tensor([0.0 if n in SCALAR else 1.0 for n in MEMORIES]).view(-1, 1, 1, 1)
         self.register_buffer("residual", res, persistent=False)
         self._initial: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None  # initial_memories' memo
+        self.write = write  # the chunk's write; compile_write() swaps in a compiled one
+
+    def compile_write(self) -> None:
+        """Run the write through ``torch.compile`` (optional, off by default: it compiles once per call
+        length, ~1 min on a CPU, and fuses the write's elementwise passes; the numbers agree to rounding)."""
+        self.write = torch.compile(write, dynamic=False)
 
     def initial_memories(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The meta-learned initial memories packed: W1 (G, 1, d, h), W2 (G, 1, h, d) (differentiable).
@@ -165,15 +178,23 @@ class SelfModifyingTitans(nn.Module):
     ) -> tuple[torch.Tensor, TitansState, CallActivity]:
         """One call over bars [step0, step0+L). x (B,L,d), mask (B,L) -> o (B,L,d), new state, activity."""
         cfg = self.cfg
-        B, L, _ = x.shape
+        L = x.shape[1]
         if step0 % cfg.chunk_other + L > cfg.chunk_other:
             raise ValueError(f"a call of {L} bars at bar {step0} crosses a chunk boundary (C={cfg.chunk_other})")
+        with memory_precision(cfg.mem_precision, x.device.type):
+            return self._forward(st, x, mask, step0)
+
+    def _forward(
+        self, st: TitansState, x: torch.Tensor, mask: torch.Tensor, step0: int
+    ) -> tuple[torch.Tensor, TitansState, CallActivity]:
+        cfg = self.cfg
+        L = x.shape[1]
         u, conv = self.causal_conv(x, st.conv)
         m = st.mems  # (G, B, ...)
         q = F.normalize(u @ self.W_q.T, dim=-1)  # eq. 83: the only static projection
         # generation and the read, every memory at its boundary state, one batched call (eqs. 79-84, 90)
         inp = torch.stack([q if n == "mem" else u for n in MEMORIES])  # (G,B,L,d): the main memory reads q
-        out = mem_apply(m.W1, m.W2, inp, self.residual)  # (G,B,L,d)
+        out = mem_apply(m.W1, m.W2, inp, self.residual).float()  # (G,B,L,d); fp32 whatever the products ran in
         if cfg.norm_values:  # k and v L2-normalised together
             k, v = F.normalize(out[K : V + 1], dim=-1)  # (B,L,d) each
         else:
@@ -192,14 +213,13 @@ class SelfModifyingTitans(nn.Module):
             g = slice(0, len(MEMORIES)) if cfg.self_modifying else slice(MEM, MEM + 1)
             w = MemoryState(*(t[g] for t in m.tensors().values()))  # views, no copy
             res = self.residual[g]
-            # k, v, eta, alpha and the mask are shared by every writing memory: passed at (B, ...) and broadcast
-            # eq. 85, each memory's own target v_hat = M(v), and eqs. 87, 93, the gradient factors at k
-            _, f = self_target_factors(w.W1, w.W2, k, v, cfg.inner_clip, res, detach_target=cfg.stopgrad_vhat)
             anchor = None
             if cfg.anchor_memories:  # the meta-learned initial weights (n, 1, ...), broadcast over streams
                 A1, A2 = self.initial_memories()
                 anchor = (A1[g], A2[g])
-            w = dgd_momentum_chunk(w, f, k, eta, alpha, mask, cfg.momentum, cfg.dgd, anchor)  # eq. 88
+            w, f = self.write(
+                w, k, v, eta, alpha, mask, res, anchor, cfg.inner_clip, cfg.momentum, cfg.dgd, cfg.stopgrad_vhat
+            )
             if cfg.self_modifying:
                 new = w
             else:  # the others keep their state
@@ -218,6 +238,27 @@ class SelfModifyingTitans(nn.Module):
             W2 = torch.cat([new.R2[:MEM], new.W2[MEM:]])
             new = MemoryState(W1, W2, new.R1, new.R2, new.S1, new.S2)
         return o, TitansState(conv, new), act
+
+
+def write(
+    w: MemoryState,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: torch.Tensor,
+    mask: torch.Tensor,
+    residual: torch.Tensor,
+    anchor: tuple[torch.Tensor, torch.Tensor] | None,
+    clip: float,
+    beta: float,
+    dgd: bool,
+    stopgrad_vhat: bool,
+) -> tuple[MemoryState, GradFactors]:
+    """The writing memories' update over one chunk: eq. 85, each memory's own target v_hat = M(v); eqs. 87, 93,
+    the clipped gradient factors at k; eq. 88, the write. k, v, eta, alpha and the mask are shared by every
+    memory: passed at (B, ...) and broadcast against the state (n, B, ...)."""
+    _, f = self_target_factors(w.W1, w.W2, k, v, clip, residual, detach_target=stopgrad_vhat)
+    return dgd_momentum_chunk(w, f, k, eta, alpha, mask, beta, dgd, anchor), f
 
 
 def _masked_mean(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -88,3 +88,16 @@ def test_predict_and_learn_do_not_wait_for_the_device():
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         m.reset(B)
+
+
+def test_compiled_write_equals_eager():
+    """``Hope(compile=True)``: the write through torch.compile gives the eager numbers (to rounding)."""
+    fp = synthetic_panel(T=96, B=3, F=6, seed=6)
+    torch.manual_seed(0)
+    net = HopeNet(_cfg())
+    preds = []
+    for compile in (False, True):
+        m = Hope(net.cfg, net=copy.deepcopy(net), device=DEVICE, compile=compile)
+        m.reset(3)
+        preds.append(run_stream(m, fp, chunk=24).preds)
+    np.testing.assert_allclose(preds[1], preds[0], rtol=1e-5, atol=2e-6)
