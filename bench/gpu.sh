@@ -6,6 +6,8 @@
 #   bash bench/gpu.sh                                          # CUDA
 #   DEVICE=cpu STREAMS=8,64 PRETRAIN_STEPS=2 bash bench/gpu.sh  # the same script end to end without a GPU
 #   TESTS=1 bash bench/gpu.sh                                  # and the tests marked cuda first
+#   PRECISION=bf16 bash bench/gpu.sh                           # the memories' products in bf16 (or tf32)
+#   COMPILE=1 STREAMS=4096 bash bench/gpu.sh                   # torch.compile'd write (compiles per shape)
 #
 # Knobs (environment): DEVICE (cuda), STREAMS (512,4096,16384,65536), CALLS (8,24), BARS (timed bars at <= 64
 # streams, 96), BIG_BARS (above 64 streams, 48), PRETRAIN_STEPS (30), REPEAT (runs of each
@@ -24,4 +26,5 @@ fi
 exec "$PY" bench/hope_throughput.py --device "$DEVICE" --threads "${THREADS:-4}" --no-gru --repeat "${REPEAT:-2}" \
   --streams "${STREAMS:-512,4096,16384,65536}" --calls "${CALLS:-8,24}" \
   --bars "${BARS:-96}" --big-bars "${BIG_BARS:-48}" --pretrain-steps "${PRETRAIN_STEPS:-30}" \
+  --precision "${PRECISION:-fp32}" $([[ "${COMPILE:-0}" == 1 ]] && echo --compile) \
   --out "bench/results/hope_throughput_${DEVICE%%:*}.json"

@@ -112,12 +112,12 @@ def random_panel(T: int, B: int, F: int, seed: int = 0) -> FeaturePanel:
     )
 
 
-def pretrain_rate(cfg: HopeConfig, steps: int, device: str) -> dict:
+def pretrain_rate(cfg: HopeConfig, steps: int, device: str, compile: bool = False) -> dict:
     """Outer steps/s of ``learner.pretrain`` with its default sizes (16 streams x 192-bar windows, carried 24x)."""
-    pcfg = PretrainConfig(steps=steps)
+    pcfg = PretrainConfig(steps=steps, compile=compile)
     T = pcfg.carry * pcfg.seq_len + 200
     fp = random_panel(T, 8, cfg.n_features)
-    pretrain(cfg, fp, T - 30, PretrainConfig(steps=1), progress=False, device=device)  # warm-up (kernels, caches)
+    pretrain(cfg, fp, T - 30, PretrainConfig(steps=1, compile=compile), progress=False, device=device)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
     pretrain(cfg, fp, T - 30, pcfg, progress=False, device=device)
@@ -130,7 +130,11 @@ def table(doc: dict) -> str:
     calls = doc["calls"]
     head = ["streams", "per-step /s"] + [f"chunked {c} /s" for c in calls] + [f"× ({c})" for c in calls]
     head += ["state / stream", "peak device mem / stream"]
-    lines = [f"device: {doc['device_name']} ({doc['device']}, torch {doc['torch']}, {doc['threads']} thread(s))", ""]
+    lines = [
+        f"device: {doc['device_name']} ({doc['device']}, torch {doc['torch']}, {doc['threads']} host thread(s), "
+        f"memories {doc['mem_precision']}{', compiled write' if doc['compile'] else ''})",
+        "",
+    ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in doc["rows"]:
         cells = [f"{r['streams']:,}", f"{r['hope_per_step_steps_per_s']:,.0f}"]
@@ -160,6 +164,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each form, interleaved; the best counts")
     ap.add_argument("--no-gru", action="store_true", help="skip the online GRU reference")
     ap.add_argument("--pretrain-steps", type=int, default=0, help="also time this many pre-training steps")
+    ap.add_argument("--precision", default="fp32", help="HopeConfig.mem_precision: fp32, bf16 or tf32")
+    ap.add_argument("--compile", action="store_true", help="the memories' write through torch.compile")
     ap.add_argument("--default-malloc", action="store_true", help="CPU: keep glibc's default of returning freed memory")
     ap.add_argument("--out", default="bench/results/hope_throughput.json")
     args = ap.parse_args()
@@ -167,7 +173,7 @@ def main() -> None:
     tuned = False if args.default_malloc or args.device != "cpu" else keep_freed_host_memory()
     torch.manual_seed(0)
     F = len(feature_names())
-    cfg = HopeConfig(n_features=F)
+    cfg = HopeConfig(n_features=F, mem_precision=args.precision)
     calls = [int(c) for c in args.calls.split(",")]
     n_hope = sum(p.numel() for p in Hope(cfg).net.parameters())
     hidden = 8
@@ -180,15 +186,21 @@ def main() -> None:
     rows = []
     for B in [int(s) for s in args.streams.split(",")]:
         bars = args.bars if B <= 64 else args.big_bars
-        hope = Hope(cfg, device=args.device)
+        hope = Hope(cfg, device=args.device, compile=args.compile)
         row: dict = {"streams": B, "bars": bars}
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         live = Hope(cfg, net=hope.net, device=args.device)
         best = {c: float("inf") for c in [1, *calls]}
-        for _ in range(args.repeat):  # interleaved, best of each: other jobs on the machine slow runs, never speed them
-            for c in best:
-                best[c] = min(best[c], run(live if c == 1 else hope, B, bars, c, F, args.device))
+        try:
+            for _ in range(args.repeat):  # interleaved, best of each: other jobs slow runs down, never speed them up
+                for c in best:
+                    best[c] = min(best[c], run(live if c == 1 else hope, B, bars, c, F, args.device))
+        except torch.OutOfMemoryError:
+            print(json.dumps({"streams": B, "error": "out of device memory"}), flush=True)
+            del hope, live
+            torch.cuda.empty_cache()
+            continue
         t_step = best[1]
         row["hope_per_step_steps_per_s"] = B * bars / t_step
         for c in calls:
@@ -203,7 +215,7 @@ def main() -> None:
         row["state_bytes_per_stream"] = per_stream
         rows.append(row)
         print(json.dumps(row), flush=True)
-        del hope
+        del hope, live
         if cuda:
             torch.cuda.empty_cache()
     doc = {
@@ -213,6 +225,8 @@ def main() -> None:
         "repeat": args.repeat,
         "torch": torch.__version__,
         "malloc_keeps_freed_memory": tuned,
+        "mem_precision": args.precision,
+        "compile": args.compile,
         "hope_params": n_hope,
         "gru_hidden": hidden,
         "gru_params": sum(p.numel() for p in OnlineGRU(F, hidden=hidden).net.parameters()),
@@ -221,7 +235,7 @@ def main() -> None:
         "rows": rows,
     }
     if args.pretrain_steps:
-        doc["pretrain"] = pretrain_rate(cfg, args.pretrain_steps, args.device)
+        doc["pretrain"] = pretrain_rate(cfg, args.pretrain_steps, args.device, args.compile)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1))
     print(table(doc))
