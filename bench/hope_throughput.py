@@ -95,6 +95,25 @@ def run(model, B: int, bars: int, call: int, F: int, device: str) -> float:
     return time.perf_counter() - t0
 
 
+def titans_pytorch_run(B: int, bars: int, call: int, dim: int, device: str) -> float:
+    """Seconds for lucidrains' titans-pytorch ``NeuralMemory`` (one memory, no CMS, no supervised step; its
+    parallel associative scan, chunk 8) to replay ``bars`` bars in calls of ``call`` with its state carried:
+    the public anchor of issue 14, timed like :func:`run`."""
+    from titans_pytorch import NeuralMemory
+
+    mem = NeuralMemory(dim=dim, chunk_size=8).to(device)
+    x = torch.randn(B, WARM + bars, dim, device=device)
+    state, t0 = None, 0.0
+    with torch.no_grad():
+        for s in range(0, WARM + bars, call):
+            if s == WARM:
+                _sync(device)
+                t0 = time.perf_counter()
+            _, state = mem(x[:, s : s + call], state=state)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def random_panel(T: int, B: int, F: int, seed: int = 0) -> FeaturePanel:
     """Random features and targets of the real shapes (pre-training's work does not depend on values)."""
     rng = np.random.default_rng(seed)
@@ -143,6 +162,16 @@ def table(doc: dict) -> str:
         peak = r.get("peak_device_bytes_per_stream")
         cells += [f"{r['state_bytes_per_stream'] / 1e3:.0f} kB", "—" if peak is None else f"{peak / 1e3:.0f} kB"]
         lines.append("| " + " | ".join(cells) + " |")
+    for r in doc["rows"]:
+        tp = [
+            f"calls of {c}: {r[f'titans_pytorch_chunked{c}_steps_per_s']:,.0f} /s"
+            for c in calls
+            if f"titans_pytorch_chunked{c}_steps_per_s" in r
+        ]
+        if tp:
+            lines.append(
+                f"titans-pytorch NeuralMemory (d={doc.get('width', 32)}), {r['streams']:,} streams: " + ", ".join(tp)
+            )
     if doc.get("pretrain"):
         p = doc["pretrain"]
         lines += [
@@ -166,6 +195,11 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int, default=0, help="also time this many pre-training steps")
     ap.add_argument("--precision", default="fp32", help="HopeConfig.mem_precision: fp32, bf16 or tf32")
     ap.add_argument("--compile", action="store_true", help="the memories' write through torch.compile")
+    ap.add_argument(
+        "--titans-pytorch",
+        action="store_true",
+        help="also time titans-pytorch's NeuralMemory (same width, streams, calls; pip install titans-pytorch)",
+    )
     ap.add_argument("--default-malloc", action="store_true", help="CPU: keep glibc's default of returning freed memory")
     ap.add_argument("--out", default="bench/results/hope_throughput.json")
     args = ap.parse_args()
@@ -208,6 +242,10 @@ def main() -> None:
             row[f"chunked{c}_speedup"] = t_step / best[c]
         if cuda:
             row["peak_device_bytes_per_stream"] = torch.cuda.max_memory_allocated() / B
+        if args.titans_pytorch:
+            for c in calls:
+                t = min(titans_pytorch_run(B, bars, c, cfg.d_model, args.device) for _ in range(args.repeat))
+                row[f"titans_pytorch_chunked{c}_steps_per_s"] = B * bars / t
         if not args.no_gru and not cuda:
             t_gru = run(OnlineGRU(F, hidden=hidden), B, bars, 1, F, args.device)
             row["gru_online_steps_per_s"] = B * bars / t_gru
@@ -231,6 +269,7 @@ def main() -> None:
         "gru_hidden": hidden,
         "gru_params": sum(p.numel() for p in OnlineGRU(F, hidden=hidden).net.parameters()),
         "chunk": cfg.chunk_other,
+        "width": cfg.d_model,
         "calls": calls,
         "rows": rows,
     }
