@@ -46,7 +46,10 @@ def test_pretrain_a_few_steps_on_the_device():
     assert all(p.device.type == torch.device(DEVICE).type for p in net.parameters())
     assert len(losses) == 4 and np.all(np.isfinite(losses))
     _, cpu_losses = pretrain(_cfg(), fp, 1000, pcfg, progress=False, device="cpu")
-    np.testing.assert_allclose(losses, cpu_losses, rtol=1e-3)  # the same steps, up to kernel rounding
+    # the same steps up to kernel rounding: the first loss comes before any update; AdamW's early steps are
+    # nearly sign steps, so later losses may drift a little more
+    np.testing.assert_allclose(losses[0], cpu_losses[0], rtol=1e-4)
+    np.testing.assert_allclose(losses, cpu_losses, rtol=1e-2)
 
 
 def test_stream_on_the_device_matches_the_cpu_and_chunked_equals_per_step():
