@@ -74,7 +74,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run(model, B: int, bars: int, call: int, F: int, device: str) -> float:
+def run(model, B: int, bars: int, call: int, F: int, device: str, clock=time.perf_counter) -> float:
     """Seconds for ``bars`` bars (after WARM bars of warm-up) in calls of ``call`` bars, learning after each."""
     total = WARM + bars
     x = torch.randn(B, total, F, device=device)
@@ -86,16 +86,16 @@ def run(model, B: int, bars: int, call: int, F: int, device: str) -> float:
     for s in range(0, total, call):
         if s == WARM:
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
         e = s + call
         model.predict(x[:, s:e], m[:, s:e])
         a, new = realised_window(s, e, HORIZON_TUPLE, valid)
         model.learn(torch.arange(a, e), y[:, a:e], new)
     _sync(device)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
-def titans_pytorch_run(B: int, bars: int, call: int, dim: int, device: str) -> float:
+def titans_pytorch_run(B: int, bars: int, call: int, dim: int, device: str, clock=time.perf_counter) -> float:
     """Seconds for lucidrains' titans-pytorch ``NeuralMemory`` (one memory, no CMS, no supervised step; its
     parallel associative scan, chunk 8) to replay ``bars`` bars in calls of ``call`` with its state carried:
     the public anchor of issue 14, timed like :func:`run`."""
@@ -108,10 +108,10 @@ def titans_pytorch_run(B: int, bars: int, call: int, dim: int, device: str) -> f
         for s in range(0, WARM + bars, call):
             if s == WARM:
                 _sync(device)
-                t0 = time.perf_counter()
+                t0 = clock()
             _, state = mem(x[:, s : s + call], state=state)
     _sync(device)
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def random_panel(T: int, B: int, F: int, seed: int = 0) -> FeaturePanel:
@@ -151,6 +151,7 @@ def table(doc: dict) -> str:
     head += ["state / stream", "peak device mem / stream"]
     lines = [
         f"device: {doc['device_name']} ({doc['device']}, torch {doc['torch']}, {doc['threads']} host thread(s), "
+        f"{doc['clock']} clock, "
         f"memories {doc['mem_precision']}{', compiled write' if doc['compile'] else ''})",
         "",
     ]
@@ -190,6 +191,12 @@ def main() -> None:
     ap.add_argument("--calls", default="8,24", help="replay call lengths timed against per-step (calls of 1)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: this process's CPU time (one thread; what other jobs on the machine cannot inflate)",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="runs of each form, interleaved; the best counts")
     ap.add_argument("--no-gru", action="store_true", help="skip the online GRU reference")
     ap.add_argument("--pretrain-steps", type=int, default=0, help="also time this many pre-training steps")
@@ -204,6 +211,9 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/hope_throughput.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
+        ap.error("--clock cpu measures one CPU thread: use it with --device cpu --threads 1")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     tuned = False if args.default_malloc or args.device != "cpu" else keep_freed_host_memory()
     torch.manual_seed(0)
     F = len(feature_names())
@@ -229,7 +239,7 @@ def main() -> None:
         try:
             for _ in range(args.repeat):  # interleaved, best of each: other jobs slow runs down, never speed them up
                 for c in best:
-                    best[c] = min(best[c], run(live if c == 1 else hope, B, bars, c, F, args.device))
+                    best[c] = min(best[c], run(live if c == 1 else hope, B, bars, c, F, args.device, clock))
         except torch.OutOfMemoryError:
             print(json.dumps({"streams": B, "error": "out of device memory"}), flush=True)
             del hope, live
@@ -244,10 +254,10 @@ def main() -> None:
             row["peak_device_bytes_per_stream"] = torch.cuda.max_memory_allocated() / B
         if args.titans_pytorch:
             for c in calls:
-                t = min(titans_pytorch_run(B, bars, c, cfg.d_model, args.device) for _ in range(args.repeat))
+                t = min(titans_pytorch_run(B, bars, c, cfg.d_model, args.device, clock) for _ in range(args.repeat))
                 row[f"titans_pytorch_chunked{c}_steps_per_s"] = B * bars / t
         if not args.no_gru and not cuda:
-            t_gru = run(OnlineGRU(F, hidden=hidden), B, bars, 1, F, args.device)
+            t_gru = run(OnlineGRU(F, hidden=hidden), B, bars, 1, F, args.device, clock)
             row["gru_online_steps_per_s"] = B * bars / t_gru
             row["hope_step_cost_vs_gru"] = t_step / t_gru
         row["state_bytes_per_stream"] = per_stream
@@ -261,6 +271,7 @@ def main() -> None:
         "device_name": torch.cuda.get_device_name(0) if cuda else cpu_name(),
         "threads": args.threads,
         "repeat": args.repeat,
+        "clock": args.clock,
         "torch": torch.__version__,
         "malloc_keeps_freed_memory": tuned,
         "mem_precision": args.precision,
