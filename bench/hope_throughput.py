@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from learner.baselines.neural import OnlineGRU
-from learner.device import keep_freed_host_memory
 from learner.features import FeaturePanel, feature_names
 from learner.hope.config import HopeConfig
 from learner.hope.online import Hope
@@ -207,14 +206,12 @@ def main() -> None:
         action="store_true",
         help="also time titans-pytorch's NeuralMemory (same width, streams, calls; pip install titans-pytorch)",
     )
-    ap.add_argument("--default-malloc", action="store_true", help="CPU: keep glibc's default of returning freed memory")
     ap.add_argument("--out", default="bench/results/hope_throughput.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
         ap.error("--clock cpu measures one CPU thread: use it with --device cpu --threads 1")
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    tuned = False if args.default_malloc or args.device != "cpu" else keep_freed_host_memory()
     torch.manual_seed(0)
     F = len(feature_names())
     cfg = HopeConfig(n_features=F, mem_precision=args.precision)
@@ -273,7 +270,6 @@ def main() -> None:
         "repeat": args.repeat,
         "clock": args.clock,
         "torch": torch.__version__,
-        "malloc_keeps_freed_memory": tuned,
         "mem_precision": args.precision,
         "compile": args.compile,
         "hope_params": n_hope,
