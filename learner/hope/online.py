@@ -63,21 +63,17 @@ class Hope(OnlineModel):
         assert self.state is not None, "call reset() first"
         # inputs come from the host once per call; non_blocking: no wait on a GPU (a no-op on the CPU)
         x, mask = x.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
-        L, C = x.shape[1], self.cfg.chunk_other
+        L = x.shape[1]
         for period in self.cfg.cms_periods:  # every level, not only the fastest: a level must see its step
             if self.state.step % period + L > period:
                 raise ValueError(f"a call of {L} bars crosses the CMS period {period}; call learn() at each")
-        hs, pos = [], 0
         with torch.no_grad():
-            while pos < L:  # the memories, split at their chunk boundaries (the streaming form is L = 1)
-                n = min(L - pos, C - self.state.step % C)
-                step0 = self.state.step
-                h, self.state, self._act = self.net.encode(self.state, x[:, pos : pos + n], mask[:, pos : pos + n])
-                self.ring[:, self._slots(step0, n)] = h
-                hs.append(h)
-                pos += n
+            step0 = self.state.step
+            # the memories split the call at their chunk boundaries themselves (the streaming form is L = 1)
+            h, self.state, self._act = self.net.encode(self.state, x, mask)
+            keep = min(L, RING)  # a call longer than the ring (possible without CMS levels) keeps its last bars
+            self.ring[:, self._slots(step0 + L - keep, keep)] = h[:, L - keep :]
             # the CMS levels only step in learn(), so one readout serves the whole call
-            h = hs[0] if len(hs) == 1 else torch.cat(hs, dim=1)
             return self.net.readout(self._levels(), h)
 
     def _slots(self, first: int, n: int) -> slice | torch.Tensor:

@@ -176,22 +176,30 @@ class SelfModifyingTitans(nn.Module):
     def forward(
         self, st: TitansState, x: torch.Tensor, mask: torch.Tensor, step0: int
     ) -> tuple[torch.Tensor, TitansState, CallActivity]:
-        """One call over bars [step0, step0+L). x (B,L,d), mask (B,L) -> o (B,L,d), new state, activity."""
-        cfg = self.cfg
-        L = x.shape[1]
-        if step0 % cfg.chunk_other + L > cfg.chunk_other:
-            raise ValueError(f"a call of {L} bars at bar {step0} crosses a chunk boundary (C={cfg.chunk_other})")
-        with memory_precision(cfg.mem_precision, x.device.type):
-            return self._forward(st, x, mask, step0)
+        """One call over bars [step0, step0+L). x (B,L,d), mask (B,L) -> o (B,L,d), new state, activity (of the
+        call's last memory chunk).
 
-    def _forward(
-        self, st: TitansState, x: torch.Tensor, mask: torch.Tensor, step0: int
-    ) -> tuple[torch.Tensor, TitansState, CallActivity]:
+        The convolution and the query do not depend on the memories: computed once for the call. The memories
+        then run chunk by chunk (a call may span several; each chunk reads and writes at its boundary state)."""
+        cfg, L, C = self.cfg, x.shape[1], self.cfg.chunk_other
+        with memory_precision(cfg.mem_precision, x.device.type):
+            u, conv = self.causal_conv(x, st.conv)
+            q = F.normalize(u @ self.W_q.T, dim=-1)  # eq. 83: the only static projection
+            mems, outs, pos = st.mems, [], 0
+            while pos < L:
+                n = min(L - pos, C - (step0 + pos) % C)
+                sl = slice(pos, pos + n)
+                o, mems, act = self._chunk(mems, u[:, sl], q[:, sl], mask[:, sl], step0 + pos)
+                outs.append(o)
+                pos += n
+        return (outs[0] if len(outs) == 1 else torch.cat(outs, 1)), TitansState(conv, mems), act
+
+    def _chunk(
+        self, m: MemoryState, u: torch.Tensor, q: torch.Tensor, mask: torch.Tensor, step0: int
+    ) -> tuple[torch.Tensor, MemoryState, CallActivity]:
+        """Bars [step0, step0+L) within one memory chunk: u, q (B,L,d) -> o (B,L,d), the memories, activity."""
         cfg = self.cfg
-        L = x.shape[1]
-        u, conv = self.causal_conv(x, st.conv)
-        m = st.mems  # (G, B, ...)
-        q = F.normalize(u @ self.W_q.T, dim=-1)  # eq. 83: the only static projection
+        L = u.shape[1]
         # generation and the read, every memory at its boundary state, one batched call (eqs. 79-84, 90)
         inp = torch.stack([q if n == "mem" else u for n in MEMORIES])  # (G,B,L,d): the main memory reads q
         out = mem_apply(m.W1, m.W2, inp, self.residual).float()  # (G,B,L,d); fp32 whatever the products ran in
@@ -237,7 +245,7 @@ class SelfModifyingTitans(nn.Module):
             W1 = torch.cat([new.R1[:MEM], new.W1[MEM:]])
             W2 = torch.cat([new.R2[:MEM], new.W2[MEM:]])
             new = MemoryState(W1, W2, new.R1, new.R2, new.S1, new.S2)
-        return o, TitansState(conv, new), act
+        return o, new, act
 
 
 def write(
