@@ -86,19 +86,20 @@ class CallActivity:
     alpha: torch.Tensor  # (B, L), 1 on masked bars
     mask: torch.Tensor  # (B, L)
     clip: float
-    loss: torch.Tensor | None = None  # (B, L) the main memory's associative loss (surprise); None: no write
-    gnorm: torch.Tensor | None = None  # (B, L) its pre-clip gradient norm
-    before: tuple[torch.Tensor, torch.Tensor] | None = None  # its running weights R1, R2 before the call
-    after: tuple[torch.Tensor, torch.Tensor] | None = None  # and after
+    # the write, when there was one: the writers' gradient factors, the main memory's row among them, and the
+    # packed memories before and after
+    write: tuple[GradFactors, int, MemoryState, MemoryState] | None = None
 
     def summary(self) -> dict[str, torch.Tensor]:
         """name -> (B,): the per-stream means over the call's present bars, and the main memory's health."""
         act = {"eta": _masked_mean(self.eta, self.mask), "alpha": _masked_mean(self.alpha, self.mask)}
-        if self.loss is not None:
-            act["surprise"] = _masked_mean(self.loss, self.mask)
+        if self.write is not None:
+            f, i, before, after = self.write
+            loss, gnorm = f.loss[i], f.norm[i]  # (B, L) the main memory's associative loss and pre-clip norm
+            act["surprise"] = _masked_mean(loss, self.mask)
             # health: share of tokens whose write the clamp cut, and the size of the running weights
-            act["mem_clip_frac"] = _masked_mean((self.gnorm > self.clip).to(self.loss.dtype), self.mask)
-            (b1, b2), (a1, a2) = self.before, self.after
+            act["mem_clip_frac"] = _masked_mean((gnorm > self.clip).to(loss.dtype), self.mask)
+            (b1, b2), (a1, a2) = (before.R1[MEM], before.R2[MEM]), (after.R1[MEM], after.R2[MEM])
             act["mem_weight_norm"] = a1.flatten(1).norm(dim=1) + a2.flatten(1).norm(dim=1)
             act["mem_update_norm"] = (a2 - b2).flatten(1).norm(dim=1) + (a1 - b1).flatten(1).norm(dim=1)
         return act
@@ -217,26 +218,18 @@ class SelfModifyingTitans(nn.Module):
         act = CallActivity(eta, alpha, mask, cfg.inner_clip)
         new = m
         if cfg.write_memories:
-            # the writing memories: all of them, or only the main one (self_modifying=False)
-            g = slice(0, len(MEMORIES)) if cfg.self_modifying else slice(MEM, MEM + 1)
-            w = MemoryState(*(t[g] for t in m.tensors().values()))  # views, no copy
-            res = self.residual[g]
-            anchor = None
-            if cfg.anchor_memories:  # the meta-learned initial weights (n, 1, ...), broadcast over streams
-                A1, A2 = self.initial_memories()
-                anchor = (A1[g], A2[g])
-            w, f = self.write(
-                w, k, v, eta, alpha, mask, res, anchor, cfg.inner_clip, cfg.momentum, cfg.dgd, cfg.stopgrad_vhat
-            )
-            if cfg.self_modifying:
-                new = w
-            else:  # the others keep their state
-                new = MemoryState(
-                    *(torch.cat([a[:MEM], b]) for a, b in zip(m.tensors().values(), w.tensors().values(), strict=True))
-                )
-            i = MEM - g.start
-            act.loss, act.gnorm = f.loss[i], f.norm[i]
-            act.before, act.after = (m.R1[MEM], m.R2[MEM]), (new.R1[MEM], new.R2[MEM])
+            anchor = self.initial_memories() if cfg.anchor_memories else None  # (G, 1, ...), broadcast over streams
+            knobs = (cfg.inner_clip, cfg.momentum, cfg.dgd, cfg.stopgrad_vhat)
+            if cfg.self_modifying:  # every memory writes
+                new, f = self.write(m, k, v, eta, alpha, mask, self.residual, anchor, *knobs)
+            else:  # only the main one (the last row); the others keep their state
+                g = slice(MEM, MEM + 1)
+                w = MemoryState(*(t[g] for t in m.tensors().values()))  # views, no copy
+                anchor = None if anchor is None else (anchor[0][g], anchor[1][g])
+                w, f = self.write(w, k, v, eta, alpha, mask, self.residual[g], anchor, *knobs)
+                pairs = zip(m.tensors().values(), w.tensors().values(), strict=True)
+                new = MemoryState(*(torch.cat([a[:MEM], b]) for a, b in pairs))
+            act.write = (f, -1, m, new)  # the main memory is the writers' last row
         end = step0 + L
         # chunk boundaries: running weights become the boundary state (chunk_mem is a multiple of chunk_other)
         if end % cfg.chunk_mem == 0:
