@@ -67,14 +67,17 @@ class Hope(OnlineModel):
         for period in self.cfg.cms_periods:  # every level, not only the fastest: a level must see its step
             if self.state.step % period + L > period:
                 raise ValueError(f"a call of {L} bars crosses the CMS period {period}; call learn() at each")
-        with torch.no_grad():
+        theta = self._levels()  # outside inference mode: learn() differentiates at these weights
+        # inference mode, not only no_grad: the memories write in closed form, nothing here is ever differentiated,
+        # and torch skips view and version tracking (less overhead per op); learn() reads h from the ring
+        with torch.inference_mode():
             step0 = self.state.step
             # the memories split the call at their chunk boundaries themselves (the streaming form is L = 1)
             h, self.state, self._act = self.net.encode(self.state, x, mask)
             keep = min(L, RING)  # a call longer than the ring (possible without CMS levels) keeps its last bars
             self.ring[:, self._slots(step0 + L - keep, keep)] = h[:, L - keep :]
             # the CMS levels only step in learn(), so one readout serves the whole call
-            return self.net.readout(self._levels(), h)
+            return self.net.readout(theta, h)
 
     def _slots(self, first: int, n: int) -> slice | torch.Tensor:
         """Ring positions of bars first..first+n-1: a slice when they do not wrap (no index tensor to build)."""
