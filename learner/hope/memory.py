@@ -178,9 +178,9 @@ def _factors(
     """The clipped rank-1 factors from the forward pass at k: z = W2 k, a = silu(z), out = M(k)."""
     e = out - v_hat  # (...,L,o)
     dz = _times_silu_grad(2 * (e @ W1), z)  # (...,L,h)
-    loss = e.pow(2).sum(-1)
-    sq = 4 * loss * a.pow(2).sum(-1) + dz.pow(2).sum(-1) * k.pow(2).sum(-1)
-    norm = torch.sqrt(sq + 1e-12)  # (...,L)
+    sqn = torch.linalg.vecdot  # squared norms along the last dim, one kernel each
+    loss = sqn(e, e)
+    norm = torch.sqrt(4 * loss * sqn(a, a) + sqn(dz, dz) * sqn(k, k) + 1e-12)  # (...,L)
     scale = (clip / norm).clamp(max=1.0)
     return GradFactors(e * (2 * scale)[..., None], a, dz * scale[..., None], loss, norm)
 
