@@ -29,6 +29,11 @@ gradients and the current eta_t scales all of it. Titans' momentum (S_t = eta_t 
 grad, with data-dependent decay eta_t and step size theta_t) scales each gradient by its own step
 size when it enters S; the two agree only for a constant learning rate. docs/learner.md has the
 comparison with eq. 88, the DGD derivation and Titans.
+
+Two implementations of the write: ``dgd_momentum_loop`` runs the recurrence above bar by bar on
+materialised gradients (the reference, kept for the tests); ``dgd_momentum_chunk`` computes the same
+end-of-chunk state in closed form from rank-1 gradient factors, with no loop over bars (what the model runs;
+docs/learner.md, "The parallel chunk form of the write").
 """
 
 from __future__ import annotations
@@ -46,8 +51,8 @@ class MemoryState:
     """One memory for B streams. W* are the boundary weights (read, generate, take gradients at);
     R* the running weights the sequential recurrence writes into; S* the momentum."""
 
-    W1: torch.Tensor  # (B, d_out, h)
-    W2: torch.Tensor  # (B, h, d_in)
+    W1: torch.Tensor  # (B, d_out, h), or (G, B, d_out, h) for G memories packed (titans.py)
+    W2: torch.Tensor  # (B, h, d_in), or (G, B, h, d_in)
     R1: torch.Tensor
     R2: torch.Tensor
     S1: torch.Tensor
@@ -55,17 +60,6 @@ class MemoryState:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"W1": self.W1, "W2": self.W2, "R1": self.R1, "R2": self.R2, "S1": self.S1, "S2": self.S2}
-
-    @classmethod
-    def init(cls, W1_0: torch.Tensor, W2_0: torch.Tensor, B: int) -> MemoryState:
-        """Every stream starts from the meta-learned initial state (kept differentiable)."""
-        W1 = W1_0.unsqueeze(0).expand(B, *W1_0.shape)
-        W2 = W2_0.unsqueeze(0).expand(B, *W2_0.shape)
-        return cls(W1, W2, W1, W2, torch.zeros_like(W1), torch.zeros_like(W2))
-
-    def commit(self) -> MemoryState:
-        """At the memory's chunk boundary the running weights become the new boundary state."""
-        return MemoryState(self.R1, self.R2, self.R1, self.R2, self.S1, self.S2)
 
 
 def silu_grad(z: torch.Tensor) -> torch.Tensor:
@@ -288,7 +282,7 @@ def dgd_momentum_chunk(
     for beta = 0, and rho is built from counts, never by dividing products; eta / alpha is safe since
     alpha >= alpha_min > 0. The triangular system is unit-diagonal and its off-diagonal entries are at most
     eta_max / alpha_min in size, so the solve is well conditioned. Float64 agrees with the loop to ~1e-15
-    relative, float32 to ~1e-6 (tests/learner/test_hope.py).
+    relative, float32 to ~4e-7 (tests/learner/test_hope_chunk.py).
     """
     # Every coefficient below depends only on k, eta, alpha and the mask, which all memories share: they
     # are computed once at those shapes (*b) and broadcast against the state's batch dims (e.g. (G, B)).
