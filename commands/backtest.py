@@ -225,6 +225,7 @@ def stream_model(args: argparse.Namespace, cfg: Config, fp) -> tuple:
         device=device,
         pretrain_steps=args.pretrain_steps,
         on_chunk=lambda a, b, _p: bar.update(b - a),
+        seed=args.seed,
     )
     bar.close()
     return res.preds, time.perf_counter() - t0

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from commands import (
+    alerts,
     backtest,
     chain,
     dashboard,
@@ -106,9 +107,9 @@ COMMANDS: dict[str, Any] = {
         "rank an address's counterparties by value and count",
     ),
     "alerts": (
-        forensics.add_alerts_arguments,
-        forensics.run_alerts,
-        "alert rules on the lake's transfers (sanctioned, mixers, large flows)",
+        alerts.add_arguments,
+        alerts.run,
+        "alert rules: past transfer hits, or --follow: signals and transfers to webhooks (Slack, Discord)",
     ),
     "scheduler": (
         scheduler.add_arguments,
@@ -126,6 +127,7 @@ examples:
   continuum evaluate --out out/eval --symbols BTC/USDT,ETH/USDT
   continuum backfill market --exchange binance --symbols BTC/USDT --since 2024-01-01
   continuum trace 0xabc... --hops 2
+  continuum alerts --follow                        # rules on new signals/transfers -> [alerts].webhooks
 
 configuration: ./continuum.toml (or --config FILE), then CONTINUUM_<SECTION>__<KEY> variables, then options.
 """

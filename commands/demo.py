@@ -32,7 +32,7 @@ examples:
   continuum demo --pretrain-steps 300                   # meta-learn Hope here instead of the shipped weights
   continuum demo --model har                            # any model from `continuum evaluate --help`
 
-then:  continuum dashboard --lake .continuum/lake --backtest-dir .continuum/demo
+then:  continuum dashboard --lake .continuum/lake --backtest-dir .continuum/demo --eval-dir .continuum/demo/eval
 """
 PRETRAINED = "hope_pretrained.pt"
 
@@ -67,9 +67,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from continuum.timeframes import parse_date, to_ms
     from ingest.replay import replay_events
     from learner.checkpoint import load_pretrained
+    from learner.evaluation.evaluate import streamed_evaluation
     from learner.evaluation.metrics import forecast_quality
     from learner.evaluation.regimes import DEFAULT_REGIMES
-    from learner.evaluation.report import plot_forecasts
+    from learner.evaluation.report import plot_forecasts, write_json
     from learner.features import build_features
     from learner.hope.config import HopeConfig
     from learner.models import parse_spec
@@ -156,16 +157,21 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     write_plot(equity, DEFAULT_REGIMES, out / "equity.png", title=f"{args.model}: strategies on its online signals")
     write_tearsheet(doc, equity, DEFAULT_REGIMES, out / "tearsheet.png", title=f"{args.model}: online signals")
     quality = forecast_quality(fp, res.preds, cut)
+    # what the dashboard's Evaluation tab reads: the same errors per regime and over time, beside the naive reference
+    ev_doc, errors = streamed_evaluation(fp, res.preds, cut, DEFAULT_REGIMES, args.model, until, res.steps_per_s)
+    (out / "eval").mkdir(exist_ok=True)
+    write_json(ev_doc, out / "eval")
+    errors.write_parquet(out / "eval" / "errors.parquet")
     plot_forecasts(fp, res.preds, res.activity, cut, out / "demo.png", args.model)
     wall = time.perf_counter() - t0
     report = _report(args, panel, fp, cut, quality, doc, table, wall, n_events, sig.height, res.steps_per_s)
     (out / "report.md").write_text(report)
     print(report)
-    files = "report.md, demo.png, equity.png, tearsheet.png, backtest.json"
+    files = "report.md, demo.png, equity.png, tearsheet.png, backtest.json, eval/evaluation.json"
     print(f"\nwrote {out}/{files}; {sig.height:,} signals in {cfg.lake.root}")
     venv_exe = Path(sys.executable).parent / "continuum"  # ./run demo does not put .venv/bin on PATH
     exe = "continuum" if shutil.which("continuum") or not venv_exe.exists() else str(venv_exe)
-    print(f"open the dashboard:  {exe} dashboard --lake {cfg.lake.root} --backtest-dir {out}")
+    print(f"open the dashboard:  {exe} dashboard --lake {cfg.lake.root} --backtest-dir {out} --eval-dir {out / 'eval'}")
     return 0
 
 

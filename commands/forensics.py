@@ -1,6 +1,7 @@
-"""``continuum trace``, ``continuum counterparties``, ``continuum alerts``: forensics on the lake's transfers.
+"""``continuum trace``, ``continuum counterparties``: forensics on the lake's transfers; ``continuum import etl``.
 
-Also ``continuum import etl``. Argument parsing is cheap (no polars import); the queries live in
+``continuum alerts`` (the transfer rules, and the live rules with ``--follow``) is :mod:`commands.alerts`, which
+shares this module's options and table printer. Argument parsing is cheap (no polars import); the queries live in
 :mod:`forensics.queries`, the importer in :mod:`forensics.etl_import`.
 """
 
@@ -51,13 +52,33 @@ def _lake(args: argparse.Namespace, cfg: Config):
     return Lake(cfg.lake.root)
 
 
+def _decimals_lookup(rpc_url: str | None, cfg: Config):
+    """``decimals()`` from the token contracts over JSON-RPC, cached per chain id under the lake (or None)."""
+    if not rpc_url:
+        return None
+    from pathlib import Path
+
+    from forensics.values import DecimalsCache
+    from ingest.chain.blocks import RpcMetadata
+    from ingest.chain.decode import qty
+    from ingest.chain.rpc import Rpc
+
+    rpc = Rpc(rpc_url, timeout_s=10.0)
+    chain_id = qty(rpc.call("eth_chainId", []))
+    meta = RpcMetadata(rpc)
+    return DecimalsCache(lambda t: meta.token(t).decimals, Path(cfg.lake.root) / "_cache" / f"decimals-{chain_id}.json")
+
+
 def _positive(name: str, v: float) -> None:
     if v < 0:
         raise UserError(f"{name} must be >= 0, got {v}")
 
 
 # --------------------------------------------------------------------------- output
-def _print(df, fmt: str, limit: int, time_cols: tuple[str, ...] = ()) -> None:
+def _print(df, fmt: str, limit: int, view: str) -> None:
+    """``json``/``csv``: every column whole; ``table``: the view's readable columns, fitted to the terminal."""
+    import os
+
     import polars as pl
 
     if limit:
@@ -65,35 +86,22 @@ def _print(df, fmt: str, limit: int, time_cols: tuple[str, ...] = ()) -> None:
     if fmt == "json":
         print(df.write_json())
         return
-    for c in df.columns:
-        if df.schema[c] == pl.List(pl.String):
-            df = df.with_columns(pl.col(c).list.join(","))
     if fmt == "csv":
+        for c in df.columns:
+            if df.schema[c] == pl.List(pl.String):
+                df = df.with_columns(pl.col(c).list.join(","))
         sys.stdout.write(df.write_csv())
         return
-    shown = df.with_columns(
-        [pl.from_epoch(c, time_unit="ms").dt.strftime("%Y-%m-%d %H:%M") for c in time_cols if c in df.columns]
-    )
-    # hashes and token contracts are shortened in the table (json/csv keep them whole); addresses stay whole
-    shown = shown.with_columns(
-        [
-            (pl.col(c).str.slice(0, 10) + "…" + pl.col(c).str.slice(-6)).alias(c)
-            for c in ("tx_hash", "token")
-            if c in shown.columns
-        ]
-    )
-    with pl.Config(
-        tbl_rows=-1,
-        tbl_cols=-1,
-        tbl_width_chars=1000,
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-        fmt_str_lengths=48,
-        tbl_formatting="ASCII_MARKDOWN",
-        float_precision=4,
-        thousands_separator=",",
-    ):
-        print(shown)
+    from forensics import display
+
+    cols = {
+        "nodes": display.NODE_COLS,
+        "edges": display.EDGE_COLS,
+        "counterparties": display.COUNTERPARTY_COLS,
+        "alerts": display.ALERT_COLS,
+    }[view]
+    width = int(os.environ.get("COLUMNS", "120") or 120)
+    print(display.table(df, cols, width=max(60, width)))
 
 
 # --------------------------------------------------------------------------- trace
@@ -127,6 +135,12 @@ examples:
     p.add_argument("--any-order", action="store_true", help="follow transfers regardless of time order")
     p.add_argument("--show", choices=("nodes", "edges"), default="nodes", help="which table to print (default nodes)")
     p.add_argument("--out", metavar="FILE", help="also write the graph: .html (drawing), .json, .dot or .svg")
+    p.add_argument(
+        "--rpc",
+        metavar="URL",
+        help="read unknown tokens' decimals() from their contracts on this JSON-RPC node (cached in the lake's\n"
+        "_cache/ folder per chain id); without it decimals come from the known-token table, else raw units",
+    )
 
 
 def run_trace(args: argparse.Namespace, cfg: Config) -> int:
@@ -152,6 +166,7 @@ def run_trace(args: argparse.Namespace, cfg: Config) -> int:
         stop_at=() if args.expand_services else queries.DEFAULT_STOP_CATEGORIES,
         top=args.top,
         time_respecting=not args.any_order,
+        decimals=_decimals_lookup(args.rpc, cfg),
     )
     if args.out:
         from forensics.graph import write
@@ -169,11 +184,17 @@ def run_trace(args: argparse.Namespace, cfg: Config) -> int:
             f"{address} in the lake with these filters (is the lake filled? see --help)"
         )
         return 0
+    if args.format == "table":
+        print(f"trace of {address}, {args.direction}, {args.hops} hop(s)\n")
     if args.show == "edges":
-        _print(t.edges, args.format, args.limit, ("first_ts", "last_ts"))
+        edges = t.edges
+        if args.format == "table":  # the table shows who is on each side
+            names = t.nodes.select("address", "label")
+            edges = edges.join(names.rename({"address": "source", "label": "source_label"}), on="source", how="left")
+            edges = edges.join(names.rename({"address": "target", "label": "target_label"}), on="target", how="left")
+        _print(edges, args.format, args.limit, "edges")
     else:
-        nodes = t.nodes.drop("label_source")
-        _print(nodes, args.format, args.limit)
+        _print(t.nodes.drop("label_source"), args.format, args.limit, "nodes")
     if args.format == "table":
         n_flag = t.flagged.height
         print(
@@ -228,80 +249,7 @@ def run_counterparties(args: argparse.Namespace, cfg: Config) -> int:
     if df.is_empty() and args.format == "table":
         print(f"no transfers with {address} in the lake with these filters (is the lake filled? see --help)")
         return 0
-    _print(df, args.format, args.limit, ("first_seen", "last_seen"))
-    return 0
-
-
-# --------------------------------------------------------------------------- alerts
-def _thresholds(items: list[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in items:
-        sym, sep, val = item.partition("=")
-        try:
-            out[sym.strip()] = float(val)
-        except ValueError:
-            sep = ""
-        if not sep or not sym.strip() or out.get(sym.strip(), -1) < 0:
-            raise UserError(f"--large {item!r}: expected SYMBOL=AMOUNT, e.g. --large USDC=1000000")
-    return out
-
-
-def add_alerts_arguments(p: argparse.ArgumentParser) -> None:
-    from forensics.rules import ALERT_RULES, DEFAULT_LARGE
-
-    p.description = (
-        "Run alert rules over the lake's transfers in a time range and list the hits, newest first:\n"
-        "  sanctioned        a transfer from or to an OFAC-sanctioned address           (high)\n"
-        "  exploit           funds moving to or from a known exploit/attacker address   (high)\n"
-        "  mixer_deposit     a deposit into a mixer (Tornado Cash pools)                (medium)\n"
-        "  mixer_withdrawal  a withdrawal out of a mixer                                (medium)\n"
-        "  phishing          funds sent to a known phishing address                     (medium)\n"
-        "  large             a transfer at or over the --large threshold for its token  (low)\n"
-        "  watch             any transfer touching a --watch address                    (low)"
-    )
-    p.epilog = (
-        "default large thresholds: "
-        + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_LARGE.items())
-        + "\n\nexamples:\n  continuum alerts --start 2023-05-01 --end 2023-05-03\n"
-        "  continuum alerts --rules sanctioned,mixer_deposit --format json\n"
-        "  continuum alerts --large WETH=50 --watch 0xabc...,0xdef...\n\n"
-    )
-    _common(p, with_address=False)
-    p.add_argument(
-        "--rules", default=",".join(ALERT_RULES), help=f"comma-separated rules (default all: {','.join(ALERT_RULES)})"
-    )
-    p.add_argument("--large", action="append", default=[], metavar="SYMBOL=AMOUNT", help="large-transfer threshold")
-    p.add_argument("--watch", default="", metavar="ADDR,...", help="addresses to alert on (comma-separated)")
-
-
-def run_alerts(args: argparse.Namespace, cfg: Config) -> int:
-    from forensics.addresses import parse_address
-    from forensics.queries import alerts
-    from forensics.rules import ALERT_RULES
-
-    rules = tuple(r.strip() for r in args.rules.split(",") if r.strip())
-    bad = [r for r in rules if r not in ALERT_RULES]
-    if bad or not rules:
-        raise UserError(f"--rules: unknown rule(s) {', '.join(bad) or '(none given)'}; known: {', '.join(ALERT_RULES)}")
-    watch = tuple(parse_address(a) for a in args.watch.split(",") if a.strip())
-    df = alerts(
-        _lake(args, cfg),
-        start=_date(args.start, "--start"),
-        end=_date(args.end, "--end"),
-        rules=rules,
-        large=_thresholds(args.large),
-        watch=watch,
-        token=args.token,
-    )
-    if df.is_empty() and args.format == "table":
-        print("no alerts: no transfer in the lake hit these rules in this time range")
-        return 0
-    _print(df, args.format, args.limit, ("ts",))
-    if args.format == "table":
-        counts = df.group_by("rule").len().sort("len", descending=True)
-        print("\n" + ", ".join(f"{r}: {n}" for r, n in counts.iter_rows()) + f" ({df.height} hits)")
-        if args.limit and df.height > args.limit:
-            print(f"showing {args.limit} of {df.height}; --limit 0 shows all", file=sys.stderr)
+    _print(df, args.format, args.limit, "counterparties")
     return 0
 
 

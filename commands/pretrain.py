@@ -53,11 +53,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     fp = build_features(panel, onchain=source_from_arg(args.onchain, cfg.lake.root, cfg.chain.chain))
     cut = int(np.searchsorted(fp.times, to_ms(until)))
     hcfg = HopeConfig(n_features=fp.x.shape[2])
-    pick_device(cfg.learner.device)  # validated; pre-training itself runs on CPU tensors
+    device = pick_device(cfg.learner.device)
     t0 = time.perf_counter()
     given = {k: getattr(args, k) for k in ("steps", "seq_len", "batch", "lr", "seed")}
     pcfg = PretrainConfig(**{k: v for k, v in given.items() if v is not None})
-    net, losses = pretrain(hcfg, fp, cut, pcfg)
+    net, losses = pretrain(hcfg, fp, cut, pcfg, device=device)
     save_pretrained(args.out, net, {"until": until.isoformat(), "symbols": panel.symbols, "losses": losses})
     print(
         f"pre-trained on {cut} bars x {len(panel.symbols)} assets in {time.perf_counter() - t0:.0f}s; "

@@ -15,12 +15,14 @@ Example ``continuum.toml``::
     sasl_username = "continuum"
     # the password comes from CONTINUUM_KAFKA__SASL_PASSWORD, never from the file
 
-Secrets (``*password*``, ``*secret*``, ``api_key``) are redacted by :meth:`Config.redacted`.
+Secrets (``*password*``, ``*secret*``, ``api_key``, ``*token*``, ``*webhook*``) are redacted by
+:meth:`Config.redacted` (a webhook URL keeps its scheme and host: ``https://hooks.slack.com/services/***/***/***``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -137,6 +139,51 @@ class ChainConfig:
 
 
 @dataclass
+class AlertsConfig:
+    """``continuum alerts --follow`` and the in-process :class:`alerts.engine.Alerter` (docs/alerts.md)."""
+
+    # where alerts are posted: comma-separated URLs, each optionally FORMAT=URL (slack | discord | json);
+    # without a format, hooks.slack.com means slack, discord.com means discord, anything else plain JSON.
+    # The URLs are secrets: set them from the environment (CONTINUUM_ALERTS__WEBHOOKS), never print them.
+    webhooks: str = ""
+    # rules that run: signal rules (signal, regime_switch, vol_spike) and transfer rules (forensics.rules)
+    rules: str = "signal,regime_switch,vol_spike,sanctioned,exploit,mixer_deposit,mixer_withdrawal,phishing,large,watch"
+    confidence: float = 0.68  # signal: fires when a signal's confidence reaches this (0: off; 0.68 ~ |z| 1)
+    zscore: float = 0.0  # signal: ... or when |ret_24h| / vol_24h reaches this (0: off)
+    vol_spike: float = 2.0  # vol_spike: vol_24h at or over this multiple of its trailing median
+    vol_window: int = 168  # vol_spike: bars in that trailing median (168 = a week of 1h bars)
+    regime_hold: int = 6  # regime_switch: bars a new regime word must hold before it counts (1: at once)
+    large: str = ""  # large: thresholds on top of forensics' defaults, "SYMBOL=AMOUNT,..." (e.g. "WETH=50")
+    watch: str = ""  # watch: comma-separated addresses whose every transfer alerts
+    tries: int = 5  # POSTs per alert and webhook before giving up (connection errors, 5xx, 408, 429)
+    backoff_s: float = 1.0  # first retry within this many seconds; doubles per try (full jitter)
+    backoff_max_s: float = 60.0  # cap of one retry's wait (a Retry-After header is honoured up to 600 s)
+    timeout_s: float = 10.0  # one POST's connect + read timeout
+    queue_size: int = 1000  # alerts waiting per webhook; beyond it they wait in the outbox for a later pass
+    redeliver_s: float = 300.0  # how often an idle sender retries what it gave up on (and what overflowed)
+    max_age_h: float = 24.0  # alerts older than this are no longer posted (after an outage or a restart)
+    state_dir: str = ".continuum/alerts"  # the rule state, the delivery journal and a lock
+    poll_s: float = 5.0  # --follow on the embedded bus: how often the lake is read for new rows
+
+    def check(self) -> None:
+        if self.vol_spike != 0 and self.vol_spike <= 1:
+            raise ConfigError(
+                f"alerts.vol_spike: {self.vol_spike} must be > 1 (a multiple of the median) or 0 (off)",
+                "alerts.vol_spike",
+            )
+        for name, lo, hi in (("confidence", 0.0, 1.0), ("zscore", 0.0, 100.0)):
+            _frange(f"alerts.{name}", getattr(self, name), lo, hi)
+        _range("alerts.vol_window", self.vol_window, 2, 100_000)
+        _range("alerts.regime_hold", self.regime_hold, 1, 100_000)
+        _range("alerts.tries", self.tries, 1, 100)
+        _range("alerts.queue_size", self.queue_size, 1, 1_000_000)
+        for name in ("backoff_s", "backoff_max_s", "timeout_s", "redeliver_s", "max_age_h", "poll_s"):
+            _frange(f"alerts.{name}", getattr(self, name), 0.0, 1e7, open_low=True)
+        if not self.state_dir:
+            raise ConfigError("alerts.state_dir: must not be empty", "alerts.state_dir")
+
+
+@dataclass
 class Config:
     bus: BusConfig = field(default_factory=BusConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
@@ -144,6 +191,7 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
     chain: ChainConfig = field(default_factory=ChainConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     # "section.key" -> where the value was set (file, variable, option), for error messages
     _origin: ClassVar[dict[str, str]] = {}
 
@@ -156,12 +204,25 @@ class Config:
         out = {}
         for f in dataclasses.fields(self):
             sec = dataclasses.asdict(getattr(self, f.name))
-            out[f.name] = {k: ("***" if _secret(k) and v else v) for k, v in sec.items()}
+            out[f.name] = {k: _redacted(k, v) for k, v in sec.items()}
         return out
 
 
 def _secret(key: str) -> bool:
-    return any(s in key for s in ("password", "secret", "api_key", "token"))
+    return any(s in key for s in ("password", "secret", "api_key", "token", "webhook"))
+
+
+def _redacted(key: str, value: Any) -> Any:
+    """A secret's value as shown: URLs (webhooks) keep scheme and host, anything else is ``***``."""
+    if not _secret(key) or not value:
+        return value
+    if isinstance(value, str) and "://" in value:
+        import re
+
+        from continuum.redact import mask_webhook
+
+        return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s,]+", lambda m: mask_webhook(m.group(0)), value)
+    return "***"
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -172,6 +233,11 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def _range(name: str, value: int, lo: int, hi: int) -> None:
     if not lo <= value <= hi:
         raise ConfigError(f"{name}: {value} is outside {lo}..{hi}", name)
+
+
+def _frange(name: str, value: float, lo: float, hi: float, open_low: bool = False) -> None:
+    if not (lo < value <= hi if open_low else lo <= value <= hi):
+        raise ConfigError(f"{name}: {value} is outside {'(' if open_low else '['}{lo:g}, {hi:g}]", name)
 
 
 def _coerce(name: str, raw: Any, typ: type, from_env: bool) -> Any:
@@ -190,7 +256,17 @@ def _coerce(name: str, raw: Any, typ: type, from_env: bool) -> Any:
                 return int(raw)
             except ValueError:
                 raise ConfigError(f"{name}: {shown} is not an integer") from None
+        if typ is float:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}: {shown} is not a number") from None
+            if not math.isfinite(value):
+                raise ConfigError(f"{name}: {shown} is not a finite number")
+            return value
         return raw
+    if typ is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)  # TOML's 2 where 2.0 is meant
     ok = isinstance(raw, typ) and not (typ is int and isinstance(raw, bool))
     if not ok:
         raise ConfigError(f"{name}: expected {typ.__name__}, got {type(raw).__name__} {shown}")

@@ -46,14 +46,15 @@ def natural_key(kind: str) -> list[str]:
 
 
 def events_frame(events: Iterable[Event]) -> pl.DataFrame:
-    """Events of one kind as a DataFrame with the schema's columns (activity dicts become JSON)."""
+    """Events of one kind as a DataFrame with the schema's columns (dict fields become JSON text)."""
+    import json
+
     rows = []
     for e in events:
         d = dataclasses.asdict(e)
-        if "activity" in d:
-            import json
-
-            d["activity"] = json.dumps(d["activity"], sort_keys=True)
+        for k, v in d.items():
+            if isinstance(v, dict):  # a signal's activity, an alert's detail: JSON text in the lake
+                d[k] = json.dumps(v, sort_keys=True)
         rows.append(d)
     return pl.DataFrame(rows, infer_schema_length=None)
 

@@ -42,6 +42,22 @@ def mask_url(url: str) -> str:
     return out if has_scheme else out.removeprefix("//")
 
 
+def mask_webhook(url: str) -> str:
+    """:func:`mask_url`, and the last path segment masked even when it does not look like a key.
+
+    A webhook URL is a bearer credential as a whole (``https://chat.example.com/hooks/deploybot``):
+    anyone who has it can post, so its path never shows, whatever it looks like.
+
+    >>> mask_webhook("https://chat.example.com/hooks/deploybot")
+    'https://chat.example.com/hooks/***'
+    """
+    parts = urlsplit(mask_url(url) if "://" in url else f"//{mask_url(url)}")
+    head, _, last = parts.path.rpartition("/")
+    path = f"{head}/{MASK}" if last and last != MASK else parts.path
+    out = urlunsplit(parts._replace(path=path))
+    return out if "://" in url else out.removeprefix("//")
+
+
 def _mask_item(item: str) -> str:
     name, eq, _ = item.partition("=")
     return f"{name}={MASK}" if eq else MASK

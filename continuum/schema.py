@@ -38,6 +38,7 @@ __all__ = [
     "Swap",
     "Signal",
     "Retraction",
+    "Alert",
     "direction_of",
     "EVENT_TYPES",
     "TOPICS",
@@ -447,7 +448,47 @@ def direction_of(weight: float) -> str:
     return "neutral"
 
 
-EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (Candle, Trade, Block, Transfer, Swap, Signal, Retraction)}
+SEVERITIES = ("low", "medium", "high")
+
+
+@dataclass(frozen=True, slots=True)
+class Alert(Event):
+    """One firing of an alert rule (docs/alerts.md): what the ``alerts`` part posts to webhooks and logs.
+
+    ``key`` names the firing deterministically (rule, stream or transfer, bar time), so a restarted
+    alerter that meets the same input again knows it fired already; it is the natural key. ``ts`` is when
+    it fired (wall clock), ``event_ts`` the bar or block time it is about. ``detail`` holds the rule's
+    numbers (thresholds, values, addresses); the lake stores it as JSON text.
+    """
+
+    KIND: ClassVar[str] = "alert"
+    TOPIC: ClassVar[str] = "alerts"
+    LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = ((), "month")
+    NATURAL_KEY: ClassVar[tuple[str, ...]] = ("key",)
+    key: str
+    ts: int  # when the alert fired (UTC ms)
+    rule: str
+    symbol: str  # the asset (BTC/USDT) or, for a transfer rule, the token (USDT, ETH)
+    severity: str  # low | medium | high
+    message: str  # one line for a human
+    event_ts: int  # open time of the bar, or time of the block, the alert is about (UTC ms)
+    detail: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        self._ts("ts", "event_ts")
+        for name in ("key", "rule", "message"):
+            if not getattr(self, name):
+                self._fail(name, "must not be empty")
+        if self.severity not in SEVERITIES:
+            self._fail("severity", f"must be one of {', '.join(SEVERITIES)}, got {self.severity!r}")
+
+    def partition_key(self) -> str:
+        return self.key
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    c.KIND: c for c in (Candle, Trade, Block, Transfer, Swap, Signal, Retraction, Alert)
+}
 DEADLETTER = "deadletter"  # malformed messages, with the reason and their bytes
 TOPICS: tuple[str, ...] = (*dict.fromkeys(c.TOPIC for c in EVENT_TYPES.values()), DEADLETTER)
 _TYPES["dict"] = dict

@@ -19,14 +19,11 @@ if _ROOT not in sys.path:
 st.set_page_config(page_title="Continuum", page_icon="📈", layout="wide")
 
 _HERE = Path(__file__).resolve().parent
+signals_page = st.Page(
+    str(_HERE / "views" / "signals.py"), title="Signals", icon=":material/show_chart:", url_path="signals"
+)
 pages = [
-    st.Page(
-        str(_HERE / "views" / "signals.py"),
-        title="Signals",
-        icon=":material/show_chart:",
-        url_path="signals",
-        default=True,
-    ),
+    signals_page,
     st.Page(str(_HERE / "views" / "memory.py"), title="Memory", icon=":material/memory:", url_path="memory"),
     st.Page(
         str(_HERE / "views" / "evaluation.py"),
@@ -36,6 +33,15 @@ pages = [
     ),
     st.Page(str(_HERE / "views" / "forensics.py"), title="Forensics", icon=":material/search:", url_path="forensics"),
 ]
+
+
+def _home() -> None:
+    st.switch_page(signals_page)
+
+
+# Streamlit serves the default page at "/" and answers its url_path with "Page not found": so the default is a
+# hidden page that opens Signals, and every visible page, Signals included, has its own URL (/signals, /memory, ...)
+pages.append(st.Page(_home, title="Signals", url_path="home", default=True, visibility="hidden"))
 nav = st.navigation(pages)
 with st.sidebar:
     from dashboard.data import backtest_dir, eval_dir, lake_root

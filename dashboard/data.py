@@ -6,9 +6,12 @@ Paths come from the environment, set by ``continuum dashboard --lake/--eval-dir/
 - ``CONTINUUM_DASHBOARD_LAKE``: the lake (signals, transfers); else ``CONTINUUM_LAKE__ROOT``; else ``.continuum/lake``
 - ``CONTINUUM_DASHBOARD_EVAL_DIR``: a ``continuum evaluate --out`` directory (``evaluation.json``, ``errors.parquet``)
 - ``CONTINUUM_DASHBOARD_BACKTEST_DIR``: a ``continuum backtest --out`` directory (``backtest.json``, ``equity.parquet``)
+- ``CONTINUUM_DASHBOARD_REFRESH``: seconds between the Signals page's re-reads of the lake (default 5; 0: never)
 
 Every loader returns ``None`` when its data is absent, so pages can show what command fills them.
-Cache keys include the files' modification times: a running learner's new signals show on the next rerun.
+Cache keys include a stamp of the files (how many, their sizes, the newest modification time): a file a learner
+appends, adds or deletes changes it, and the next rerun reads the lake again; an unchanged lake costs one
+directory walk.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import streamlit as st
 DEFAULT_LAKE = ".continuum/lake"
 DEFAULT_EVAL_DIR = ".continuum/demo/eval"
 DEFAULT_BACKTEST_DIR = ".continuum/demo"
+DEFAULT_REFRESH_S = 5.0
 
 
 def lake_root() -> Path:
@@ -37,17 +41,33 @@ def backtest_dir() -> Path:
     return Path(os.environ.get("CONTINUUM_DASHBOARD_BACKTEST_DIR") or DEFAULT_BACKTEST_DIR)
 
 
-def _stamp(path: Path) -> float:
-    """Newest modification time under ``path`` (0 if absent): part of every cache key."""
+def refresh_seconds() -> float:
+    """How often the live parts of a page re-read the lake (``CONTINUUM_DASHBOARD_REFRESH``); 0 turns it off."""
+    raw = os.environ.get("CONTINUUM_DASHBOARD_REFRESH", "")
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_REFRESH_S
+    except ValueError:
+        return DEFAULT_REFRESH_S
+
+
+Stamp = tuple[int, int, int]
+
+
+def _stamp(path: Path) -> Stamp:
+    """(files, bytes, newest mtime in ns) of the Parquet files under ``path`` ((0, 0, 0) if absent): part of every
+    cache key. The lake rewrites a partition atomically on append (a new file, a new mtime and size), so an
+    appended, added or deleted partition file changes the stamp."""
     if not path.exists():
-        return 0.0
-    if path.is_file():
-        return path.stat().st_mtime
-    return max((p.stat().st_mtime for p in path.rglob("*.parquet")), default=0.0)
+        return (0, 0, 0)
+    files = [path] if path.is_file() else list(path.rglob("*.parquet"))
+    stats = [f.stat() for f in files]
+    return (len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0))
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _signals(root: str, stamp: float) -> pl.DataFrame | None:
+# cache_resource, not cache_data: the frame is shared, not unpickled on every rerun (a demo's lake is ~10^5 rows
+# and the Signals page reruns every few seconds); polars frames are never changed in place, so sharing is safe
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _signals(root: str, stamp: Stamp) -> pl.DataFrame | None:
     from continuum.lake import Lake
 
     lf = Lake(root).scan("signal")
@@ -82,14 +102,48 @@ def activity_long(sig: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+ALERT_COLUMNS = {
+    "ts": pl.Int64,
+    "rule": pl.String,
+    "symbol": pl.String,
+    "severity": pl.String,
+    "message": pl.String,
+    "key": pl.String,
+}
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def _alerts(root: str, stamp: Stamp) -> pl.DataFrame | None:
+    base = Path(root) / "kind=alert"
+    files = sorted(base.rglob("*.parquet")) if base.is_dir() else []
+    if not files:
+        return None
+    frames = [pl.read_parquet(f, hive_partitioning=False) for f in files]
+    df = pl.concat(frames, how="diagonal_relaxed")
+    df = df.with_columns(pl.lit(None, t).alias(c) for c, t in ALERT_COLUMNS.items() if c not in df.columns)
+    return (
+        df.select(pl.col(c).cast(t) for c, t in ALERT_COLUMNS.items())
+        .unique("key", keep="last", maintain_order=True)
+        .sort("ts", descending=True)
+        .with_columns(pl.from_epoch("ts", time_unit="ms").alias("time"))
+    )
+
+
+def alerts() -> pl.DataFrame | None:
+    """The lake's ``alert`` table (``continuum alerts`` writes it: ``ts`` in ms, ``rule``, ``symbol``, ``severity``,
+    ``message``, ``key``), newest first with a ``time`` column; None when there is none."""
+    root = lake_root()
+    return _alerts(str(root), _stamp(root / "kind=alert"))
+
+
 @st.cache_data(show_spinner=False, max_entries=4)
-def _json(path: str, stamp: float) -> dict | None:
+def _json(path: str, stamp: Stamp) -> dict | None:
     p = Path(path)
     return json.loads(p.read_text()) if p.is_file() else None
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _parquet(path: str, stamp: float) -> pl.DataFrame | None:
+def _parquet(path: str, stamp: Stamp) -> pl.DataFrame | None:
     p = Path(path)
     if not p.is_file():
         return None
@@ -113,7 +167,7 @@ def backtest() -> tuple[dict | None, pl.DataFrame | None]:
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _tearsheet(path: str, stamp: float, max_points: int) -> pl.DataFrame | None:
+def _tearsheet(path: str, stamp: Stamp, max_points: int) -> pl.DataFrame | None:
     from strategies.tearsheet import series
 
     p = Path(path)

@@ -92,3 +92,18 @@ def metric_frame(rows: dict[str, dict], index: str) -> pl.DataFrame:
     ]
     schema = {index: pl.String, **{h: pl.String for _, h, _ in known}, **{k: pl.String for k in extra}}
     return pl.DataFrame(data, schema=schema)
+
+
+def duration(seconds: float) -> str:
+    """A span in words, two units at most: ``duration(4_380)`` is "1 h 13 min"; "—" for None (or NaN)."""
+    if _missing(seconds):
+        return NONE
+    s = int(round(abs(seconds)))
+    sign = "-" if seconds < 0 and s else ""
+    d, s = divmod(s, 86_400)
+    h, s = divmod(s, 3_600)
+    m, s = divmod(s, 60)
+    parts = [(d, "d"), (h, "h"), (m, "min"), (s, "s")]
+    first = next((i for i, (v, _) in enumerate(parts) if v), len(parts) - 1)
+    shown = [f"{v:,d} {u}" for v, u in parts[first : first + 2] if v] or ["0 s"]
+    return sign + " ".join(shown)

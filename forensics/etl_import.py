@@ -25,19 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from continuum.schema import Transfer
-
-# Major mainnet tokens (address -> (symbol, decimals)), from the tokens' own contracts.
-KNOWN_TOKENS: dict[str, tuple[str, int]] = {
-    "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2": ("WETH", 18),
-    "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48": ("USDC", 6),
-    "0xdac17f958d2ee523a2206206994597c13d831ec7": ("USDT", 6),
-    "0x6b175474e89094c44da98b954eedeac495271d0f": ("DAI", 18),
-    "0x2260fac5e5542a773aa44fbcfedf7c193bc2c599": ("WBTC", 8),
-    "0xae7ab96520de3a18e5e111b5eaab095312d7fe84": ("stETH", 18),
-    "0x7f39c581f595b53c5cb19bd0b3f8da6c935e2ca0": ("wstETH", 18),
-    "0x514910771af9ca656af840dff83e8264ecf986ca": ("LINK", 18),
-    "0x1f9840a85d5af5bf1d1762f925bdaddc4201f984": ("UNI", 18),
-}
+from forensics.values import KNOWN_TOKENS  # major mainnet tokens: one table for the importer and the queries
 
 
 def _rows(path: Path) -> Iterator[dict]:

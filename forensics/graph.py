@@ -63,6 +63,20 @@ def _fmt(v: float | None) -> str:
     return "?" if v is None else f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
 
 
+def edge_widths(edges: pl.DataFrame, lo: float = 1.0, hi: float = 4.0) -> list[float]:
+    """Line widths that compare like with like: by USDT value (log scale) when every edge is priced, else by
+    the edge's rank among the edges of its own token (an unknown token's billions never outweigh 7 ETH)."""
+    if edges.is_empty():
+        return []
+    if edges["usd"].null_count() == 0:
+        top = math.log1p(max(edges["usd"].max() or 0.0, 0.0)) or 1.0
+        return [lo + (hi - lo) * math.log1p(max(v, 0.0)) / top for v in edges["usd"].to_list()]
+    ranked = edges.with_columns(
+        (pl.col("value").rank("average").over("token_label") / pl.len().over("token_label")).alias("q")
+    )
+    return [lo + (hi - lo) * q for q in ranked["q"].to_list()]
+
+
 def to_dot(t: Trace) -> str:
     """Graphviz DOT, left to right by hop; Streamlit's ``graphviz_chart`` renders it in the browser."""
     lines = [
@@ -75,10 +89,8 @@ def to_dot(t: Trace) -> str:
         extra = "\\n⚠ " + ", ".join(r["path_risk"]) if r["path_risk"] and not r["flagged"] else ""
         pen = ', penwidth=2.5, color="#d62728"' if r["flagged"] else ""
         lines.append(f'  "{r["address"]}" [label="{title}{extra}", fillcolor="{_color(r, t.root)}"{pen}];')
-    vmax = max((v for v in t.edges["value"].to_list() if v), default=1.0)
-    for r in t.edges.iter_rows(named=True):
-        width = 1 + 3 * math.log1p(r["value"] or 0) / math.log1p(vmax) if vmax > 0 else 1
-        lab = f"{_fmt(r['value'])} {r['symbol'] or short(r['token'] or '')} ×{r['count']}"
+    for r, width in zip(t.edges.iter_rows(named=True), edge_widths(t.edges), strict=True):
+        lab = f"{_fmt(r['value'])} {r['token_label']} ×{r['count']}"
         lines.append(f'  "{r["source"]}" -> "{r["target"]}" [label="{lab}", penwidth={width:.2f}];')
     lines.append("}")
     return "\n".join(lines)
@@ -109,15 +121,15 @@ def to_svg(t: Trace, width: int = 1100) -> str:
     for c in cols:
         x = 20 + cols.index(c) * step
         out.append(f'<text x="{x}" y="20" fill="#444">hop {c:+d}</text>' if c else f'<text x="{x}" y="20">root</text>')
-    for r in t.edges.iter_rows(named=True):
+    for r, w in zip(t.edges.iter_rows(named=True), edge_widths(t.edges), strict=True):
         (x1, y1), (x2, y2) = pos[r["source"]], pos[r["target"]]
         ax, ay, bx, by = x1 + box_w, y1 + box_h / 2, x2, y2 + box_h / 2
         if x2 <= x1:  # same column or backwards: route around
             ax, bx = x1 + box_w / 2, x2 + box_w / 2
-        lab = html.escape(f"{_fmt(r['value'])} {r['symbol'] or ''} ×{r['count']}")
+        lab = html.escape(f"{_fmt(r['value'])} {r['token_label']} ×{r['count']}")
         out.append(
             f'<path d="M{ax},{ay} C{(ax + bx) / 2},{ay} {(ax + bx) / 2},{by} {bx},{by}" stroke="#888" '
-            f'fill="none" marker-end="url(#a)"><title>{lab}</title></path>'
+            f'stroke-width="{w:.2f}" fill="none" marker-end="url(#a)"><title>{lab}</title></path>'
             f'<text x="{(ax + bx) / 2}" y="{(ay + by) / 2 - 3}" fill="#555" font-size="9">{lab}</text>'
         )
     for r in nodes.iter_rows(named=True):
@@ -135,7 +147,7 @@ def to_svg(t: Trace, width: int = 1100) -> str:
 
 
 def to_html(t: Trace) -> str:
-    nodes = t.nodes.select("address", "hop", "side", "label", "category", "flagged", "path_risk", "symbols")
+    nodes = t.nodes.select("address", "hop", "side", "label", "category", "flagged", "path_risk", "tokens")
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v) if v is not None else '')}</td>" for v in r) + "</tr>"
         for r in nodes.iter_rows()

@@ -34,8 +34,9 @@ from forensics.rules import (  # noqa: F401 (part of this module's interface)
     RISK_CATEGORIES,
     SEVERITY,
 )
+from forensics.values import DecimalsLookup, edge_sums, finish_edges, hourly_prices, priced
 
-_TRANSFER_COLS = ["ts", "tx_hash", "log_index", "token", "symbol", "from_address", "to_address", "value"]
+_TRANSFER_COLS = ["ts", "tx_hash", "log_index", "token", "symbol", "from_address", "to_address", "value", "raw_value"]
 _EMPTY_TRANSFERS = pl.Schema(
     {
         "ts": pl.Int64,
@@ -46,6 +47,7 @@ _EMPTY_TRANSFERS = pl.Schema(
         "from_address": pl.String,
         "to_address": pl.String,
         "value": pl.Float64,
+        "raw_value": pl.String,
     }
 )
 
@@ -59,6 +61,7 @@ class Trace:
     hops: int
     nodes: pl.DataFrame
     edges: pl.DataFrame
+    totals: pl.DataFrame  # per (address, token): value_in/out, usd_in/out, count_in/out
 
     @property
     def flagged(self) -> pl.DataFrame:
@@ -99,6 +102,8 @@ def transfers(
             lf = lf.filter(pl.col("ts") >= int(start.timestamp() * 1000))
         if end is not None:
             lf = lf.filter(pl.col("ts") < int(end.timestamp() * 1000))
+    if "raw_value" not in lf.collect_schema().names():
+        lf = lf.with_columns(pl.lit(None, pl.String).alias("raw_value"))  # a frame without exact amounts
     lf = lf.select(_TRANSFER_COLS).with_columns(pl.col("log_index").cast(pl.Int64), pl.col("ts").cast(pl.Int64))
     if token:
         t = token.strip()
@@ -136,6 +141,7 @@ def trace(
     stop_at: tuple[str, ...] = DEFAULT_STOP_CATEGORIES,
     top: int = 25,
     time_respecting: bool = True,
+    decimals: DecimalsLookup | None = None,
 ) -> Trace:
     """Follow funds from ``address`` breadth-first over ``hops`` hops.
 
@@ -146,10 +152,15 @@ def trace(
     ``flagged`` (its category is a risk category) and ``path_risk`` (risk categories on any traced path
     from the root up to and including it).
 
-    Returns a :class:`Trace`; ``edges`` columns: ``source, target, token, symbol, value, count,
-    first_ts, last_ts, hop``; ``nodes``: ``address, hop, side, label, category, label_source, flagged,
-    path_risk, value_in, value_out, count_in, count_out, symbols`` (values are null when a node's edges
-    mix tokens: adding USDC to WETH means nothing; pass ``token`` for one-asset totals).
+    Values (:mod:`forensics.values`): amounts are recomputed from ``raw_value`` with decimals from the token
+    contract (``decimals``: a lookup, e.g. JSON-RPC with a cache), else the known-token table, else left in raw
+    units (``unit = "raw"``); ``usd`` is USDT at the transfer's hour from the lake's candles, null when unknown.
+
+    Returns a :class:`Trace`; ``edges`` (:data:`EDGE_COLUMNS`): one row per (source, target, token) with
+    ``value, unit, usd, count, first_ts, last_ts, hop``; ``totals``: per (address, token) in and out;
+    ``nodes`` (:data:`NODE_COLUMNS`): ``value_in``/``token_in`` only when that side carries one token (amounts
+    of different tokens are never added), ``usd_in`` over the priced tokens and ``unpriced_in`` the number of
+    tokens without a price (so a partial USDT sum is visible as such).
     """
     if direction not in ("out", "in", "both"):
         raise ValueError(f"direction must be out, in or both, got {direction!r}")
@@ -157,7 +168,7 @@ def trace(
         raise ValueError(f"hops must be >= 1, got {hops}")
     address = address.lower()
     lab = labels_frame(labels)
-    lf = transfers(source, token=token, start=start, end=end, min_value=min_value)
+    lf = priced(transfers(source, token=token, start=start, end=end, min_value=min_value), hourly_prices(source))
     stop = lab.filter(pl.col("category").is_in(list(stop_at)))["address"].implode()
     risky = lab.filter(pl.col("category").is_in(list(RISK_CATEGORIES)))
 
@@ -188,15 +199,18 @@ def trace(
                 q = q.filter(pl.col("bound").is_null() | after)
             q = q.filter(pl.col("next") != pl.col("node"))
             agg = (
-                q.group_by("node", "next", "token", "symbol")
+                q.group_by("node", "next", "tkey")
                 .agg(
-                    pl.col("value").sum(),
+                    pl.col("token").first(),
+                    pl.col("symbol").drop_nulls().first(),
+                    *edge_sums(),
                     pl.len().alias("count"),
                     pl.col("ts").min().alias("first_ts"),
                     pl.col("ts").max().alias("last_ts"),
                     pl.col("risk").first(),
                 )
-                .sort("value", descending=True)
+                # follow the largest flows: by USDT value where priced, then by amount (like with like per token)
+                .sort(["px_stored", "stored_sum"], descending=True, nulls_last=True)
                 .group_by("node", maintain_order=True)
                 .head(top)
                 .join(risk_of, on="next", how="left")
@@ -219,7 +233,11 @@ def trace(
                     pl.col(dst).alias("target"),
                     "token",
                     "symbol",
-                    "value",
+                    "tkey",
+                    "raw_sum",
+                    "stored_sum",
+                    "px_raw",
+                    "px_stored",
                     pl.col("count").cast(pl.Int64),
                     "first_ts",
                     "last_ts",
@@ -259,59 +277,97 @@ def trace(
                 pl.col("next").alias("node"), "bound", "risk"
             )
 
-    edges = (
-        pl.concat(all_edges)
-        .unique(subset=["source", "target", "token"], keep="first", maintain_order=True)
-        .sort("hop", "value", descending=[False, True])
+    raw_edges = (
+        pl.concat(all_edges).unique(subset=["source", "target", "tkey"], keep="first", maintain_order=True)
         if all_edges
-        else pl.DataFrame(
-            schema={
-                "source": pl.String,
-                "target": pl.String,
-                "token": pl.String,
-                "symbol": pl.String,
-                "value": pl.Float64,
-                "count": pl.Int64,
-                "first_ts": pl.Int64,
-                "last_ts": pl.Int64,
-                "hop": pl.Int64,
-            }
-        )
+        else pl.DataFrame(schema=_RAW_EDGE_SCHEMA)
     )
-    nodes = _node_totals(seen, edges)
+    edges = (
+        finish_edges(raw_edges, decimals)
+        .select(EDGE_COLUMNS)
+        .sort(["hop", "usd", "value"], descending=[False, True, True], nulls_last=True)
+    )
+    totals = _token_totals(edges)
+    nodes = _node_totals(seen, edges, totals)
     nodes = _tag(nodes, "address", lab).with_columns(
         pl.col("category").is_in(list(RISK_CATEGORIES)).fill_null(False).alias("flagged")
     )
-    cols = ["address", "hop", "side", "label", "category", "label_source", "flagged", "path_risk"]
-    cols += ["value_in", "value_out", "count_in", "count_out", "symbols"]
-    return Trace(address, direction, hops, nodes.select(cols).sort("hop", "address"), edges)
+    return Trace(address, direction, hops, nodes.select(NODE_COLUMNS).sort("hop", "address"), edges, totals)
 
 
-def _node_totals(seen: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
-    """In/out value and count per node over the traced edges (value null when tokens are mixed)."""
+EDGE_COLUMNS = ["source", "target", "token", "symbol", "token_label", "value", "unit", "usd"]
+EDGE_COLUMNS += ["count", "first_ts", "last_ts", "hop", "decimals_source"]
+NODE_COLUMNS = ["address", "hop", "side", "label", "category", "label_source", "flagged", "path_risk"]
+NODE_COLUMNS += ["count_in", "count_out", "value_in", "token_in", "value_out", "token_out"]
+NODE_COLUMNS += ["usd_in", "usd_out", "unpriced_in", "unpriced_out", "n_tokens_in", "n_tokens_out", "tokens"]
+_RAW_EDGE_SCHEMA = {
+    "source": pl.String,
+    "target": pl.String,
+    "token": pl.String,
+    "symbol": pl.String,
+    "tkey": pl.String,
+    "raw_sum": pl.Float64,
+    "stored_sum": pl.Float64,
+    "px_raw": pl.Float64,
+    "px_stored": pl.Float64,
+    "count": pl.Int64,
+    "first_ts": pl.Int64,
+    "last_ts": pl.Int64,
+    "hop": pl.Int64,
+}
+
+
+def _token_totals(edges: pl.DataFrame) -> pl.DataFrame:
+    """Per (address, token): value and count in and out over the traced edges, and USDT where every edge is priced."""
 
     def side(col: str, suffix: str) -> pl.DataFrame:
-        return edges.group_by(col).agg(
-            pl.when(pl.col("symbol").n_unique() == 1).then(pl.col("value").sum()).alias(f"value_{suffix}"),
+        return edges.group_by(pl.col(col).alias("address"), "token", "token_label", "unit", "decimals_source").agg(
+            pl.col("value").sum().alias(f"value_{suffix}"),
             pl.col("count").sum().alias(f"count_{suffix}"),
-            pl.col("symbol").unique().alias(f"sym_{suffix}"),
+            pl.when(pl.col("usd").null_count() == 0).then(pl.col("usd").sum()).alias(f"usd_{suffix}"),
         )
 
-    out = seen.join(side("target", "in"), left_on="address", right_on="target", how="left")
-    out = out.join(side("source", "out"), left_on="address", right_on="source", how="left")
-    return out.with_columns(
-        pl.col("count_in").fill_null(0).cast(pl.Int64),
-        pl.col("count_out").fill_null(0).cast(pl.Int64),
-        pl.concat_list(
-            pl.col("sym_in").fill_null(pl.lit([], pl.List(pl.String))),
-            pl.col("sym_out").fill_null(pl.lit([], pl.List(pl.String))),
+    keys = ["address", "token", "token_label", "unit", "decimals_source"]
+    out = side("target", "in").join(side("source", "out"), on=keys, how="full", coalesce=True, nulls_equal=True)
+    return (
+        out.with_columns(
+            pl.col("value_in", "value_out").fill_null(0.0), pl.col("count_in", "count_out").fill_null(0).cast(pl.Int64)
         )
-        .list.drop_nulls()
-        .list.unique()
-        .list.sort()
-        .list.join(",")
-        .alias("symbols"),
-    ).drop("sym_in", "sym_out")
+        .select(keys + ["value_in", "value_out", "usd_in", "usd_out", "count_in", "count_out"])
+        .sort("address", "token_label")
+    )
+
+
+def _node_totals(seen: pl.DataFrame, edges: pl.DataFrame, totals: pl.DataFrame) -> pl.DataFrame:
+    """Per node: transfer counts; the amount and token of a side that carries one token (null when it carries
+    several: amounts of different tokens are never added); USDT over the priced tokens and how many are not."""
+
+    def side(suffix: str) -> pl.DataFrame:
+        t = totals.filter(pl.col(f"count_{suffix}") > 0)
+        return t.group_by("address").agg(
+            pl.col(f"count_{suffix}").sum(),
+            pl.when(pl.len() == 1).then(pl.col(f"value_{suffix}").first()).alias(f"value_{suffix}"),
+            pl.when(pl.len() == 1)
+            .then(
+                pl.col("token_label").first()
+                + pl.when(pl.col("unit").first() == "raw").then(pl.lit(" (raw units)")).otherwise(pl.lit(""))
+            )
+            .alias(f"token_{suffix}"),
+            pl.when(pl.col(f"usd_{suffix}").is_not_null().any())
+            .then(pl.col(f"usd_{suffix}").sum())
+            .alias(f"usd_{suffix}"),
+            pl.col(f"usd_{suffix}").is_null().sum().cast(pl.Int64).alias(f"unpriced_{suffix}"),
+            pl.len().cast(pl.Int64).alias(f"n_tokens_{suffix}"),
+        )
+
+    out = seen.join(side("in"), on="address", how="left").join(side("out"), on="address", how="left")
+    names = totals.group_by("address").agg(pl.col("token_label").unique().sort().str.join(",").alias("tokens"))
+    return out.join(names, on="address", how="left").with_columns(
+        pl.col("count_in", "count_out", "unpriced_in", "unpriced_out", "n_tokens_in", "n_tokens_out")
+        .fill_null(0)
+        .cast(pl.Int64),
+        pl.col("tokens").fill_null(""),
+    )
 
 
 # --------------------------------------------------------------------------- counterparties

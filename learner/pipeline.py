@@ -124,11 +124,15 @@ def stream_from_cut(
     pretrain_steps: int = 300,
     on_chunk: Callable[[int, int, np.ndarray], None] | None = None,
     record_activity: bool = False,
+    seed: int = 0,
 ) -> StreamResult:
     """Model ``spec`` as it would have run live: built, started at ``cut`` (:func:`warm_start`), then
-    streamed prequentially to the end. Forecasts before the cut are NaN (the warm-up's are not signals)."""
+    streamed prequentially to the end. Forecasts before the cut are NaN (the warm-up's are not signals).
+    ``seed`` seeds a neural baseline's initialisation and history fit (Hope's is ``pretrained``'s)."""
     base = base or HopeConfig(n_features=fp.x.shape[2])
-    built = build_model(spec, fp.x.shape[2], fp.names, base, pretrained, device=device, pretrain_steps=pretrain_steps)
+    built = build_model(
+        spec, fp.x.shape[2], fp.names, base, pretrained, device=device, pretrain_steps=pretrain_steps, seed=seed
+    )
     w0 = warm_start(built, fp, cut, chunk)
     res = run_stream(
         built.model, fp, start=cut, chunk=chunk, clock0=w0, on_chunk=on_chunk, record_activity=record_activity

@@ -56,6 +56,7 @@ class PretrainConfig:
     carry: int = 24  # consecutive windows a stream runs with its state carried (1: a fresh stream every window)
     weighted: bool = True  # outer loss weighted like the online CMS loss (HopeConfig.loss_weights)
     step_size_lr_mult: float = 1.0  # outer learning rate of the CMS step-size scales, relative to ``lr``
+    compile: bool = False  # the memories' write through torch.compile (SelfModifyingTitans.compile_write)
 
 
 def _windows(fp: FeaturePanel, until: int, seq_len: int, rng: np.random.Generator, n: int, align: int):
@@ -84,13 +85,19 @@ def pretrain(
     pcfg: PretrainConfig | None = None,
     progress: bool = True,
     net: HopeNet | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[HopeNet, list[float]]:
-    """Meta-learn a :class:`HopeNet` on bars ``[0, until)`` of ``fp``. Returns the net and loss curve."""
+    """Meta-learn a :class:`HopeNet` on bars ``[0, until)`` of ``fp``. Returns the net (on ``device``) and the
+    loss curve. The history stays on the host; each outer step's windows are gathered there and moved to
+    ``device`` once, and the step syncs with the host once (its loss)."""
     pcfg = pcfg or PretrainConfig()
     torch.manual_seed(pcfg.seed)
     rng = np.random.default_rng(pcfg.seed)
-    net = net or HopeNet(cfg)
+    device = torch.device(device)
+    net = (net or HopeNet(cfg)).to(device)
     net.train()
+    if pcfg.compile:
+        net.titans.compile_write()
     # the CMS step-size scales (learn_cms_lr) may learn faster: their gradient comes through a few steps per window
     scales = [p for n, p in net.named_parameters() if n == "cms.log_lr"]
     rest = [p for n, p in net.named_parameters() if n != "cms.log_lr"]
@@ -107,7 +114,7 @@ def pretrain(
     carry = max(1, min(pcfg.carry, (until - H) // L))  # a short history gets shorter streams, never a leak
     align = math.lcm(C, cfg.chunk_mem)
     weights = cfg.loss_weights if pcfg.weighted else None
-    w_k = torch.tensor(weights if weights else (1.0, 1.0, 1.0))
+    w_k = torch.tensor(weights if weights else (1.0, 1.0, 1.0), device=device)
     losses: list[float] = []
     bar = None
     if progress:
@@ -124,9 +131,9 @@ def pretrain(
         P = H if h_prev is not None else 0  # bars before the window whose targets land in it
         idx_t = torch.stack([torch.arange(a + w * L - P, a + (w + 1) * L) for a, _ in starts])  # (Bw, P+L)
         idx_b = torch.tensor([b for _, b in starts])[:, None]
-        x, mask = x_all[idx_t[:, P:], idx_b], m_all[idx_t[:, P:], idx_b]  # (Bw,L,F), (Bw,L)
-        yn, valid = yn_all[idx_t, idx_b], valid_all[idx_t, idx_b]  # (Bw,P+L,K)
-        total, count = 0.0, 0.0
+        x, mask = x_all[idx_t[:, P:], idx_b].to(device), m_all[idx_t[:, P:], idx_b].to(device)  # (Bw,L,F), (Bw,L)
+        yn, valid = yn_all[idx_t, idx_b].to(device), valid_all[idx_t, idx_b].to(device)  # (Bw,P+L,K)
+        total, count = 0.0, 0.0  # tensors after the first chunk: no host sync per chunk
         hs = [h_prev] if P else []
         for s in range(0, L, C):
             e = s + C
@@ -134,10 +141,10 @@ def pretrain(
             hs.append(h)
             vw = valid[:, P + s : P + e]
             total = total + task_loss(pred, yn[:, P + s : P + e], vw, weights)
-            count += float((vw * w_k).sum())
+            count = count + (vw * w_k).sum()
             if cfg.learn_cms and cfg.cms_periods:
                 _online_cms_step(net, st, torch.cat(hs, 1), yn, valid, P + s, P + e)
-        loss = total / max(count, 1.0)
+        loss = total / torch.clamp(torch.as_tensor(count, device=device), min=1.0)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), pcfg.grad_clip)

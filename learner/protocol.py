@@ -97,17 +97,21 @@ class OnlineModel(ABC):
 
 
 def task_loss(
-    pred: torch.Tensor, y: torch.Tensor, ymask: torch.Tensor, weights: tuple[float, float, float] | None = None
+    pred: torch.Tensor,
+    y: torch.Tensor,
+    ymask: torch.Tensor,
+    weights: tuple[float, float, float] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum over realised entries: squared error on clipped returns + QLIKE on the variance ratio.
 
     pred, y, ymask: (..., 3). QLIKE(rv, v) = rv/v + log v (up to a constant), with v = exp(s):
     the loss the volatility forecast is also scored with, so training and evaluation agree.
-    ``weights`` scales the three terms (default 1, 1, 1).
+    ``weights`` scales the three terms (default 1, 1, 1); a tensor already on the device saves a copy from the
+    host per call.
     """
     w = ymask.to(pred.dtype)
     if weights is not None:
-        w = w * torch.tensor(weights, dtype=pred.dtype, device=pred.device)
+        w = w * torch.as_tensor(weights, dtype=pred.dtype, device=pred.device)
     r = (pred[..., :2] - y[..., :2].clamp(-RET_CLIP, RET_CLIP)) ** 2
     s = pred[..., 2].clamp(-8.0, 8.0)
     q = y[..., 2].clamp(max=RV_CLIP) * torch.exp(-s) + s

@@ -10,6 +10,7 @@ skipped bar is ever released.
 from __future__ import annotations
 
 import copy
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ from learner.features import HORIZONS, TARGETS, FeaturePanel
 from learner.protocol import OnlineModel, realised_window
 
 HORIZON_TUPLE = tuple(HORIZONS[k] for k in TARGETS)
+# A CMS level steps between two calls (in ``learn``, when the clock reaches a multiple of its period); the next
+# call's ``activity()`` reports that step, so it is recorded on that call's first bar, the first forecast made
+# with it. Every other key measures the whole call (the Titans memory writes on every bar) and covers its bars.
+STEP_KEYS = re.compile(r"cms_l\d+_update_norm")
 
 
 @dataclass
@@ -86,7 +91,7 @@ def run_stream(
         if record_activity:
             for k, v in model.activity().items():
                 arr = act.setdefault(k, np.zeros((T, B), dtype=np.float32))
-                arr[s:e] = v.detach().cpu().numpy()[None, :]
+                arr[s : s + 1 if STEP_KEYS.fullmatch(k) else e] = v.detach().cpu().numpy()[None, :]
         if learn:
             t0, new = realised_window(s, e, HORIZON_TUPLE, valid)
             t0 = max(t0, clock0)  # nothing before the model's first streamed bar

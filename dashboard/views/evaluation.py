@@ -156,8 +156,10 @@ with tab_ev:
         "Prequential: predict, then learn when the target is seen."
     )
     models = ev.get("models", {})
+    # `continuum demo` writes its naive reference (zero return, last week's volatility) beside the model
+    rows = {**models, **{f"{k} (reference)": v for k, v in ev.get("reference", {}).items()}}
     st.subheader("Cumulative error")
-    st.dataframe(metric_table({m: v["cumulative"] for m, v in models.items()}, "model"), hide_index=True)
+    st.dataframe(metric_table({m: v["cumulative"] for m, v in rows.items()}, "model"), hide_index=True)
 
     if errors is not None and not errors.is_empty():
         metric = st.radio("Error", ["vol_24h_qlike", "ret_1h_se"], horizontal=True)
@@ -184,13 +186,19 @@ with tab_ev:
     keys = list(next(iter(models.values()))["cumulative"]) if models else []
     m = st.selectbox("Metric", keys)
     per = pl.DataFrame(
-        [{"model": name, **{r: v[m] for r, v in mv.get("per_regime", {}).items()}} for name, mv in models.items()]
+        [{"model": name, **{r: v[m] for r, v in mv.get("per_regime", {}).items()}} for name, mv in rows.items()]
     )
     st.dataframe(per, hide_index=True)
 
     st.subheader("Forgetting: R matrix")
     st.caption("R[i][j]: error on regime j's held-out weeks after streaming through regime i (lower is better).")
     names = [r["name"] for r in ev.get("regimes", [])]
+    if not any((mv.get("forgetting") or {}).get("R") for mv in models.values()):
+        empty_state(
+            "No R matrix here: this run streamed every bar and held no weeks out to score after each regime "
+            "(`continuum demo` writes it so).",
+            [f"continuum evaluate --data data/binance --out {eval_dir()}"],
+        )
     cols = st.columns(min(3, max(1, len(models))))
     for i, (name, mv) in enumerate(models.items()):
         f = mv.get("forgetting")
@@ -218,7 +226,7 @@ with tab_ev:
                 f"BWT {f.get('bwt', float('nan')):.4g} · avg forgetting {f.get('avg_forgetting', float('nan')):.4g}"
             )
 
-    sw = [{"model": n, **s} for n, mv in models.items() for s in mv.get("switches", [])]
+    sw = [{"model": n, **s} for n, mv in rows.items() for s in mv.get("switches", [])]
     if sw:
         st.subheader("Regime switches")
         st.caption("Peak error after each switch and hours until the rolling error is back within 10% of steady level.")

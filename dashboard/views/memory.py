@@ -35,25 +35,28 @@ if act.is_empty():
     st.info(f"The **{model}** signals carry no memory activity (their `activity` field is empty).")
     st.stop()
 
-levels = act.filter(pl.col("key").str.contains("update_norm"), pl.col("value") > 0)  # log scale: levels differ 10-100x
+norms = act.filter(pl.col("key").str.contains("update_norm"))
 others = act.filter(~pl.col("key").str.contains("update_norm"))
+# a level that steps every C bars (a CMS level) is a point at each step, never a line drawn across the bars where
+# it did nothing; a memory that writes on most bars (the Titans memory) is a line. Log scale: levels differ 10-100x.
+norms = norms.with_columns(stepped=((pl.col("value") != 0).mean() < 0.5).over("key")).filter(pl.col("value") > 0)
 st.caption(
     f"{one.height} bars of **{model}** on **{symbol}**, {one['time'].min():%Y-%m-%d} → {one['time'].max():%Y-%m-%d}. "
-    "Update norms are the size of each memory level's weight change at that bar."
+    "Update norms are the size of each memory level's weight change at that bar; a level that steps once per "
+    "period (a day, a week, a month of bars) is a point at each step."
 )
-if not levels.is_empty():
-    chart = (
-        alt.Chart(levels)
-        .mark_line(strokeWidth=1)
-        .encode(
-            x=alt.X("time:T", title=None),
-            y=alt.Y("value:Q", title="update norm", scale=alt.Scale(type="log")),
-            color=alt.Color("key:N", title="level"),
-            tooltip=["time:T", "key:N", "value:Q"],
-        )
-        .properties(height=300, title="Per-level update norms")
-    )
-    st.altair_chart(chart, width="stretch")
+if not norms.is_empty():
+    enc = {
+        "x": alt.X("time:T", title=None),
+        "y": alt.Y("value:Q", title="update norm", scale=alt.Scale(type="log")),
+        "color": alt.Color(
+            "key:N", title="level", scale=alt.Scale(domain=sorted(norms["key"].unique()), scheme="tableau10")
+        ),
+        "tooltip": ["time:T", "key:N", "value:Q"],
+    }
+    every_bar = alt.Chart(norms.filter(~pl.col("stepped")).drop("stepped")).mark_line(strokeWidth=1).encode(**enc)
+    steps = alt.Chart(norms.filter(pl.col("stepped")).drop("stepped")).mark_circle(size=24, opacity=0.9).encode(**enc)
+    st.altair_chart((every_bar + steps).properties(height=300, title="Per-level update norms"), width="stretch")
 if not others.is_empty():
     chart = (
         alt.Chart(others)
@@ -76,6 +79,7 @@ summary = (
         pl.col("value").sort_by("time").last().alias("latest"),
         pl.col("value").mean().alias("mean"),
         pl.col("value").max().alias("max"),
+        (pl.col("value") != 0).sum().alias("bars active"),
         (pl.col("value") != 0).mean().alias("share of bars active"),
     )
     .sort("key")

@@ -150,3 +150,89 @@ def run_evaluation(
 
 def iso_bar(fp: FeaturePanel, i: int) -> str:
     return str(fp.times[i].astype("datetime64[ms]")) + "Z"
+
+
+def streamed_evaluation(
+    fp: FeaturePanel,
+    preds: np.ndarray,
+    cut: int,
+    regimes: tuple[Regime, ...],
+    name: str,
+    until: datetime,
+    steps_per_s: float,
+) -> tuple[dict, pl.DataFrame]:
+    """evaluation.json's document and errors.parquet for one streamed run (``continuum demo``): the prequential
+    errors of ``preds`` (T, B, 3, volatility units) from ``cut`` on — cumulative, per regime, switch dynamics —
+    beside the naive reference of :func:`metrics.forecast_quality` under ``reference``. Nothing was held out,
+    so ``forgetting`` has no R matrix (``continuum evaluate`` scores held-out weeks)."""
+    from learner.evaluation import metrics as M
+    from learner.protocol import HOURS_24, to_raw
+
+    T = len(fp.times)
+    ok = fp.ymask.copy() & np.isfinite(preds)
+    ok[:cut] = False
+    raw = to_raw(np.nan_to_num(preds), fp.sigma)
+    naive = raw.copy()
+    naive[..., :2] = 0.0
+    naive[..., 2] = HOURS_24 * fp.sigma**2
+    rows_all = np.zeros(T, dtype=bool)
+    rows_all[cut:] = True
+    bounds = [
+        (
+            int(np.searchsorted(fp.times, int(r.start.timestamp() * 1000))),
+            int(np.searchsorted(fp.times, int(r.end.timestamp() * 1000))),
+        )
+        for r in regimes
+    ]
+    shown = [i for i, (a, b) in enumerate(bounds) if b > cut and a < T]  # regimes the streamed bars touch
+    blocks, frames = {}, []
+    for label, forecast, scored in ((name, raw, True), ("naive", naive, False)):
+        errs = M.per_bar(forecast, fp.y, ok)
+        ic = M.rank_ic(forecast[..., 1], fp.y[..., 1], ok[..., 1]) if scored else np.zeros(T)
+        per_regime = {}
+        for i in shown:
+            rows = rows_all.copy()
+            rows[: bounds[i][0]] = False
+            rows[bounds[i][1] :] = False
+            if rows.any():
+                per_regime[regimes[i].name] = M.summarise(errs, ic, rows)
+        with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
+            sup.filter(RuntimeWarning)
+            bar_q, bar_se = np.nanmean(errs["qlike"], axis=1), np.nanmean(errs["se_1h"], axis=1)
+        switches = []
+        for i in shown:
+            a, b = bounds[i]
+            if a >= cut - 24:  # a switch the stream went through
+                peak, rec = M.switch_dynamics(bar_q, max(a, cut), b)
+                switches.append({"regime": regimes[i].name, "peak_error": peak, "recovery_hours": rec})
+        blocks[label] = {
+            "cumulative": M.summarise(errs, ic, rows_all),
+            "per_regime": per_regime,
+            "forgetting": {"metric": "vol_24h_qlike", "R": [], "bwt": None, "avg_forgetting": None},
+            "switches": switches,
+        }
+        label_out = label if scored else f"{label} (reference)"
+        frames.append(pl.DataFrame({"ts": fp.times, "model": label_out, "vol_24h_qlike": bar_q, "ret_1h_se": bar_se}))
+    doc = {
+        "data": {
+            "symbols": fp.symbols,
+            "start": iso_bar(fp, cut),
+            "end": iso_bar(fp, T - 1),
+            "pretrain_until": until.isoformat(),
+        },
+        "regimes": [regimes[i].to_dict() for i in shown],
+        "models": {name: {**blocks[name], "steps_per_s": steps_per_s}},
+        # zero return; next day's variance = 24 x the slow hourly scale ("tomorrow looks like last week")
+        "reference": {"naive": blocks["naive"]},
+        "protocol": {
+            "kind": "streamed",
+            "held_out_weeks": {},
+            "note": "continuum demo: every bar streamed, none held out",
+        },
+    }
+    errors = (
+        pl.concat(frames)
+        .filter(pl.col("ts") >= int(fp.times[cut]))
+        .with_columns(pl.col("vol_24h_qlike").fill_nan(None), pl.col("ret_1h_se").fill_nan(None))
+    )
+    return jsonsafe(doc), errors

@@ -41,6 +41,9 @@ class HopeConfig:
     anchor_memories: bool = True  # retention pulls every write back toward the meta-learned initial memory
     norm_values: bool = True  # v_t L2-normalised like k_t, so targets and errors are O(1) whatever W grows to
     learn_cms_lr: bool = True  # per-level log-scale of eta^(l) is a meta-parameter (pre-training learns it)
+    # Execution (issue 14): the memories' matrix products in lower precision, "fp32" (off), "bf16" (autocast; CPU
+    # and GPU) or "tf32" (NVIDIA GPUs). Their state, momenta, gates and every CMS level stay fp32 (memory.py)
+    mem_precision: str = "fp32"
     extra: dict = field(default_factory=dict, compare=False, hash=False)  # free-form notes, not used
 
     def __post_init__(self) -> None:
@@ -53,6 +56,8 @@ class HopeConfig:
         for p in self.cms_periods:
             if p % self.chunk_mem:
                 raise ValueError(f"CMS period {p} must be a multiple of chunk_mem {self.chunk_mem}")
+        if self.mem_precision not in ("fp32", "bf16", "tf32"):
+            raise ValueError(f"mem_precision {self.mem_precision!r}: use fp32, bf16 or tf32")
         if not 0 < self.eta_max <= self.alpha_min <= 1:
             raise ValueError("need 0 < eta_max <= alpha_min <= 1 so alpha I - eta k k^T stays a contraction")
 

@@ -28,7 +28,7 @@ from torch import nn
 from learner.hope.cms import CMS, PARAMS, LevelState
 from learner.hope.config import HopeConfig
 from learner.hope.memory import MemoryState
-from learner.hope.titans import SelfModifyingTitans, TitansState
+from learner.hope.titans import CallActivity, SelfModifyingTitans, TitansState
 from learner.optim import LEVEL_OPTIMIZERS
 from learner.protocol import task_loss
 
@@ -41,7 +41,7 @@ class HopeState:
 
     def detached(self) -> HopeState:
         """The same state cut from the autograd graph (pre-training carries it across windows)."""
-        mems = {n: MemoryState(*(t.detach() for t in m.tensors().values())) for n, m in self.titans.mems.items()}
+        mems = MemoryState(*(t.detach() for t in self.titans.mems.tensors().values()))
         cms = [
             LevelState(
                 {k: t.detach() for k, t in c.delta.items()},
@@ -74,7 +74,7 @@ class HopeNet(nn.Module):
 
     def encode(
         self, st: HopeState, x: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, HopeState, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, HopeState, CallActivity]:
         """Everything before the CMS: x (B,L,F) -> h (B,L,d), the CMS input, which the online loop
         keeps to compute the task gradient once the target is realised."""
         u = self.norm_in(self.W_in(x))
@@ -89,7 +89,7 @@ class HopeNet(nn.Module):
 
     def forward(
         self, st: HopeState, x: torch.Tensor, mask: torch.Tensor, delta_grad: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, HopeState, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, HopeState, CallActivity]:
         """One call over L bars: forecasts (B,L,3), CMS inputs (B,L,d), new state, activity.
 
         ``delta_grad``: keep the CMS levels' online change in the graph (pre-training with meta-learned
@@ -98,18 +98,29 @@ class HopeNet(nn.Module):
         pred = self.readout(self.cms.weights(st.cms, detach_delta=not delta_grad), h)
         return pred, h, st2, act
 
-    def cms_accumulate(self, levels: list[LevelState], h: torch.Tensor, y: torch.Tensor, ymask: torch.Tensor) -> None:
+    def cms_accumulate(
+        self,
+        levels: list[LevelState],
+        h: torch.Tensor,
+        y: torch.Tensor,
+        ymask: torch.Tensor,
+        theta: list[dict[str, torch.Tensor]] | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> None:
         """Add the task-loss gradient of realised forecasts to every level's running sum (eq. 71).
 
         h (B,n,d) are the CMS inputs kept from the forecast bars, y/ymask (B,n,3) their realised
-        targets. The gradient is taken at the levels' current weights, detached from everything else
-        (first-order); each stream's gradient lands in its own slice, since streams never mix.
+        targets. The gradient is taken at the levels' current weights (``theta``, CMS.weights(levels) unless the
+        caller has them already; ``weights``, cfg.loss_weights as a tensor on the device, likewise), detached
+        from everything else
+        (first-order); each stream's gradient lands in its own slice, since streams never mix. No target
+        realised (ymask all False) adds exact zeros: no ``ymask.any()`` check, which would sync with a GPU.
         """
-        if not ymask.any():
-            return
-        leaves = [{n: t.detach().requires_grad_(True) for n, t in th.items()} for th in self.cms.weights(levels)]
+        theta = self.cms.weights(levels) if theta is None else theta
+        leaves = [{n: t.detach().requires_grad_(True) for n, t in th.items()} for th in theta]
         with torch.enable_grad():
-            loss = task_loss(self.readout(leaves, h.detach()), y, ymask, self.cfg.loss_weights)
+            w = self.cfg.loss_weights if weights is None else weights
+            loss = task_loss(self.readout(leaves, h.detach()), y, ymask, w)
             grads = torch.autograd.grad(loss, [lv[n] for lv in leaves for n in PARAMS])
         i = 0
         for lvl in levels:
@@ -117,12 +128,15 @@ class HopeNet(nn.Module):
                 lvl.acc[n] = lvl.acc[n] + grads[i]
                 i += 1
 
-    def cms_apply_due(self, levels: list[LevelState], step: int) -> None:
-        """eq. 71: level l steps exactly when the bar clock is a multiple of C_l, never otherwise."""
+    def cms_apply_due(self, levels: list[LevelState], step: int) -> bool:
+        """eq. 71: level l steps exactly when the bar clock is a multiple of C_l, never otherwise.
+        Returns whether any level stepped (decided on the host, from the clock)."""
         cfg = self.cfg
         opt = LEVEL_OPTIMIZERS[cfg.cms_optimizer]
+        zero = torch.zeros_like(levels[0].last_update_norm) if levels else None  # one shared, never written in place
+        stepped = False
         for i, (lvl, period) in enumerate(zip(levels, cfg.cms_periods, strict=False)):
-            lvl.last_update_norm = torch.zeros_like(lvl.last_update_norm)
+            lvl.last_update_norm = zero
             if step == 0 or step % period or not cfg.learn_cms:
                 continue
             lr = self.cms.lr(i)
@@ -137,6 +151,8 @@ class HopeNet(nn.Module):
                 lvl.delta[n] = lvl.delta[n] - steps[n] * scale.view(-1, *([1] * (steps[n].dim() - 1)))
                 lvl.acc[n] = torch.zeros_like(lvl.acc[n])
             lvl.last_update_norm = (norm * scale).detach()
+            stepped = True
+        return stepped
 
     def meta_checksum(self) -> str:
         """Fingerprint of the slow weights: a fast state is meaningless with other meta-weights."""

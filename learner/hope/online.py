@@ -14,7 +14,7 @@ import torch
 from learner.hope.config import HopeConfig
 from learner.hope.memory import MemoryState
 from learner.hope.model import HopeNet, HopeState
-from learner.hope.titans import TitansState
+from learner.hope.titans import CallActivity, TitansState, pack_memories, unpack_memories
 from learner.protocol import OnlineModel
 
 RING = 64
@@ -26,8 +26,14 @@ class MetaMismatchError(ValueError):
 
 class Hope(OnlineModel):
     def __init__(
-        self, cfg: HopeConfig, net: HopeNet | None = None, device: str | torch.device = "cpu", name: str = "hope"
+        self,
+        cfg: HopeConfig,
+        net: HopeNet | None = None,
+        device: str | torch.device = "cpu",
+        name: str = "hope",
+        compile: bool = False,
     ):
+        """``compile``: run the memories' write through torch.compile (``SelfModifyingTitans.compile_write``)."""
         self.cfg = cfg
         self.name = name
         self.n_features = cfg.n_features
@@ -38,48 +44,88 @@ class Hope(OnlineModel):
         self.net.cms.cfg = cfg
         for p in self.net.parameters():
             p.requires_grad_(False)
+        if compile:
+            self.net.titans.compile_write()
         self.state: HopeState | None = None
         self.ring: torch.Tensor | None = None
-        self._act: dict[str, torch.Tensor] = {}
+        self._act: CallActivity | None = None
+        self._theta: list[dict[str, torch.Tensor]] | None = None  # cache of the CMS levels' weights (_levels)
+        self._loss_w = torch.tensor(cfg.loss_weights, device=self.device)  # on the device once, not per call
 
     # ------------------------------------------------------------------ protocol
     def reset(self, n_streams: int) -> None:
         with torch.no_grad():
             self.state = self.net.init_state(n_streams)
         self.ring = torch.zeros(n_streams, RING, self.cfg.d_model, device=self.device)
-        self._act = {}
+        self._act, self._theta = None, None
 
     def predict(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         assert self.state is not None, "call reset() first"
-        x, mask = x.to(self.device), mask.to(self.device)
-        L, C = x.shape[1], self.cfg.chunk_other
+        # inputs come from the host once per call; non_blocking: no wait on a GPU (a no-op on the CPU)
+        x, mask = x.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        L = x.shape[1]
         for period in self.cfg.cms_periods:  # every level, not only the fastest: a level must see its step
             if self.state.step % period + L > period:
                 raise ValueError(f"a call of {L} bars crosses the CMS period {period}; call learn() at each")
-        outs, pos = [], 0
-        with torch.no_grad():
-            while pos < L:  # split at memory chunk boundaries (the streaming form is L = 1)
-                n = min(L - pos, C - self.state.step % C)
-                step0 = self.state.step
-                pred, h, self.state, act = self.net(self.state, x[:, pos : pos + n], mask[:, pos : pos + n])
-                slots = torch.arange(step0, step0 + n, device=self.device) % RING
-                self.ring[:, slots] = h
-                outs.append(pred)
-                self._act = act
-                pos += n
-        return torch.cat(outs, dim=1)
+        theta = self._levels()  # outside inference mode: learn() differentiates at these weights
+        # inference mode, not only no_grad: the memories write in closed form, nothing here is ever differentiated,
+        # and torch skips view and version tracking (less overhead per op); learn() reads h from the ring
+        with torch.inference_mode():
+            step0 = self.state.step
+            # the memories split the call at their chunk boundaries themselves (the streaming form is L = 1)
+            h, self.state, self._act = self.net.encode(self.state, x, mask)
+            keep = min(L, RING)  # a call longer than the ring (possible without CMS levels) keeps its last bars
+            self.ring[:, self._slots(step0 + L - keep, keep)] = h[:, L - keep :]
+            # the CMS levels only step in learn(), so one readout serves the whole call
+            return self.net.readout(theta, h)
+
+    def _slots(self, first: int, n: int) -> slice | torch.Tensor:
+        """Ring positions of bars first..first+n-1: a slice when they do not wrap (no index tensor to build)."""
+        a = first % RING
+        if a + n <= RING:
+            return slice(a, a + n)
+        return torch.arange(first, first + n, device=self.device) % RING
 
     def learn(self, steps: torch.Tensor, y: torch.Tensor, ymask: torch.Tensor) -> None:
+        """No host sync on the way: the checks read ``steps`` and, when it lives on the host (as
+        ``learner.stream`` builds it), ``ymask``; a window with no realised target adds exact zeros."""
         assert self.state is not None, "call reset() first"
-        if self.cfg.learn_cms and self.cfg.cms_periods and ymask.any():
-            if int(self.state.step - steps.min()) > RING:
+        if self.cfg.learn_cms and self.cfg.cms_periods and steps.shape[0]:
+            steps = steps.cpu()  # bar indices live on the host
+            if self.state.step - int(steps.min()) > RING:
                 raise ValueError("targets older than the ring buffer")
-            h = self.ring[:, steps.to(self.device) % RING]  # (B,n,d) CMS inputs of the forecast bars
-            self.net.cms_accumulate(self.state.cms, h, y.to(self.device), ymask.to(self.device))
-        self.net.cms_apply_due(self.state.cms, self.state.step)
+            if ymask.device.type == "cpu":  # only the bars with a realised target (live: 2 of the 25 in the window)
+                rows = ymask.any(2).any(0).nonzero()[:, 0]
+                if rows.shape[0] < steps.shape[0]:
+                    steps, y, ymask = steps[rows], y[:, rows], ymask[:, rows]
+            if steps.shape[0]:
+                h = self.ring[:, self._ring_index(steps)]  # (B,n,d) CMS inputs of the forecast bars
+                self.net.cms_accumulate(
+                    self.state.cms,
+                    h,
+                    y.to(self.device, non_blocking=True),
+                    ymask.to(self.device, non_blocking=True),
+                    self._levels(),
+                    self._loss_w,
+                )
+        if self.net.cms_apply_due(self.state.cms, self.state.step):
+            self._theta = None  # a level stepped: its weights are rebuilt on next use
+
+    def _ring_index(self, steps: torch.Tensor) -> slice | torch.Tensor:
+        """Where bars ``steps`` (host tensor) sit in the ring: a slice for consecutive bars that do not wrap."""
+        first, n = int(steps[0]), steps.shape[0]
+        if int(steps[-1]) - first == n - 1 and (n < 3 or bool((steps.diff() == 1).all())):
+            return self._slots(first, n)
+        return steps.to(self.device, non_blocking=True) % RING
+
+    def _levels(self) -> list[dict[str, torch.Tensor]]:
+        """The CMS levels' weights theta_0 + delta (B, ...), built once per level step, not once per call."""
+        if self._theta is None:
+            self._theta = self.net.cms.weights(self.state.cms)
+        return self._theta
 
     def activity(self) -> dict[str, torch.Tensor]:
-        act = dict(self._act)
+        act = self._act.summary() if self._act is not None else {}
         if self.state is not None:
             for i, lvl in enumerate(self.state.cms):
                 act[f"cms_l{i}_update_norm"] = lvl.last_update_norm
@@ -95,8 +141,9 @@ class Hope(OnlineModel):
             "slow": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
             "step": st.step,
             "conv": st.titans.conv.detach().cpu().clone(),
-            "mems": {
-                n: {k: t.detach().cpu().clone() for k, t in m.tensors().items()} for n, m in st.titans.mems.items()
+            "mems": {  # one entry per memory, as before the packed layout (unpack_memories)
+                n: {k: t.detach().cpu().clone() for k, t in m.tensors().items()}
+                for n, m in unpack_memories(st.titans.mems).items()
             },
             "cms": [
                 {
@@ -127,7 +174,7 @@ class Hope(OnlineModel):
 
         from learner.hope.cms import LevelState
 
-        mems = {n: MemoryState(**{k: to(t) for k, t in m.items()}) for n, m in state["mems"].items()}
+        mems = pack_memories({n: MemoryState(**{k: to(t) for k, t in m.items()}) for n, m in state["mems"].items()})
         cms = [
             LevelState(
                 {k: to(t) for k, t in c["delta"].items()},
@@ -139,3 +186,4 @@ class Hope(OnlineModel):
         ]
         self.state = HopeState(int(state["step"]), TitansState(to(state["conv"]), mems), cms)
         self.ring = to(state["ring"])
+        self._act, self._theta = None, None

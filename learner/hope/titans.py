@@ -13,9 +13,16 @@ Every projection except the query is itself a fast memory that writes itself in 
 q and k are L2-normalised; a causal depthwise convolution (window 4) mixes neighbouring bars first.
 
 Chunked form (§8.2): within a chunk of C bars every generation, read and gradient uses the state at
-the chunk boundary, so they run in parallel over the chunk; only the recurrence of eq. 88 is a short
-loop. The per-step streaming form is the same function called with one bar at a time: the boundary
-state stays fixed until the bar index reaches a multiple of C, so both forms give the same numbers.
+the chunk boundary, so they run in parallel over the chunk, and the recurrence of eq. 88 is summed in
+closed form over the chunk (``memory.dgd_momentum_chunk``, exact; no loop over bars). The per-step
+streaming form is the same function called with one bar at a time: the boundary state stays fixed until
+the bar index reaches a multiple of C, so both forms give the same numbers (to float rounding).
+
+Packed layout: the five memories' state is kept as one batch, (G, B, ...) with G = 5 in ``MEMORIES``
+order, so every call runs each step once for all memories instead of stacking and splitting them. The
+scalar eta/alpha memories' output layer is zero-padded from 1 to d rows and their skip connection is off
+(``residual``); the padded rows stay exactly zero (their error, hence their gradient, is zero), so the
+numbers are those of five separate memories. Checkpoints keep one entry per memory (``unpack_memories``).
 """
 
 from __future__ import annotations
@@ -27,16 +34,75 @@ import torch.nn.functional as F
 from torch import nn
 
 from learner.hope.config import HopeConfig
-from learner.hope.memory import MemoryState, dgd_momentum_scan, mem_apply, mem_grads
+from learner.hope.memory import (
+    GradFactors,
+    MemoryState,
+    dgd_momentum_chunk,
+    mem_apply,
+    memory_precision,
+    self_target_factors,
+)
 
-MEMORIES = ("k", "v", "eta", "alpha", "mem")
+MEMORIES = ("k", "v", "eta", "alpha", "mem")  # the packed order: row g of the packed state is MEMORIES[g]
 OTHERS = ("k", "v", "eta", "alpha")
+SCALAR = ("eta", "alpha")  # width-1 output, no skip connection
+K, V, ETA, ALPHA, MEM = range(len(MEMORIES))
 
 
 @dataclass
 class TitansState:
     conv: torch.Tensor  # (B, window-1, d): the last inputs of the causal convolution
-    mems: dict[str, MemoryState]
+    mems: MemoryState  # all memories packed: W1/R1/S1 (G, B, d, h), W2/R2/S2 (G, B, h, d), G = len(MEMORIES)
+
+
+def pack_memories(mems: dict[str, MemoryState]) -> MemoryState:
+    """Per-memory states (B, o, h) / (B, h, d) -> the packed layout (G, B, d, h) / (G, B, h, d)."""
+    d = mems["k"].W2.shape[-1]
+
+    def stack(attr: str) -> torch.Tensor:
+        ts = [getattr(mems[n], attr) for n in MEMORIES]
+        if attr[1] == "1":  # W1, R1, S1: (B, o, h) -> (B, d, h), zero rows below the output
+            ts = [F.pad(t, (0, 0, 0, d - t.shape[-2])) for t in ts]
+        return torch.stack(ts)
+
+    return MemoryState(*(stack(a) for a in ("W1", "W2", "R1", "R2", "S1", "S2")))
+
+
+def unpack_memories(packed: MemoryState) -> dict[str, MemoryState]:
+    """The inverse of :func:`pack_memories`: one (B, o, h) / (B, h, d) state per memory (checkpoints)."""
+    out = {}
+    for g, name in enumerate(MEMORIES):
+        o = 1 if name in SCALAR else packed.W1.shape[-2]
+        out[name] = MemoryState(*(t[g, :, :o] if a[1] == "1" else t[g] for a, t in packed.tensors().items()))
+    return out
+
+
+@dataclass
+class CallActivity:
+    """What one call's memory activity is computed from. Kept as tensors so the hot path does no extra
+    work and no host sync; :meth:`summary` reduces them when someone asks (``Hope.activity``)."""
+
+    eta: torch.Tensor  # (B, L), 0 on masked bars
+    alpha: torch.Tensor  # (B, L), 1 on masked bars
+    mask: torch.Tensor  # (B, L)
+    clip: float
+    # the write, when there was one: the writers' gradient factors, the main memory's row among them, and the
+    # packed memories before and after
+    write: tuple[GradFactors, int, MemoryState, MemoryState] | None = None
+
+    def summary(self) -> dict[str, torch.Tensor]:
+        """name -> (B,): the per-stream means over the call's present bars, and the main memory's health."""
+        act = {"eta": _masked_mean(self.eta, self.mask), "alpha": _masked_mean(self.alpha, self.mask)}
+        if self.write is not None:
+            f, i, before, after = self.write
+            loss, gnorm = f.loss[i], f.norm[i]  # (B, L) the main memory's associative loss and pre-clip norm
+            act["surprise"] = _masked_mean(loss, self.mask)
+            # health: share of tokens whose write the clamp cut, and the size of the running weights
+            act["mem_clip_frac"] = _masked_mean((gnorm > self.clip).to(loss.dtype), self.mask)
+            (b1, b2), (a1, a2) = (before.R1[MEM], before.R2[MEM]), (after.R1[MEM], after.R2[MEM])
+            act["mem_weight_norm"] = a1.flatten(1).norm(dim=1) + a2.flatten(1).norm(dim=1)
+            act["mem_update_norm"] = (a2 - b2).flatten(1).norm(dim=1) + (a1 - b1).flatten(1).norm(dim=1)
+        return act
 
 
 class SelfModifyingTitans(nn.Module):
@@ -54,18 +120,51 @@ class SelfModifyingTitans(nn.Module):
         self.init_W1 = nn.ParameterDict()
         self.init_W2 = nn.ParameterDict()
         for name in MEMORIES:
-            d_out = 1 if name in ("eta", "alpha") else d
+            d_out = 1 if name in SCALAR else d
             self.init_W1[name] = nn.Parameter(0.02 * torch.randn(d_out, h))
             self.init_W2[name] = nn.Parameter(torch.randn(h, d) / d**0.5)
         # CHOICE (ambiguity 5): squashing. eta_t = eta_max sigmoid(.), alpha_t in [alpha_min, 1].
         self.eta_bias = nn.Parameter(torch.tensor(-1.5))
         self.alpha_bias = nn.Parameter(torch.tensor(4.0))  # alpha ~ 0.998: a half-life of ~385 bars (16 days)
+        # per packed memory: 1 = skip connection (x + W1 silu(W2 x)), 0 = none (the scalar memories); (G,1,1,1).
+        # A buffer, not a per-call tensor: it moves with the module and is never copied from the host again
+        res = torch.tensor([0.0 if n in SCALAR else 1.0 for n in MEMORIES]).view(-1, 1, 1, 1)
+        self.register_buffer("residual", res, persistent=False)
+        self._initial: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None  # initial_memories' memo
+        self.write = write  # the chunk's write; compile_write() swaps in a compiled one
+
+    def compile_write(self) -> None:
+        """Run the write through ``torch.compile`` (optional, off by default: it compiles once per call
+        length, ~1 min on a CPU, and fuses the write's elementwise passes; the numbers agree to rounding)."""
+        self.write = torch.compile(write, dynamic=False)
+
+    def initial_memories(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The meta-learned initial memories packed: W1 (G, 1, d, h), W2 (G, 1, h, d) (differentiable).
+
+        Every call needs them (the anchors). With gradients off (online) they are packed once per version of
+        the initial weights, not once per call: the memo is keyed by the parameters' storage and version
+        counter, which any in-place change (an optimizer step, ``load_state_dict``, ``.to``) moves on."""
+        params = (*self.init_W1.values(), *self.init_W2.values())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return self._pack_initial()
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if self._initial is None or self._initial[0] != key:
+            self._initial = (key, self._pack_initial())
+        return self._initial[1]
+
+    def _pack_initial(self) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.cfg.d_model
+        W1 = torch.stack([F.pad(self.init_W1[n], (0, 0, 0, d - self.init_W1[n].shape[0])) for n in MEMORIES])
+        W2 = torch.stack([self.init_W2[n] for n in MEMORIES])
+        return W1[:, None], W2[:, None]
 
     def init_state(self, B: int) -> TitansState:
+        """Every stream starts from the meta-learned initial state (kept differentiable)."""
         d = self.cfg.d_model
         conv = torch.zeros(B, self.cfg.conv_window - 1, d, device=self.conv_w.device)
-        mems = {n: MemoryState.init(self.init_W1[n], self.init_W2[n], B) for n in MEMORIES}
-        return TitansState(conv, mems)
+        A1, A2 = self.initial_memories()
+        W1, W2 = A1.expand(-1, B, -1, -1), A2.expand(-1, B, -1, -1)
+        return TitansState(conv, MemoryState(W1, W2, W1, W2, torch.zeros_like(W1), torch.zeros_like(W2)))
 
     def causal_conv(self, u: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Depthwise causal convolution over bars. u (B,L,d), cache (B,w-1,d) -> (B,L,d), new cache."""
@@ -77,83 +176,90 @@ class SelfModifyingTitans(nn.Module):
 
     def forward(
         self, st: TitansState, x: torch.Tensor, mask: torch.Tensor, step0: int
-    ) -> tuple[torch.Tensor, TitansState, dict[str, torch.Tensor]]:
-        """One call over bars [step0, step0+L). x (B,L,d), mask (B,L) -> o (B,L,d), new state, activity."""
+    ) -> tuple[torch.Tensor, TitansState, CallActivity]:
+        """One call over bars [step0, step0+L). x (B,L,d), mask (B,L) -> o (B,L,d), new state, activity (of the
+        call's last memory chunk).
+
+        The convolution and the query do not depend on the memories: computed once for the call. The memories
+        then run chunk by chunk (a call may span several; each chunk reads and writes at its boundary state)."""
+        cfg, L, C = self.cfg, x.shape[1], self.cfg.chunk_other
+        with memory_precision(cfg.mem_precision, x.device.type):
+            u, conv = self.causal_conv(x, st.conv)
+            q = F.normalize(u @ self.W_q.T, dim=-1)  # eq. 83: the only static projection
+            mems, outs, pos = st.mems, [], 0
+            while pos < L:
+                n = min(L - pos, C - (step0 + pos) % C)
+                sl = slice(pos, pos + n)
+                o, mems, act = self._chunk(mems, u[:, sl], q[:, sl], mask[:, sl], step0 + pos)
+                outs.append(o)
+                pos += n
+        return (outs[0] if len(outs) == 1 else torch.cat(outs, 1)), TitansState(conv, mems), act
+
+    def _chunk(
+        self, m: MemoryState, u: torch.Tensor, q: torch.Tensor, mask: torch.Tensor, step0: int
+    ) -> tuple[torch.Tensor, MemoryState, CallActivity]:
+        """Bars [step0, step0+L) within one memory chunk: u, q (B,L,d) -> o (B,L,d), the memories, activity."""
         cfg = self.cfg
-        L = x.shape[1]
-        if step0 % cfg.chunk_other + L > cfg.chunk_other:
-            raise ValueError(f"a call of {L} bars at bar {step0} crosses a chunk boundary (C={cfg.chunk_other})")
-        u, conv = self.causal_conv(x, st.conv)
-        m = st.mems
-        # generation, all with the boundary state of each memory (eqs. 79-83, 90)
-        k = F.normalize(mem_apply(m["k"].W1, m["k"].W2, u), dim=-1)  # (B,L,d)
-        v = mem_apply(m["v"].W1, m["v"].W2, u)  # (B,L,d)
-        if cfg.norm_values:
-            v = F.normalize(v, dim=-1)
-        eta = cfg.eta_max * torch.sigmoid(mem_apply(m["eta"].W1, m["eta"].W2, u)[..., 0] + self.eta_bias)
-        alpha = cfg.alpha_min + (1 - cfg.alpha_min) * torch.sigmoid(
-            mem_apply(m["alpha"].W1, m["alpha"].W2, u)[..., 0] + self.alpha_bias
-        )  # (B,L)
-        q = F.normalize(u @ self.W_q.T, dim=-1)
-        o = mem_apply(m["mem"].W1, m["mem"].W2, q)  # eq. 84: read before this chunk's writes land
-        eta = torch.where(mask, eta, torch.zeros_like(eta))
-        alpha = torch.where(mask, alpha, torch.ones_like(alpha))
-        act = {"eta": _masked_mean(eta, mask), "alpha": _masked_mean(alpha, mask)}
-        new = dict(m)
+        L = u.shape[1]
+        # generation and the read, every memory at its boundary state, one batched call (eqs. 79-84, 90)
+        inp = torch.stack([q if n == "mem" else u for n in MEMORIES])  # (G,B,L,d): the main memory reads q
+        out = mem_apply(m.W1, m.W2, inp, self.residual).float()  # (G,B,L,d); fp32 whatever the products ran in
+        if cfg.norm_values:  # k and v L2-normalised together
+            k, v = F.normalize(out[K : V + 1], dim=-1)  # (B,L,d) each
+        else:
+            k, v = F.normalize(out[K], dim=-1), out[V]
+        gate = torch.sigmoid(
+            out[ETA : ALPHA + 1, ..., 0] + torch.stack([self.eta_bias, self.alpha_bias])[:, None, None]
+        )
+        # a masked bar writes nothing: eta 0, alpha 1 (memory.dgd_momentum_loop)
+        eta = torch.where(mask, cfg.eta_max * gate[0], 0.0)  # (B,L)
+        alpha = torch.where(mask, cfg.alpha_min + (1 - cfg.alpha_min) * gate[1], 1.0)
+        o = out[MEM]  # eq. 84: read before this chunk's writes land
+        act = CallActivity(eta, alpha, mask, cfg.inner_clip)
+        new = m
         if cfg.write_memories:
-            writers = MEMORIES if cfg.self_modifying else ("mem",)
-            # every writing memory as one batch (G*B, ...): the scalar gate memories' output layer is
-            # zero-padded to width d and their skip connection switched off, which leaves their numbers exact
-            names = [n for n in MEMORIES if n in writers]
-            G, B, d = len(names), x.shape[0], cfg.d_model
-
-            def stack(attr: str, mems: dict[str, MemoryState] = m) -> torch.Tensor:
-                ts = [getattr(mems[n], attr) for n in names]
-                if attr[1] == "1":  # W1, R1, S1: (B, o, h) -> (B, d, h)
-                    ts = [F.pad(t, (0, 0, 0, d - t.shape[1])) for t in ts]
-                return torch.cat(ts, 0)
-
-            def rep(t: torch.Tensor) -> torch.Tensor:
-                return t.repeat(G, *([1] * (t.dim() - 1)))
-
-            res = torch.tensor([0.0 if n in ("eta", "alpha") else 1.0 for n in names], device=x.device)
-            res = res.repeat_interleave(B)[:, None, None]  # (G*B, 1, 1): skip connection on/off
-            big = MemoryState(*(stack(a) for a in ("W1", "W2", "R1", "R2", "S1", "S2")))
-            anchor = None
-            if cfg.anchor_memories:  # the meta-learned initial weights, stacked like the state
-                init = {n: MemoryState.init(self.init_W1[n], self.init_W2[n], B) for n in names}
-                anchor = (stack("W1", init), stack("W2", init))  # (G*B, d, h), (G*B, h, d)
-            kG = rep(k)
-            v_hat = mem_apply(big.W1, big.W2, rep(v), res)  # eq. 85: each memory's own target
-            if cfg.stopgrad_vhat:
-                v_hat = v_hat.detach()
-            g1, g2, loss, gnorm = mem_grads(big.W1, big.W2, kG, v_hat, cfg.inner_clip, res)  # eqs. 87, 93
-            out = dgd_momentum_scan(
-                big, g1, g2, kG, rep(eta), rep(alpha), rep(mask), cfg.momentum, cfg.dgd, anchor=anchor
-            )
-            for i, name in enumerate(names):  # eq. 88 done; split the batch back per memory
-                sl = slice(i * B, (i + 1) * B)
-                o_n = m[name].W1.shape[1]
-                new[name] = MemoryState(
-                    *(
-                        getattr(out, a)[sl, :o_n] if a[1] == "1" else getattr(out, a)[sl]
-                        for a in ("W1", "W2", "R1", "R2", "S1", "S2")
-                    )
-                )
-                if name == "mem":
-                    act["surprise"] = _masked_mean(loss[sl], mask)
-                    # health: share of tokens whose write the clamp cut, and the size of the running weights
-                    act["mem_clip_frac"] = _masked_mean((gnorm[sl] > cfg.inner_clip).to(loss.dtype), mask)
-                    act["mem_weight_norm"] = new[name].R1.flatten(1).norm(dim=1) + new[name].R2.flatten(1).norm(dim=1)
-                    act["mem_update_norm"] = (new[name].R2 - m[name].R2).flatten(1).norm(dim=1) + (
-                        new[name].R1 - m[name].R1
-                    ).flatten(1).norm(dim=1)
+            anchor = self.initial_memories() if cfg.anchor_memories else None  # (G, 1, ...), broadcast over streams
+            knobs = (cfg.inner_clip, cfg.momentum, cfg.dgd, cfg.stopgrad_vhat)
+            if cfg.self_modifying:  # every memory writes
+                new, f = self.write(m, k, v, eta, alpha, mask, self.residual, anchor, *knobs)
+            else:  # only the main one (the last row); the others keep their state
+                g = slice(MEM, MEM + 1)
+                w = MemoryState(*(t[g] for t in m.tensors().values()))  # views, no copy
+                anchor = None if anchor is None else (anchor[0][g], anchor[1][g])
+                w, f = self.write(w, k, v, eta, alpha, mask, self.residual[g], anchor, *knobs)
+                pairs = zip(m.tensors().values(), w.tensors().values(), strict=True)
+                new = MemoryState(*(torch.cat([a[:MEM], b]) for a, b in pairs))
+            act.write = (f, -1, m, new)  # the main memory is the writers' last row
         end = step0 + L
-        for name in MEMORIES:  # chunk boundaries: running weights become the boundary state
-            period = cfg.chunk_mem if name == "mem" else cfg.chunk_other
-            if end % period == 0:
-                new[name] = new[name].commit()
-        return o, TitansState(conv, new), act
+        # chunk boundaries: running weights become the boundary state (chunk_mem is a multiple of chunk_other)
+        if end % cfg.chunk_mem == 0:
+            new = MemoryState(new.R1, new.R2, new.R1, new.R2, new.S1, new.S2)
+        elif end % cfg.chunk_other == 0:  # all but the main memory
+            W1 = torch.cat([new.R1[:MEM], new.W1[MEM:]])
+            W2 = torch.cat([new.R2[:MEM], new.W2[MEM:]])
+            new = MemoryState(W1, W2, new.R1, new.R2, new.S1, new.S2)
+        return o, new, act
+
+
+def write(
+    w: MemoryState,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: torch.Tensor,
+    mask: torch.Tensor,
+    residual: torch.Tensor,
+    anchor: tuple[torch.Tensor, torch.Tensor] | None,
+    clip: float,
+    beta: float,
+    dgd: bool,
+    stopgrad_vhat: bool,
+) -> tuple[MemoryState, GradFactors]:
+    """The writing memories' update over one chunk: eq. 85, each memory's own target v_hat = M(v); eqs. 87, 93,
+    the clipped gradient factors at k; eq. 88, the write. k, v, eta, alpha and the mask are shared by every
+    memory: passed at (B, ...) and broadcast against the state (n, B, ...)."""
+    _, f = self_target_factors(w.W1, w.W2, k, v, clip, residual, detach_target=stopgrad_vhat)
+    return dgd_momentum_chunk(w, f, k, eta, alpha, mask, beta, dgd, anchor), f
 
 
 def _masked_mean(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

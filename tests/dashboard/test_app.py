@@ -178,3 +178,207 @@ def test_empty_states_say_what_to_run(tmp_path, monkeypatch):
     ]
     for page, needle in expected:
         assert needle in _text(_page(page)), page
+
+
+@pytest.fixture(scope="module")
+def hope_lake(tmp_path_factory) -> Path:
+    """Signals as the demo writes them: Hope streamed in 8-bar calls, ``signals_frame``, ``Lake.append``."""
+    import torch
+
+    from learner.hope.config import HopeConfig
+    from learner.hope.online import Hope
+    from learner.signals import signals_frame
+    from learner.stream import run_stream
+    from tests.learner.synthetic import synthetic_panel
+
+    torch.set_num_threads(1)
+    fp = synthetic_panel(T=4 * 720 + 24, B=1, F=6, seed=3)
+    model = Hope(HopeConfig(n_features=6))
+    model.reset(1)
+    res = run_stream(model, fp, chunk=8, record_activity=True)
+    root = tmp_path_factory.mktemp("hope") / "lake"
+    frame = signals_frame("hope", "binance", fp.symbols, fp.times, res.preds, fp.sigma, fp.mask, res.activity)
+    Lake(root).append("signal", frame)
+    return root
+
+
+def test_memory_page_counts_a_level_once_per_period(hope_lake, monkeypatch):
+    """A level stepping every C bars is active on 1/C of the bars (not 8/C: once per 8-bar chunk)."""
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(hope_lake))
+    at = _page("views/memory.py")
+    summary = at.dataframe[0].value.set_index("key")
+    bars = int(_text(at).split(" bars of ")[0].split()[-1])
+    for level, period in enumerate((24, 168, 720)):
+        share = summary.loc[f"cms_l{level}_update_norm", "share of bars active"]
+        assert share == pytest.approx(1 / period, abs=1 / bars), level  # within one step of the window's edges
+    assert summary.loc["mem_update_norm", "share of bars active"] > 0.99  # the Titans memory writes every bar
+
+
+def _chart_layers(chart) -> list[tuple[str, pl.DataFrame]]:
+    """(mark type, data) of each layer of a vega-lite chart element, its data decoded from Arrow."""
+    import pyarrow as pa
+
+    spec = json.loads(chart.proto.spec)
+    data = {d.name: pl.from_arrow(pa.ipc.open_stream(d.data.data).read_all()) for d in chart.proto.datasets}
+    out = []
+    for lay in spec.get("layer", [spec]):
+        mark = lay["mark"]["type"] if isinstance(lay["mark"], dict) else lay["mark"]
+        out.append((mark, data[(lay.get("data") or spec["data"])["name"]]))
+    return out
+
+
+def test_memory_page_draws_slow_levels_as_points_where_they_stepped(hope_lake, monkeypatch):
+    """A level that did nothing for 719 bars is no straight line across them: one point per step."""
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(hope_lake))
+    at = _page("views/memory.py")
+    chart = next(c for c in at.get("vega_lite_chart") if "Per-level update norms" in c.proto.spec)
+    layers = dict(_chart_layers(chart))
+    assert set(layers) == {"line", "circle"}
+    assert set(layers["line"]["key"]) == {"mem_update_norm"}  # moves every bar: a line
+    points = layers["circle"]
+    assert set(points["key"]) == {"cms_l0_update_norm", "cms_l1_update_norm", "cms_l2_update_norm"}
+    assert (points["value"] > 0).all()
+    summary = at.dataframe[0].value.set_index("key")
+    steps = points.group_by("key").len().to_dict(as_series=False)
+    assert dict(zip(steps["key"], steps["len"], strict=True)) == {
+        k: int(summary.loc[k, "bars active"]) for k in steps["key"]
+    }
+
+
+def test_lake_readers_notice_an_appended_added_or_deleted_partition_file(dash_env, tmp_path, monkeypatch):
+    """The cache key is a stamp of the lake's files: every write a learner makes is read on the next rerun."""
+    import shutil
+
+    from continuum.schema import Signal
+    from dashboard import data
+
+    lake_dir = tmp_path / "lake"
+    shutil.copytree(dash_env["lake"], lake_dir)
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(lake_dir))
+    lake = Lake(lake_dir)
+    n = data.signals().height
+    last = lake.read("signal").sort("ts").row(-1, named=True)
+
+    def signal(symbol: str, ts: int) -> Signal:
+        return Signal(model=last["model"], exchange="binance", symbol=symbol, ts=ts, ret_1h=0.0, ret_24h=0.01,
+                      vol_24h=0.03, ret_1h_std=0.03 / 24**0.5, ret_24h_std=0.03, regime="calm")  # fmt: skip
+
+    lake.append_events([signal(last["symbol"], last["ts"] + 3_600_000)])  # into an existing partition file
+    assert data.signals().height == n + 1
+    lake.append_events([signal("SOL/USDT", last["ts"])])  # a new partition file
+    assert data.signals().height == n + 2 and "SOL/USDT" in data.signals()["symbol"].to_list()
+    lake.delete("signal", pl.col("symbol") == "SOL/USDT")  # the file goes
+    assert data.signals().height == n + 1
+
+
+def _write_alerts(lake_dir: Path, rows: list[dict]) -> None:
+    """The ``alert`` table as ``continuum alerts`` writes it (coordinated by name and columns only)."""
+    leaf = lake_dir / "kind=alert" / "month=2023-02" / "data.parquet"
+    leaf.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows).write_parquet(leaf)
+
+
+def test_signals_page_shows_lag_regime_switches_and_the_lakes_alerts(dash_env, tmp_path, monkeypatch):
+    import shutil
+    from datetime import UTC, datetime
+
+    lake_dir = tmp_path / "lake"
+    shutil.copytree(dash_env["lake"], lake_dir)
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(lake_dir))
+    at = _page()
+    sig = Lake(lake_dir).read("signal")
+    last = int(sig["ts"].max())
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Latest bar (UTC)"] == f"{datetime.fromtimestamp(last / 1000, UTC):%Y-%m-%d %H:%M}"
+    # lag: now minus the latest bar's close (open + 1 h), in words and in seconds
+    lag_s = datetime.now(UTC).timestamp() - (last + 3_600_000) / 1000
+    shown = next(c.value for c in at.caption if c.value.startswith("Lag "))
+    assert abs(float(shown.split()[1].replace(",", "")) - lag_s) < 120 and "bars behind" in shown
+    assert metrics["Lag"].split()[1] == "d"  # months old fixture data: days first
+    # regime switches: the newest bars where an asset's regime reading changed
+    switches = next(d.value for d in at.dataframe if "from" in d.value.columns)
+    want = (
+        sig.sort("symbol", "ts")
+        .with_columns(pl.col("regime").shift(1).over("symbol").alias("prev"))
+        .filter(pl.col("prev").is_not_null() & (pl.col("prev") != pl.col("regime")))
+        .sort("ts", descending=True)
+        .head(len(switches))
+    )
+    assert switches["symbol"].tolist() == want["symbol"].to_list()
+    assert switches["to"].tolist() == want["regime"].to_list()
+    # no alert table in the lake: no Alerts panel
+    assert "Alerts" not in [s.value for s in at.subheader]
+
+    rows = [
+        {"ts": last - 60_000, "rule": "signal_threshold", "symbol": "BTC/USDT", "severity": "warning",
+         "message": "BTC/USDT 24h forecast +2.1% is 1.3 std from zero", "key": "a1"},
+        {"ts": last, "rule": "regime_switch", "symbol": "ETH/USDT", "severity": "info",
+         "message": "ETH/USDT calm -> volatile", "key": "a2"},
+    ]  # fmt: skip
+    _write_alerts(lake_dir, rows)
+    at = _page()
+    assert "Alerts" in [s.value for s in at.subheader]
+    table = next(d.value for d in at.dataframe if "message" in d.value.columns)
+    assert table["message"].tolist() == [rows[1]["message"], rows[0]["message"]]  # newest first
+    assert table["severity"].tolist() == ["info", "warning"]
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory) -> dict[str, Path]:
+    """A real ``continuum demo`` on a small slice; the dashboard's paths as the demo tells the user to open it."""
+    import contextlib
+    import io
+    import os
+    import shlex
+
+    import torch
+
+    from commands.cli import main
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("demo")
+    old = os.environ.get("CONTINUUM_LAKE__ROOT")
+    os.environ["CONTINUUM_LAKE__ROOT"] = str(root / "lake")
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            argv = ["demo", "--symbols", "BTC/USDT,ETH/USDT,SOL/USDT", "--start", "2022-11-01", "--end", "2023-02-01"]
+            assert main([*argv, "--out", str(root / "demo"), "--quiet"]) == 0
+    finally:
+        if old is None:
+            os.environ.pop("CONTINUUM_LAKE__ROOT")
+        else:
+            os.environ["CONTINUUM_LAKE__ROOT"] = old
+    line = next(ln for ln in printed.getvalue().splitlines() if "open the dashboard:" in ln)
+    args = shlex.split(line.split("open the dashboard:", 1)[1])
+    opts = dict(zip(args[2::2], args[3::2], strict=True))  # continuum dashboard --lake L --backtest-dir B ...
+    return {
+        "lake": Path(opts["--lake"]),
+        "eval": Path(opts.get("--eval-dir", ".continuum/demo/eval")),
+        "backtest": Path(opts["--backtest-dir"]),
+        "report": root / "demo" / "report.md",
+    }
+
+
+def test_evaluation_tab_shows_the_demos_evaluation(demo_out, monkeypatch):
+    """After `continuum demo`, opened as the demo says, the Evaluation tab shows the demo's forecast errors."""
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(demo_out["lake"]))
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_EVAL_DIR", str(demo_out["eval"]))
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_BACKTEST_DIR", str(demo_out["backtest"]))
+    at = _page("views/evaluation.py")
+    assert "No evaluation in" not in _text(at)
+    cum = next(d.value for d in at.dataframe if "model" in d.value.columns and "vol_24h_qlike" in d.value.columns)
+    got = cum.set_index("model")["vol_24h_qlike"].to_dict()
+    # the same numbers as the demo's report: hope and the naive reference, vol 24h QLIKE to 4 decimals
+    rows = {
+        ln.split("|")[1].strip(): float(ln.split("|")[3])
+        for ln in demo_out["report"].read_text().splitlines()
+        if ln.startswith("| hope |") or ln.startswith("| naive")
+    }
+    assert got["hope"] == pytest.approx(rows["hope"], abs=5e-5)
+    assert got["naive (reference)"] == pytest.approx(rows["naive (zero return, last-week vol)"], abs=5e-5)
+    # cumulative error over time, per regime (the slice crosses 2022 bear -> 2023-24 recovery)
+    assert any("cumulative mean" in c.proto.spec for c in at.get("vega_lite_chart"))
+    per = next(d.value for d in at.dataframe if "2023-24 recovery" in d.value.columns)
+    assert set(per["model"]) == {"hope", "naive (reference)"} and "2022 bear" in per.columns
+    assert "continuum evaluate" in _text(at)  # the R matrix needs held-out weeks: the page says which command

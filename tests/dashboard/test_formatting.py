@@ -42,3 +42,15 @@ def test_new_measures_and_files_from_before_them():
     # a backtest.json written before CAGR had its name still shows it under CAGR
     old = metric_frame({"s": {"return": 0.5, "annual_return": 0.2}}, "strategy")
     assert old.columns == ["strategy", "return", "CAGR"] and old["CAGR"][0] == "+20.0%"
+
+
+def test_durations_in_words():
+    from dashboard.formatting import duration
+
+    assert duration(0) == "0 s"
+    assert duration(42.4) == "42 s"
+    assert duration(4_380) == "1 h 13 min"
+    assert duration(3_600) == "1 h"
+    assert duration(86_400 * 889 + 3_600 * 4 + 59) == "889 d 4 h"
+    assert duration(-90) == "-1 min 30 s"
+    assert duration(None) == "—"

@@ -18,6 +18,7 @@ from forensics.queries import alerts, counterparties, trace
 ETL = Path(__file__).resolve().parents[1] / "data" / "ethereum_etl_mainnet_samples"
 A, B, C, D, E, M, S = ("0x" + ch * 40 for ch in "abcde9f")
 T0 = 1_700_000_000_000
+USDC = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
 LABELS = pl.DataFrame(
     {
         "address": [C, M, S],
@@ -34,7 +35,8 @@ def _frame(rows: list[tuple[int, str, str, float, str]]) -> pl.DataFrame:
             "ts": [T0 + r[0] for r in rows],
             "tx_hash": [f"0x{i:064x}" for i in range(len(rows))],
             "log_index": [0] * len(rows),
-            "token": [None] * len(rows),
+            # native ether has no contract; USDC rows carry USDC's (a token is its contract, not its symbol)
+            "token": [USDC if r[4] == "USDC" else None for r in rows],
             "symbol": [r[4] for r in rows],
             "from_address": [r[1] for r in rows],
             "to_address": [r[2] for r in rows],
@@ -203,3 +205,20 @@ def test_bad_address_is_one_line_exit_2(bad, capsys, tmp_path):
 def test_good_checksum_is_accepted(capsys, tmp_path):
     assert main(["counterparties", "0xd8dA6BF26964aF9D7eEd9e03E53415D37aA96045", "--lake", str(tmp_path)]) == 0
     assert "no transfers" in capsys.readouterr().out
+
+
+def test_tables_fit_120_columns_without_nulls(mainnet, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    root, addr = str(mainnet.root), "0x7054b0f980a7eb5b3a6b3446f3c947d80162775c"
+    for argv in (
+        ["trace", addr, "--direction", "both", "--hops", "3"],
+        ["trace", addr, "--direction", "both", "--show", "edges"],
+        ["counterparties", addr],
+        ["alerts"],
+    ):
+        assert main([*argv, "--lake", root]) == 0
+        out = capsys.readouterr().out
+        table = out.split("\n\n")[-2] if argv[0] == "trace" else out
+        assert max(len(line) for line in table.splitlines()) <= 120, argv
+        assert "null" not in out
+        assert argv[0] != "trace" or "0x7054…775c" in table

@@ -8,6 +8,7 @@ import pytest
 
 from continuum.schema import (
     EVENT_TYPES,
+    Alert,
     Block,
     Candle,
     Retraction,
@@ -31,6 +32,16 @@ SAMPLES = [
     Swap("ethereum", 17173049, H, TS, H, 4, "uniswap_v2", A, A, A, A, A, 1.0, 2.0),
     Signal("hope", "binance", "BTC/USDT", TS, 0.001, -0.002, 0.03, 0.006, 0.03, "calm", {"cms_l0_update_norm": 0.1}),
     Retraction("ethereum", 17173049, H, TS),
+    Alert(
+        "vol_spike:hope:binance:BTC/USDT:" + str(TS),
+        TS + 5,
+        "vol_spike",
+        "BTC/USDT",
+        "high",
+        "vol 2.5x",
+        TS,
+        {"r": 2.5},
+    ),
 ]
 
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from learner.hope.config import HopeConfig
-from learner.hope.memory import MemoryState, dgd_momentum_scan, mem_apply, mem_grads
+from learner.hope.memory import MemoryState, dgd_momentum_loop, mem_apply, mem_grads
 from learner.hope.online import Hope, MetaMismatchError
-from learner.hope.titans import SelfModifyingTitans
+from learner.hope.titans import SelfModifyingTitans, unpack_memories
 from learner.stream import run_stream
 
 torch.set_num_threads(1)
@@ -35,7 +35,7 @@ def small_cfg(**kw) -> HopeConfig:
 
 # ----------------------------------------------------------------------------- the inner update
 def test_inner_update_matches_hand_computed_dgd_momentum_decay():
-    """Two tokens through mem_grads + dgd_momentum_scan vs the update written out with numpy."""
+    """Two tokens through mem_grads + dgd_momentum_loop vs the update written out with numpy."""
     torch.manual_seed(0)
     d, h = 3, 2
     W1 = torch.randn(1, d, h, dtype=torch.float64)
@@ -47,7 +47,7 @@ def test_inner_update_matches_hand_computed_dgd_momentum_decay():
     beta = 0.5
     st = MemoryState(W1, W2, W1.clone(), W2.clone(), torch.zeros_like(W1), torch.zeros_like(W2))
     g1, g2, _, _ = mem_grads(W1, W2, k, v_hat, clip=1e9)
-    new = dgd_momentum_scan(st, g1, g2, k, eta, alpha, torch.ones(1, 2, dtype=torch.bool), beta, dgd=True)
+    new = dgd_momentum_loop(st, g1, g2, k, eta, alpha, torch.ones(1, 2, dtype=torch.bool), beta, dgd=True)
 
     # by hand: gradients of ||k + W1 silu(W2 k) - v||^2 at the boundary weights, then eq. 88 twice
     A1, A2 = W1[0].numpy(), W2[0].numpy()
@@ -92,9 +92,10 @@ def test_masked_bars_leave_memory_unchanged():
     x = torch.randn(2, 4, 8)
     mask = torch.tensor([[True] * 4, [False] * 4])
     _, st2, _ = t(st, x, mask, 0)
-    for name, m in st2.mems.items():
-        assert torch.equal(m.R2[1], st.mems[name].R2[1]), name
-        assert not torch.equal(m.R2[0], st.mems[name].R2[0]), name
+    before = unpack_memories(st.mems)
+    for name, m in unpack_memories(st2.mems).items():
+        assert torch.equal(m.R2[1], before[name].R2[1]), name
+        assert not torch.equal(m.R2[0], before[name].R2[0]), name
 
 
 # ----------------------------------------------------------------------------- CMS timing and leakage

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from learner.hope.config import HopeConfig
-from learner.hope.memory import MemoryState, dgd_momentum_scan, mem_grads
+from learner.hope.memory import MemoryState, dgd_momentum_loop, mem_grads
 from learner.hope.model import HopeNet
 from learner.hope.online import Hope
 from learner.pretrain import PretrainConfig, pretrain
@@ -33,8 +33,8 @@ def test_anchored_retention_forgets_toward_the_initial_memory_not_zero():
     zeros1, zeros2 = torch.zeros(1, n, 3, 2, dtype=torch.float64), torch.zeros(1, n, 2, 3, dtype=torch.float64)
     eta, alpha = torch.full((1, n), 0.05, dtype=torch.float64), torch.full((1, n), 0.98, dtype=torch.float64)
     mask = torch.ones(1, n, dtype=torch.bool)
-    anchored = dgd_momentum_scan(st, zeros1, zeros2, k, eta, alpha, mask, 0.9, True, anchor=(A1, A2))
-    plain = dgd_momentum_scan(st, zeros1, zeros2, k, eta, alpha, mask, 0.9, True)
+    anchored = dgd_momentum_loop(st, zeros1, zeros2, k, eta, alpha, mask, 0.9, True, anchor=(A1, A2))
+    plain = dgd_momentum_loop(st, zeros1, zeros2, k, eta, alpha, mask, 0.9, True)
     assert (anchored.R1 - A1).abs().max() < 1e-3 and (anchored.R2 - A2).abs().max() < 1e-3
     assert plain.R1.abs().max() < 1e-3  # the first landing's decay forgets toward zero instead
     assert (plain.R1 - A1).abs().max() > 0.1
@@ -54,7 +54,7 @@ def test_anchored_memory_stays_bounded_under_constant_surprise():
         g1, g2, _, _ = mem_grads(st.R1, st.R2, k[:, s : s + 8], v[:, s : s + 8], clip=1.0)
         m = torch.ones(1, 8, dtype=torch.bool)
         e, a = torch.full((1, 8), eta), torch.full((1, 8), alpha)
-        st = dgd_momentum_scan(st, g1, g2, k[:, s : s + 8], e, a, m, beta, True, anchor=(A1, A2))
+        st = dgd_momentum_loop(st, g1, g2, k[:, s : s + 8], e, a, m, beta, True, anchor=(A1, A2))
         sizes.append(float((st.R1 - A1).norm() + (st.R2 - A2).norm()))
     bound = 2 * eta * (1.0 / (1 - beta)) / (1 - alpha)  # two layers, |S| <= clip / (1 - beta)
     assert max(sizes) <= bound
