@@ -8,14 +8,15 @@ Three roles (docs/service.md, "continuum live"):
 - **learner**: :class:`learner.service.LearnerService` from the shipped meta-weights
   (``data/hope_pretrained.pt`` unless ``--pretrained``/``[learner].pretrained`` says otherwise): predicts
   every bar, learns as targets are realised, publishes signals to the bus and the lake, checkpoints;
-- **dashboard**: the Streamlit app, started through ``commands.dashboard``'s launcher.
+- **dashboard**: ``continuum dashboard``, whose launcher owns the Streamlit server (port check, health wait,
+  the server stopped with it).
 
 On the embedded bus (the default) source and learner share one process (the source in a thread) and the
-dashboard is a child process. SIGINT/SIGTERM: the source stops, the learner checkpoints (signals flushed to
-the lake, state saved), the dashboard child is stopped and waited for, exit code 0. The embedded bus lives
-in the process, so a restart cannot seek to the checkpoint's offsets: the learner restores its checkpoint
-and the source publishes again from the checkpoint's next bar (``LearnerService.resume_ms``), so no bar is
-lost and none is published twice to the lake.
+dashboard's launcher is a child process. SIGINT/SIGTERM: the source stops, the learner checkpoints (signals
+flushed to the lake, state saved), the launcher gets SIGTERM (it stops its server) and is waited for, exit 0.
+The embedded bus lives in the process, so a restart cannot seek to the checkpoint's offsets: the learner
+restores its checkpoint and the source publishes again from the checkpoint's next bar
+(``LearnerService.resume_ms``), so no bar is lost and none is published twice to the lake.
 
 With ``CONTINUUM_BUS__KIND=kafka`` each role is its own process, as in compose.yaml: ``continuum live``
 starts ``continuum live --role source``, ``--role learner`` and ``--role dashboard`` with the same options,
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from commands import dashboard, learn
 from commands.options import add_metrics_option, config_option, split_list
@@ -39,6 +41,7 @@ from continuum.config import BUNDLED_DATA, Config
 from continuum.errors import UserError
 
 PRETRAINED = BUNDLED_DATA.parent / "hope_pretrained.pt"
+REPO = Path(__file__).resolve().parent.parent
 ROLES = ("source", "learner", "dashboard")
 
 EPILOG = """\
@@ -119,6 +122,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         return _dashboard_only(args, cfg)
     if not kafka and args.role != "all":
         raise UserError(f"--role {args.role} needs a shared bus: set CONTINUUM_BUS__KIND=kafka")
+    if args.role == "all" and not args.no_dashboard:  # a busy port is one line before anything starts
+        dashboard.check_port(args.dashboard_address, args.dashboard_port)
     return _run_roles(args, cfg, source=args.role in ("all", "source"), learner=args.role in ("all", "learner"))
 
 
@@ -274,32 +279,25 @@ def _checkpoint_resume_ms(args, cfg: Config) -> int | None:
 
 
 # ----------------------------------------------------------------------------- the dashboard
-def _dashboard_args(args: argparse.Namespace) -> argparse.Namespace:
-    return argparse.Namespace(
-        port=args.dashboard_port,
-        address=args.dashboard_address,
-        eval_dir=".continuum/demo/eval",
-        backtest_dir=".continuum/demo",
-    )
+def _dashboard_argv(args: argparse.Namespace, cfg: Config) -> list[str]:
+    return ["dashboard", "--port", str(args.dashboard_port), "--address", args.dashboard_address,
+            "--lake", cfg.lake.root]  # fmt: skip
 
 
 def _start_dashboard(args: argparse.Namespace, cfg: Config) -> subprocess.Popen:
-    cmd, env = dashboard.command(_dashboard_args(args), cfg.lake.root)
-    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-    _say(f"dashboard on http://{args.dashboard_address}:{args.dashboard_port} (pid {child.pid})")
+    """``continuum dashboard`` (its launcher: port check, health wait, the server stopped with it) as a child."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    child = subprocess.Popen([sys.executable, "-m", "commands.cli", *_dashboard_argv(args, cfg)], env=env)
+    _say(f"starting the dashboard on http://{args.dashboard_address}:{args.dashboard_port} (launcher pid {child.pid})")
     return child
 
 
 def _dashboard_only(args: argparse.Namespace, cfg: Config) -> int:
-    """The dashboard role: the Streamlit child until it ends or SIGINT/SIGTERM (then it is stopped too)."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    child = _start_dashboard(args, cfg)
-    while not stop.is_set() and child.poll() is None:
-        stop.wait(0.5)
-    rc = _stop_child(child, "dashboard")
-    return 0 if stop.is_set() else rc
+    """The dashboard role: ``continuum dashboard``'s launcher in this process (it handles SIGINT/SIGTERM)."""
+    p = argparse.ArgumentParser()
+    dashboard.add_arguments(p)
+    return dashboard.run(p.parse_args(_dashboard_argv(args, cfg)[1:]), cfg)
 
 
 def _stop_child(child: subprocess.Popen, name: str, timeout_s: float = 20.0) -> int:
