@@ -123,7 +123,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if not kafka and args.role != "all":
         raise UserError(f"--role {args.role} needs a shared bus: set CONTINUUM_BUS__KIND=kafka")
     if args.role == "all" and not args.no_dashboard:  # a busy port is one line before anything starts
-        dashboard.check_port(args.dashboard_address, args.dashboard_port)
+        try:
+            dashboard.check_port(args.dashboard_address, args.dashboard_port)
+        except UserError as e:
+            raise UserError(str(e).replace("--port N", "--dashboard-port N")) from None
     return _run_roles(args, cfg, source=args.role in ("all", "source"), learner=args.role in ("all", "learner"))
 
 
