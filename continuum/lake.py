@@ -15,8 +15,6 @@ then returns a ``LazyFrame`` with the remaining filters pushed into the Parquet 
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
+from continuum.atomic import replace_atomically
 from continuum.schema import EVENT_TYPES, Event
 
 # kind -> (partition columns in path order, time partition): declared by each event class (schema.LAKE)
@@ -188,12 +187,5 @@ def _union_schema(paths: list[str]) -> dict[str, pl.DataType]:
 
 
 def _atomic_write(df: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with replace_atomically(path, fsync=False) as tmp:
         df.write_parquet(tmp, compression="zstd", statistics=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

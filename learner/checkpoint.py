@@ -8,15 +8,14 @@ RNG state, and the caller's position (bar index, consumed bus offsets).
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from continuum.atomic import replace_atomically
 from continuum.errors import UserError
 
 _ZIP = b"PK\x03\x04"  # torch.save writes a zip archive
@@ -24,18 +23,8 @@ _ZIP = b"PK\x03\x04"  # torch.save writes a zip archive
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replace_atomically(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _reason(e: BaseException, limit: int = 120) -> str:
