@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from continuum.bus import Consumer, Message
 from continuum.config import KafkaConfig
 from tests.services.kafka import KafkaBroker
 
 PARTITIONS = 4
+REPO = Path(__file__).resolve().parents[2]
+
+
+def process_env(broker: KafkaBroker, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``continuum`` process on the test broker: this checkout's code, one thread, the
+    short group timeouts of :func:`make_config`, checkpoints and lake under ``tmp_path``; ``extra`` on top."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "CONTINUUM_BUS__KIND": "kafka",
+        "CONTINUUM_BUS__PARTITIONS": str(PARTITIONS),
+        "CONTINUUM_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+        "CONTINUUM_KAFKA__SESSION_TIMEOUT_MS": "3000",
+        "CONTINUUM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+        "CONTINUUM_LEARNER__CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+        "CONTINUUM_LAKE__ROOT": str(tmp_path / "lake"),
+        **extra,
+    }
 
 
 def make_config(broker: KafkaBroker, **kw: object) -> KafkaConfig:

@@ -38,11 +38,10 @@ from learner.hope.model import HopeNet
 from learner.hope.online import Hope
 from learner.service import PartitionedLearner
 from strategies.positions import feed_rule
-from tests.kafka.kafka_helpers import PARTITIONS, make_config
+from tests.kafka.kafka_helpers import PARTITIONS, make_config, process_env
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 BARS = 360
 SERVICE = dict(timeframe="1h", checkpoint_every=24, keep_checkpoints=3, wait_s=600.0)
 
@@ -157,19 +156,7 @@ def test_three_members_share_partitions_and_a_killed_members_state_moves(kafka_b
     pre = tmp_path / "hope.pt"
     save_pretrained(pre, net, {"test": True})
     group, prom = f"learn-{tag}", _port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "OMP_NUM_THREADS": "1",
-        "CONTINUUM_BUS__KIND": "kafka",
-        "CONTINUUM_BUS__PARTITIONS": str(PARTITIONS),
-        "CONTINUUM_KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
-        "CONTINUUM_KAFKA__SESSION_TIMEOUT_MS": "3000",
-        "CONTINUUM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-        "CONTINUUM_LEARNER__CHECKPOINT_DIR": str(tmp_path / "ckpt"),  # the shared checkpoint store
-        "CONTINUUM_LEARNER__KEEP_CHECKPOINTS": "3",
-        "CONTINUUM_LAKE__ROOT": str(tmp_path / "lake"),
-    }
+    env = process_env(kafka_broker, tmp_path, CONTINUUM_LEARNER__KEEP_CHECKPOINTS="3")  # ckpt: the shared store
     cmd = [
         sys.executable, "-m", "commands.cli", "learn", "--partitioned", "--symbols", ",".join(symbols),
         "--exchange", tag, "--group", group, "--pretrained", str(pre), "--checkpoint-every", "24",

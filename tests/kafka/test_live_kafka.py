@@ -9,34 +9,20 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from continuum.lake import Lake
 from learner.service import checkpoints_of
-from tests.kafka.kafka_helpers import PARTITIONS
+from tests.kafka.kafka_helpers import process_env
 from tests.learner.test_live import _port, _session_pids
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def test_live_on_kafka_runs_each_role_as_a_process_and_stops_them(kafka_broker, tmp_path):
     tag = "t" + uuid.uuid4().hex[:10]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "OMP_NUM_THREADS": "1",
-        "CONTINUUM_BUS__KIND": "kafka",
-        "CONTINUUM_BUS__PARTITIONS": str(PARTITIONS),
-        "CONTINUUM_KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
-        "CONTINUUM_KAFKA__SESSION_TIMEOUT_MS": "3000",
-        "CONTINUUM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-        "CONTINUUM_LEARNER__CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-        "CONTINUUM_LAKE__ROOT": str(tmp_path / "lake"),
-    }
+    env = process_env(kafka_broker, tmp_path)
     argv = [
         "live", "--replay", "--speed", "0", "--exchange", tag, "--group", f"live-{tag}",
         "--symbols", "BTC/USDT,ETH/USDT", "--start", "2024-03-01", "--end", "2024-03-11",

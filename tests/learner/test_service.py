@@ -308,7 +308,7 @@ def _service_cmd(tag: str, group: str, pretrained: Path, *extra: str) -> list[st
 @pytest.mark.integration
 def test_kafka_service_survives_sigkill_without_losing_or_duplicating_signals(kafka_broker, panel, net, tmp_path):
     from continuum.kafka_bus import KafkaBus
-    from tests.kafka.kafka_helpers import PARTITIONS, make_config
+    from tests.kafka.kafka_helpers import PARTITIONS, make_config, process_env
 
     tag = "t" + uuid.uuid4().hex[:10]
     group = f"learn-{tag}"
@@ -325,17 +325,7 @@ def test_kafka_service_survives_sigkill_without_losing_or_duplicating_signals(ka
     bus.publish_many(cs[300:])
     bus.flush()
 
-    env = {
-        **os.environ,
-        "CONTINUUM_BUS__KIND": "kafka",
-        "CONTINUUM_BUS__PARTITIONS": str(PARTITIONS),
-        "CONTINUUM_KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
-        "CONTINUUM_KAFKA__SESSION_TIMEOUT_MS": "3000",
-        "CONTINUUM_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-        "CONTINUUM_LEARNER__CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-        "CONTINUUM_LAKE__ROOT": str(tmp_path / "lake"),
-        "PYTHONPATH": str(REPO),
-    }
+    env = process_env(kafka_broker, tmp_path)
     # first run: killed with SIGKILL once it has gone 10 bars past the checkpoint at bar 240
     p = subprocess.Popen(
         _service_cmd(tag, group, pre), cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
