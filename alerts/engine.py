@@ -169,6 +169,7 @@ class Alerter:
         }
         self.cursors: dict[str, Any] = dict(state.get("cursors", {}))  # follow_lake's positions
         self.fired: dict[str, int] = {}  # rule -> alerts fired by this process
+        self.seen: dict[str, int] = {Signal.TOPIC: 0, Transfer.TOPIC: 0}  # topic -> events handed to the rules
         self._lock = threading.RLock()
         self.senders = [
             Sender(
@@ -198,6 +199,7 @@ class Alerter:
             alerts: list[Alert] = []
             now_ms = self._now_ms()
             for sig in signals:
+                self.seen[Signal.TOPIC] += 1
                 k = stream_of(sig)
                 state, hits = step(self.streams.get(k, StreamState()), sig, self.settings.thresholds)
                 self.streams[k] = state
@@ -223,6 +225,7 @@ class Alerter:
         from forensics.queries import labels_frame
 
         s = self.settings
+        self.seen[Transfer.TOPIC] += df.height
         if df.is_empty() or not s.transfer_rules:
             return []
         if self._labels is None:
@@ -320,12 +323,14 @@ def follow_bus(
     stop: threading.Event | None = None,
     once: bool = False,
     idle_exit_s: float | None = None,
+    on_poll: Callable[[Any], None] | None = None,
 ) -> None:
     """Consume ``signals`` and ``chain.transfers`` in consumer group ``group`` until ``stop`` is set.
 
     Offsets are committed after the alerts of a batch are in the outbox and the rule state is saved; a
     restart re-reads at most the batch in flight, and its repeats are dropped (a stream's bars at or before
-    its last seen bar, keys already in the outbox). ``once``: stop at the first empty poll.
+    its last seen bar, keys already in the outbox). ``once``: stop at the first empty poll. ``on_poll(consumer)``
+    runs after every poll (the command reads the consumer's lag and dead letters there for its metrics).
     """
     stop = stop or threading.Event()
     consumer = bus.consumer([Signal.TOPIC, Transfer.TOPIC], group=group)
@@ -333,6 +338,8 @@ def follow_bus(
     try:
         while not stop.is_set():
             batch = consumer.poll(timeout_s=1.0)
+            if on_poll is not None:
+                on_poll(consumer)
             if not batch:
                 if once or (idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s):
                     return

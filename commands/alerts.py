@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from commands.forensics import _common, _date, _lake, _print
-from commands.options import config_option
+from commands.options import add_metrics_option, config_option
 from continuum.config import Config
 from continuum.errors import UserError
 
@@ -94,6 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--idle-exit", type=float, default=None, metavar="S", help="with --follow: stop after S idle s")
     g.add_argument("--drain", type=float, default=30.0, metavar="S", help="at exit, wait up to S s for webhooks")
     config_option(g, "--state-dir", key="alerts.state_dir", metavar="DIR", help="default [alerts].state_dir")
+    add_metrics_option(g)
     g.add_argument("--send-test", action="store_true", help="post one test alert to every webhook and report")
 
 
@@ -103,7 +104,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.follow:
         return _follow(args, cfg)
     follow_only = [f for f, v in (("--once", args.once), ("--since", args.since), ("--dry-run", args.dry_run),
-                                  ("--group", args.group), ("--idle-exit", args.idle_exit)) if v]  # fmt: skip
+                                  ("--group", args.group), ("--idle-exit", args.idle_exit),
+                                  ("--metrics-port", args.metrics_port)) if v]  # fmt: skip
     if follow_only:
         raise UserError(f"{follow_only[0]} needs --follow")
     return _list(args, cfg)
@@ -191,10 +193,14 @@ def _follow(args: argparse.Namespace, cfg: Config) -> int:
     )
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    metrics = None
     try:
+        metrics = _metrics(args.metrics_port, alerter)
         if kafka:
             group = args.group or "alerts"
-            follow_bus(alerter, bus, group=group, stop=stop, once=args.once, idle_exit_s=args.idle_exit)
+            on_poll = None if metrics is None else _observe_consumer(metrics)
+            follow_bus(alerter, bus, group=group, stop=stop, once=args.once, idle_exit_s=args.idle_exit,
+                       on_poll=on_poll)  # fmt: skip
         else:
             follow_lake(alerter, lake, since_ms=since_ms, stop=stop, once=args.once, idle_exit_s=args.idle_exit)
     finally:
@@ -203,6 +209,8 @@ def _follow(args: argparse.Namespace, cfg: Config) -> int:
             signal.signal(s, h)
         if bus is not None:
             bus.close()
+        if metrics is not None:
+            metrics.close()
     fired = sum(alerter.fired.values())
     by_rule = ", ".join(f"{r} {n}" for r, n in sorted(alerter.fired.items()))
     sent = sum(s.sent for s in alerter.senders)
@@ -212,6 +220,41 @@ def _follow(args: argparse.Namespace, cfg: Config) -> int:
         file=sys.stderr,
     )  # fmt: skip
     return 0
+
+
+def _metrics(port: int | None, alerter: Any):
+    """``--metrics-port``: the alerter's inputs, alerts by rule, webhook outcomes and backlog, read when scraped."""
+    from alerts.rules import SEVERITY
+    from continuum.metrics import from_port
+    from continuum.schema import Signal, Transfer
+
+    metrics = from_port(port)
+    if metrics is None:
+        return None
+    for topic in (Signal.TOPIC, Transfer.TOPIC):
+        metrics.counter_from("continuum_events", lambda t=topic: alerter.seen[t], topic=topic, direction="in")
+    for rule in alerter.settings.rules:
+        metrics.counter_from("continuum_alerts", lambda r=rule: alerter.fired.get(r, 0), rule=rule,
+                             severity=SEVERITY[rule])  # fmt: skip
+    for sender in alerter.senders:
+        hook = sender.hook.id
+        metrics.counter_from("continuum_webhook_posts", lambda s=sender: s.sent, hook=hook, outcome="delivered")
+        metrics.counter_from("continuum_webhook_posts", lambda s=sender: s.failed, hook=hook, outcome="failed")
+    metrics.gauge_from("continuum_alert_backlog", alerter.backlog)
+    return metrics
+
+
+def _observe_consumer(metrics: Any):
+    """After each poll: the consumer's lag; its dead letters, registered once (read when scraped)."""
+    registered: list[Any] = []
+
+    def observe(consumer: Any) -> None:
+        if not registered:
+            registered.append(consumer)
+            metrics.counter_from("continuum_deadletters", lambda: consumer.deadletters)
+        metrics.set_lag(consumer.lag())
+
+    return observe
 
 
 # --------------------------------------------------------------------------- send a test

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from commands.options import config_option
+from commands.options import add_metrics_option, config_option
 from continuum.config import Config
 from continuum.errors import UserError
 
@@ -63,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how often the Signals page re-reads the lake without a reload (default 5; 0: never)",
     )
+    add_metrics_option(p)
 
 
 def command(args: argparse.Namespace, lake: str) -> tuple[list[str], dict[str, str]]:
@@ -139,11 +140,41 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UserError(f"--port must be 1..65535, got {args.port}")
     if args.refresh < 0:
         raise UserError(f"--refresh must be >= 0 seconds, got {args.refresh:g}")
+    if args.metrics_port is not None and args.metrics_port == args.port:
+        raise UserError(f"--metrics-port {args.metrics_port} is the dashboard's --port; pick another")
     check_port(args.address, args.port)
     lake = cfg.lake.root
     cmd, env = command(args, lake)
     local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(args.address, args.address)
     probe = f"http://{f'[{local}]' if ':' in local else local}:{args.port}"
+    metrics = _metrics(args.metrics_port, probe, lake)
+    try:
+        return _serve(args, cmd, env, probe, lake)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def _metrics(port: int | None, probe: str, lake: str):
+    """``--metrics-port``: is the server up (its health check, when scraped), and how old is the newest signal."""
+    from continuum.lake import Lake
+    from continuum.metrics import from_port
+
+    metrics = from_port(port)
+    if metrics is not None:
+        metrics.gauge_from("continuum_dashboard_up", lambda: float(_healthy(probe)))
+        metrics.gauge_from("continuum_signal_age_seconds", lambda: _signal_age(Lake(lake)))
+    return metrics
+
+
+def _signal_age(lake) -> float:
+    """Seconds from the newest signal's bar time in the lake to now (NaN when there is none)."""
+    last = lake.last_ts("signal")
+    return float("nan") if last is None else time.time() - last / 1000
+
+
+def _serve(args: argparse.Namespace, cmd: list[str], env: dict[str, str], probe: str, lake: str) -> int:
+    """Run the server until it exits or a stop signal; the URL is printed once it answers."""
 
     stop: list[float] = []  # when each stop signal arrived (monotonic seconds)
     server: list[subprocess.Popen] = []

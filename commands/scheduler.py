@@ -13,8 +13,11 @@ Jobs (cron, UTC):
   scheduler down.
 
 ``--once JOB`` runs one job now and exits (what tests and cron-less hosts use); ``--list`` prints the
-jobs with their next run times. Jobs never overlap themselves, and a missed run (host asleep) runs
-once when possible, not once per missed slot.
+jobs with their next run times; ``--now JOB,...`` runs those jobs at start too, then on schedule (a fresh
+install backfills at once instead of at the next :05). Jobs never overlap themselves, and a missed run
+(host asleep) runs once when possible, not once per missed slot. ``--metrics-port`` serves each job's runs
+by outcome, run times, last success and next run (continuum/metrics.py) for an alert on a job that stopped
+succeeding.
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from commands.options import config_option
+from commands.options import add_metrics_option, config_option, split_list
 from continuum.config import Config
 from continuum.errors import UserError
 
@@ -39,6 +44,7 @@ EPILOG = """\
 examples:
   continuum scheduler                               # run every job on its schedule (Ctrl-C stops)
   continuum scheduler --list                        # the jobs and when each runs next
+  continuum scheduler --now backfill --metrics-port 9464   # backfill at start; Prometheus on :9464
   continuum scheduler --once retention --keep 3     # prune checkpoints now, keep the newest 3
   continuum scheduler --once nightly --reports out/reports --nightly-symbols BTC/USDT
   continuum scheduler --once backfill --exchange-url http://127.0.0.1:8123   # against a mirror
@@ -56,6 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--once", choices=JOB_NAMES, metavar="JOB", help=f"run one job now, exit ({', '.join(JOB_NAMES)})")
     p.add_argument("--list", action="store_true", help="print the jobs and their next run times, then exit")
+    p.add_argument("--now", metavar="JOB,...", help="also run these jobs at start, then on their schedule")
+    add_metrics_option(p)
     config_option(
         p, "--keep", key="learner.keep_checkpoints", type=int, help="checkpoints to keep ([learner].keep_checkpoints)"
     )
@@ -207,15 +215,58 @@ def job_specs(args: argparse.Namespace, cfg: Config) -> list[JobSpec]:
     return specs
 
 
-def build_scheduler(specs: list[JobSpec]):
+def build_scheduler(specs: list[JobSpec], now: tuple[str, ...] = (), metrics=None):
+    """A blocking scheduler with ``specs``; jobs named in ``now`` also run at start. With ``metrics``
+    (continuum.metrics.Metrics) each run is counted by outcome and timed, and missed runs are counted."""
+    from apscheduler.events import EVENT_JOB_MISSED
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     sched = BlockingScheduler(
         timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600}
     )
     for s in specs:
-        sched.add_job(s.fn, s.trigger, id=s.name, name=s.what)
+        fn = s.fn if metrics is None else _measured(s.name, s.fn, metrics)
+        first = {"next_run_time": datetime.now(UTC)} if s.name in now else {}
+        sched.add_job(fn, s.trigger, id=s.name, name=s.what, **first)
+    if metrics is not None:
+        sched.add_listener(
+            lambda ev: metrics.count("continuum_job_runs", job=ev.job_id, outcome="missed"), EVENT_JOB_MISSED
+        )
+        for s in specs:
+            metrics.gauge_from("continuum_job_next_run_timestamp_seconds", _next_run(sched, s.name), job=s.name)
     return sched
+
+
+def _measured(name: str, fn: Callable[[], object], metrics) -> Callable[[], object]:
+    """``fn`` counted by outcome (ok, error), timed, and its last success kept for the metrics endpoint."""
+    last_ok: list[float] = []
+    metrics.gauge_from(
+        "continuum_job_last_success_timestamp_seconds", lambda: last_ok[-1] if last_ok else float("nan"), job=name
+    )
+
+    def run() -> object:
+        t0 = time.monotonic()
+        try:
+            out = fn()
+        except BaseException:
+            metrics.count("continuum_job_runs", job=name, outcome="error")
+            raise
+        finally:
+            metrics.job_seconds.labels(name).observe(time.monotonic() - t0)
+        metrics.count("continuum_job_runs", job=name, outcome="ok")
+        last_ok.append(time.time())
+        del last_ok[:-1]
+        return out
+
+    return run
+
+
+def _next_run(sched, name: str) -> Callable[[], float]:
+    def read() -> float:
+        job = sched.get_job(name)
+        return float("nan") if job is None or job.next_run_time is None else job.next_run_time.timestamp()
+
+    return read
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -245,10 +296,24 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             for sym, n in result.items():
                 print(f"{sym}: {'skipped (not in the lake yet)' if n is None else f'{n} new bars'}")
         return 0
-    sched = build_scheduler(specs)
-    log.info("scheduler started (UTC): %s", ", ".join(by_name))
+    now = tuple(split_list(args.now) or ())
+    for name in now:
+        if name not in by_name:
+            raise UserError(f"--now: job {name!r} is not scheduled with this configuration (scheduled: "
+                            f"{', '.join(by_name)})")  # fmt: skip
+    from continuum.metrics import from_port
+
+    metrics = from_port(args.metrics_port)
+    sched = build_scheduler(specs, now, metrics)
+    log.info("scheduler started (UTC): %s", ", ".join(by_name) + (f"; now: {', '.join(now)}" if now else ""))
+    stop = lambda *_: sched.shutdown(wait=False)  # noqa: E731
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         sched.start()
     except (KeyboardInterrupt, SystemExit):
         sched.shutdown(wait=False)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if metrics is not None:
+            metrics.close()
     return 0

@@ -22,10 +22,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(tmp_path: Path, port: int) -> subprocess.Popen:
+def _launch(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "commands.cli", "dashboard", "--port", str(port), "--lake", str(tmp_path / "lake"),
-           "--eval-dir", str(tmp_path / "eval"), "--backtest-dir", str(tmp_path / "bt")]  # fmt: skip
+           "--eval-dir", str(tmp_path / "eval"), "--backtest-dir", str(tmp_path / "bt"), *extra]  # fmt: skip
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
 
 
@@ -124,3 +124,31 @@ def test_a_busy_port_is_one_line_and_exit_code_2(tmp_path):
     assert out == ""  # no "dashboard on http://..." for a server that never ran
     assert err.count("\n") == 1 and err.startswith(f"continuum: error: port {port} on 127.0.0.1 is in use"), err
     assert "--port" in err
+
+
+def test_metrics_show_the_server_up_and_the_newest_signals_age(tmp_path):
+    """``--metrics-port``: up is the server's health check when scraped (1 while it serves, 0 once it is gone), and
+    the newest signal's age follows the lake; the endpoint closes with the launcher."""
+    from continuum.lake import Lake
+    from continuum.schema import Signal
+    from tests.services.prometheus import scrape
+
+    hour = 3_600_000
+    bar = (int(time.time() * 1000) // hour - 3) * hour  # three hours ago
+    Lake(tmp_path / "lake").append_events([Signal("hope", "binance", "BTC/USDT", bar, 0.0, 0.01, 0.02, 0.004, 0.02)])
+    port, prom = _free_port(), _free_port()
+    proc = _launch(tmp_path, port, "--metrics-port", str(prom))
+    try:
+        _, server = _started(proc)
+        m = scrape(prom)
+        assert m[("continuum_dashboard_up", ())] == 1
+        assert abs(m[("continuum_signal_age_seconds", ())] - (time.time() - bar / 1000)) < 30
+        os.kill(server, signal.SIGKILL)  # the server dies under the launcher: up reads 0 before the launcher exits
+        down = scrape(prom)
+        assert down == {} or down[("continuum_dashboard_up", ())] == 0
+        proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _port_free(prom)

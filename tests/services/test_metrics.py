@@ -12,33 +12,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.learner.test_live import _port
 from tests.services.exchange_server import ExchangeServer
+from tests.services.prometheus import free_port as _port
+from tests.services.prometheus import scrape_until
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = int(datetime(2024, 1, 10, tzinfo=UTC).timestamp() * 1000)
-
-
-def _scrape(port: int) -> dict[tuple, float]:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return {}
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-    }
 
 
 def test_stream_market_serves_events_and_reconnects(tmp_path):
@@ -56,19 +42,12 @@ def test_stream_market_serves_events_and_reconnects(tmp_path):
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 60
-            while ("continuum_reconnects_total", (("source", "market"),)) not in _scrape(port):
-                assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1][-2000:]
-                time.sleep(0.2)
+            reconnects = ("continuum_reconnects_total", (("source", "market"),))
+            scrape_until(p, port, lambda m: reconnects in m)
             srv.start_live(T0 + 1, updates_per_bar=4, tick_s=0.02)
-            while _scrape(port).get(("continuum_events_total", out), 0) < 3:
-                assert time.monotonic() < deadline, p.communicate()[1][-2000:]
-                time.sleep(0.2)
+            scrape_until(p, port, lambda m: m.get(("continuum_events_total", out), 0) >= 3)
             srv.drop_websockets(refuse_ticks=8)
-            while _scrape(port).get(("continuum_reconnects_total", (("source", "market"),)), 0) < 1:
-                assert time.monotonic() < deadline, p.communicate()[1][-2000:]
-                time.sleep(0.2)
-            m = _scrape(port)
+            m = scrape_until(p, port, lambda m: m.get(reconnects, 0) >= 1)
             p.send_signal(signal.SIGTERM)
             stdout, _ = p.communicate(timeout=30)
         finally:

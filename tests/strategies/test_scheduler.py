@@ -123,3 +123,51 @@ def test_once_backfill_closes_the_gap_after_the_lakes_last_bar(tmp_path, monkeyp
     assert ts.is_unique().all() and ts.min() == t("2018-03-01")
     assert ts.len() == (t("2018-03-10") - t("2018-03-01")) // hour  # nine whole days, no hole
     assert f"BTC/USDT: {ts.len() - 96} new bars" in out  # all but the four seeded days came from the job
+
+
+@pytest.mark.integration
+def test_running_scheduler_serves_job_metrics_and_stops_on_sigterm(tmp_path):
+    """The scheduler as a process with ``--now retention,backfill --metrics-port``: retention runs at start and
+    prunes; the backfill of a symbol the lake has, against an exchange that is not there, fails; the endpoint
+    shows both outcomes, run times, the last success and the next runs; SIGTERM stops it with exit code 0."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from continuum.lake import Lake
+    from continuum.schema import Candle
+    from tests.services.prometheus import free_port, scrape_until
+
+    Lake(tmp_path / "lake").append_events([Candle("binance", "BTC/USDT", "1h", 1_714_521_600_000, 1, 1, 1, 1, 0)])
+    d = tmp_path / "ck"
+    files = _files(d, 4)
+    port, dead = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTINUUM_")}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[2]), CONTINUUM_LAKE__ROOT=str(tmp_path / "lake"))
+    cmd = [sys.executable, "-m", "commands.cli", "scheduler", "--now", "retention,backfill", "--keep", "1",
+           "--checkpoint-dir", str(d), "--exchange-url", f"http://127.0.0.1:{dead}",
+           "--metrics-port", str(port)]  # fmt: skip
+    t_start = time.time()
+    p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = lambda job, outcome: ("continuum_job_runs_total", (("job", job), ("outcome", outcome)))  # noqa: E731
+    try:
+        m = scrape_until(p, port, lambda m: m.get(runs("retention", "ok")) and m.get(runs("backfill", "error")))
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err[-2000:]
+    assert [f.name for f in d.iterdir()] == [files[-1].name]
+    assert m[runs("retention", "ok")] == 1 and m[runs("backfill", "error")] == 1
+    assert m.get(runs("backfill", "ok"), 0) == 0 and m.get(runs("nightly", "ok"), 0) == 0
+    assert m[("continuum_job_seconds_count", (("job", "retention"),))] == 1
+    assert t_start <= m[("continuum_job_last_success_timestamp_seconds", (("job", "retention"),))] <= time.time()
+    last_backfill = m[("continuum_job_last_success_timestamp_seconds", (("job", "backfill"),))]
+    assert last_backfill != last_backfill  # NaN: it never succeeded
+    nxt = {j: m[("continuum_job_next_run_timestamp_seconds", (("job", j),))] for j in ("backfill", "retention",
+                                                                                        "nightly")}  # fmt: skip
+    assert all(t_start < t <= t_start + 86_400 for t in nxt.values()), nxt
+    assert datetime.fromtimestamp(nxt["nightly"], UTC).strftime("%H:%M") == "02:00"
