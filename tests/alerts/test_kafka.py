@@ -40,8 +40,10 @@ def test_follow_the_bus_and_restart(kafka_broker, tmp_path, receiver):
     try:
         bus.publish_many([*signals[:32], *transfers])
         bus.flush()
+        lags: list[dict] = []  # what --metrics-port's consumer lag reads after every poll
         with Alerter(cfg, bus=bus) as a:
-            follow_bus(a, bus, group=group, idle_exit_s=3)
+            follow_bus(a, bus, group=group, idle_exit_s=3, on_poll=lambda c: lags.append(c.lag()))
+        assert any(lags) and {t for t, _ in lags[-1]} <= {"signals", "chain.transfers"} and not any(lags[-1].values())
         bus.publish_many(signals[25:])  # the producer repeats bars 25-31 (at-least-once), then goes on
         bus.flush()
         with Alerter(cfg, bus=bus) as b:
