@@ -64,7 +64,10 @@ class ClusterParams:
 
 
 # Exchange-owned addresses that are not where deposits are swept to: forwarding to them says nothing.
-NOT_COLLECTOR = r"(?i)deployer|deposit funder|deposit supplier|contract|dex|router|nft|eth2 depositor|blacklister|token|dollar|commerce fee|charity|recovery"  # noqa: E501
+NOT_COLLECTOR = (
+    r"(?i)deployer|deposit funder|deposit supplier|contract|dex|router|nft|eth2 depositor|blacklister|token|dollar"
+    r"|commerce fee|charity|recovery"
+)
 CLUSTER_COLUMNS = ["address", "cluster_id", "cluster_label", "kind", "role", "exchange", "count"]
 CLUSTER_COLUMNS += ["first_seen", "last_seen", "hot_wallet", "deposit", "cluster_size"]
 _CLUSTER_SCHEMA = {
@@ -160,9 +163,7 @@ def _forwards(events: pl.LazyFrame, p: ClusterParams) -> pl.LazyFrame:
     transfer of that token and at most ``window`` before it (``received``, ``n_in``, ``first_in``), and ``matched``."""
     ev = events.sort("addr", "tkey", "ts", "is_out", "log_index").with_columns(
         # segment k: the receipts after outgoing transfer k-1, closed by outgoing transfer k
-        (pl.col("is_out").cast(pl.Int64).cum_sum().over("addr", "tkey") - pl.col("is_out").cast(pl.Int64)).alias(
-            "seg"
-        )
+        (pl.col("is_out").cast(pl.Int64).cum_sum().over("addr", "tkey") - pl.col("is_out").cast(pl.Int64)).alias("seg")
     )
     outs = ev.filter(pl.col("is_out"))
     recv = (
@@ -209,8 +210,14 @@ def _deposits(fwd: pl.LazyFrame, p: ClusterParams) -> pl.LazyFrame:
             & (pl.col("count") >= p.min_forwards)
             & (pl.col("count") >= p.min_share * pl.col("n_out"))
         )
-        .select(pl.col("addr").alias("address"), "exchange", pl.col("count").cast(pl.Int64), "first_seen",
-                "last_seen", "hot_wallet")  # fmt: skip
+        .select(
+            pl.col("addr").alias("address"),
+            "exchange",
+            pl.col("count").cast(pl.Int64),
+            "first_seen",
+            "last_seen",
+            "hot_wallet",
+        )  # fmt: skip
     )
 
 
@@ -373,8 +380,18 @@ def summary(table: pl.DataFrame) -> pl.DataFrame:
         )
         .with_columns(pl.coalesce("label", pl.col("exchange")).alias("label"))
         .sort(["kind", "deposits", "senders", "cluster_id"], descending=[False, True, True, False])
-        .select("cluster_id", "label", "kind", "exchange", "hot_wallets", "deposits", "senders", "evidence",
-                "first_seen", "last_seen")  # fmt: skip
+        .select(
+            "cluster_id",
+            "label",
+            "kind",
+            "exchange",
+            "hot_wallets",
+            "deposits",
+            "senders",
+            "evidence",
+            "first_seen",
+            "last_seen",
+        )  # fmt: skip
     )
 
 
@@ -455,15 +472,13 @@ def collapse(trace: Trace, table: pl.DataFrame, kinds: tuple[str, ...] = ("excha
             pl.col("side").first(),
             pl.col("cluster_id").first(),
             pl.coalesce(pl.col("name").first(), pl.col("label").first()).alias("label"),
-            pl.coalesce(pl.col("cluster_category").first(), pl.col("category").drop_nulls().first()).alias(
-                "category"
-            ),
+            pl.coalesce(pl.col("cluster_category").first(), pl.col("category").drop_nulls().first()).alias("category"),
             pl.when(pl.col("cluster_id").first().is_not_null())
             .then(pl.lit("cluster"))
             .otherwise(pl.col("label_source").first())
             .alias("label_source"),
             pl.col("flagged").any(),
-            pl.col("path_risk").flatten().drop_nulls().unique().sort().alias("path_risk"),
+            pl.col("path_risk").list.explode(keep_nulls=False, empty_as_null=False).unique().sort().alias("path_risk"),
             pl.col("address").sort().alias("members"),
         )
         .rename({"node": "address"})

@@ -163,7 +163,10 @@ def build(
     # customers: 1-3 wallets, a deposit address at one or two exchanges
     for c in range(customers):
         entity = f"customer-{c}"
-        wallets = [pl_.new("customer wallet", f"{c}-{k}", entity=entity) for k in range(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))]
+        wallets = [
+            pl_.new("customer wallet", f"{c}-{k}", entity=entity)
+            for k in range(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
+        ]
         n_ex = 2 if rng.random() < 0.2 else 1
         for ex in rng.choice(EXCHANGES, size=n_ex, replace=False):
             token = TOKEN if rng.random() < token_share else "ETH"
@@ -177,8 +180,10 @@ def build(
                 if rng.random() < 0.25:  # a second payment before the sweep: swept together
                     paid.append(pl_.amount(token))
                     pl_.pay(t + int(rng.integers(1, 10)) * MIN, str(rng.choice(wallets)), dep, token, paid[1])
-                delay = int(rng.integers(1, 4) * DAY + rng.integers(0, DAY)) if slow else int(
-                    np.clip(rng.exponential(20 * MIN), 30_000, 8 * HOUR)
+                delay = (
+                    int(rng.integers(1, 4) * DAY + rng.integers(0, DAY))
+                    if slow
+                    else int(np.clip(rng.exponential(20 * MIN), 30_000, 8 * HOUR))
                 )
                 sweep_at = t + 10 * MIN + delay
                 pl_.forward(sweep_at, dep, pl_.wallet_of(str(ex)), token, sum(paid))
@@ -188,11 +193,11 @@ def build(
                 pl_.pay(T0 + int(rng.integers(0, span)), w, str(rng.choice(merchants)), "ETH", pl_.amount("ETH") / 10)
 
     # payroll into many customers' deposit addresses, and withdrawals from another exchange into them
-    for dep, ex, token in [d for d in deposits if d[2] == "ETH"][: 15]:
+    for dep, ex, _ in [d for d in deposits if d[2] == "ETH"][:15]:
         t = T0 + span + int(rng.integers(0, 2 * DAY))
         pl_.pay(t, payroll, dep, "ETH", 3.0)
         pl_.forward(t + 15 * MIN, dep, pl_.wallet_of(ex), "ETH", 3.0)
-    for i, (dep, ex, token) in enumerate([d for d in deposits if d[2] == "ETH"][15:25]):
+    for i, (dep, ex, _) in enumerate([d for d in deposits if d[2] == "ETH"][15:25]):
         other = next(e for e in EXCHANGES if e != ex)
         t = T0 + span + 3 * DAY + i * HOUR
         pl_.pay(t, pl_.wallet_of(other), dep, "ETH", 2.0)
@@ -207,7 +212,9 @@ def build(
         for _ in range(int(rng.integers(2, 5))):
             t, amt = T0 + int(rng.integers(0, span)), pl_.amount("ETH")
             pl_.pay(t, employer, a, "ETH", amt)
-            pl_.pay(t + int(rng.integers(5, 120)) * MIN, a, pl_.wallet_of(ex), "ETH", amt if rng.random() < 0.5 else amt / 2)
+            pl_.pay(
+                t + int(rng.integers(5, 120)) * MIN, a, pl_.wallet_of(ex), "ETH", amt if rng.random() < 0.5 else amt / 2
+            )
         for _ in range(int(rng.integers(4, 10))):
             pl_.pay(T0 + int(rng.integers(0, span)), a, str(rng.choice(merchants)), "ETH", pl_.amount("ETH") / 20)
 
@@ -303,8 +310,10 @@ def play_on_anvil(s: DepositScenario, url: str) -> str:
     me = w3.eth.accounts[0]
     rpc("evm_setNextBlockTimestamp", [hex((T0 - 2 * DAY) // 1000)])
     art = artifact("ERC20Preset")
-    txh = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor("Scenario Token", TOKEN).transact(
-        {"from": me, "gas": 8_000_000}
+    txh = (
+        w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+        .constructor("Scenario Token", TOKEN)
+        .transact({"from": me, "gas": 8_000_000})
     )
     tok = w3.eth.contract(address=w3.eth.wait_for_transaction_receipt(txh).contractAddress, abi=art["abi"])
     for a, eth in s.balances.items():
@@ -315,7 +324,9 @@ def play_on_anvil(s: DepositScenario, url: str) -> str:
         to = Web3.to_checksum_address(m.to)
         wei = round(m.amount * 10**18)
         if m.token == "ETH":
-            txh = w3.eth.send_transaction({"from": frm, "to": to, "value": wei, "gas": GAS_ETH, "gasPrice": m.gas_price})
+            txh = w3.eth.send_transaction(
+                {"from": frm, "to": to, "value": wei, "gas": GAS_ETH, "gasPrice": m.gas_price}
+            )
         elif m.sender == ZERO:
             txh = tok.functions.mint(to, wei).transact({"from": me, "gas": 200_000})
         else:
@@ -388,7 +399,9 @@ def score(table: pl.DataFrame, s: DepositScenario, moves: pl.DataFrame | None = 
     deposit_entity = dict(zip(dep["address"], dep["entity"], strict=True))
     wallets = truth.filter(pl.col("role") == "customer wallet")
     entity_of = dict(zip(wallets["address"], wallets["entity"], strict=True))
-    paid = frame.filter(pl.col("from_address").is_in(list(entity_of)) & pl.col("to_address").is_in(list(deposit_entity)))
+    paid = frame.filter(
+        pl.col("from_address").is_in(list(entity_of)) & pl.col("to_address").is_in(list(deposit_entity))
+    )
     seen: dict[str, list[str]] = {}
     for frm, to in paid.select("from_address", "to_address").iter_rows():
         if deposit_entity[to] == entity_of[frm]:
