@@ -250,7 +250,7 @@ def test_planted_scenario_on_anvil_reads_back_the_same(tmp_path):
     from tests.services.anvil import start_anvil
 
     s = ds.build(seed=11, customers=14, confounders=2)
-    node = start_anvil("--auto-impersonate", timeout_s=60.0)
+    node = start_anvil(*ds.ANVIL_ARGS, timeout_s=60.0)
     try:
         token = ds.play_on_anvil(s, node.url)
         rpc = Rpc(node.url)

@@ -45,20 +45,27 @@ TOKEN = "TKN"  # the scenario's ERC-20 (18 decimals); its contract address is th
 FRAME_TOKEN = "0x" + hashlib.sha256(b"scenario-token").hexdigest()[:40]
 ZERO = "0x" + "0" * 40
 GAS_ETH = 21_000  # gas of a plain ether transfer
+E18 = 10**18
+# anvil for :func:`play_on_anvil`: any sender accepted, and a genesis block before the plan (block times only rise)
+ANVIL_ARGS = ("--auto-impersonate", "--timestamp", str((T0 - 3 * DAY) // 1000))
 CONFOUNDERS = ("direct payer", "otc relay", "slow forwarder", "partial forwarder", "multi-exchange sweeper")
 CONFOUNDERS += ("pass-through",)
 
 
 @dataclass(frozen=True)
 class Move:
-    """One planned transfer: ``amount`` in token units (ether for ``ETH``); ``gas_price`` in wei."""
+    """One planned transfer of ``wei`` base units (both the ether and the token have 18 decimals)."""
 
     ts: int
     sender: str
     to: str
     token: str  # "ETH" or TOKEN
-    amount: float
-    gas_price: int = 30 * 10**9
+    wei: int
+    gas_price: int = 30 * 10**9  # wei per gas
+
+    @property
+    def amount(self) -> float:
+        return self.wei / E18
 
 
 @dataclass
@@ -111,10 +118,11 @@ class _Planner:
         ws = sorted(a for a, e in self.hot.items() if e == exchange)
         return ws[int(self.rng.integers(len(ws)))]
 
-    def amount(self, token: str) -> float:
+    def amount(self, token: str) -> int:
+        """A payment in base units: ether to 4 decimals (0.05-40), the token to 2 (10-100,000)."""
         if token == "ETH":
-            return float(np.clip(np.round(self.rng.lognormal(0.0, 1.0), 4), 0.05, 40.0))
-        return float(np.clip(np.round(self.rng.lognormal(7.5, 1.0), 2), 10.0, 100_000.0))
+            return int(round(float(np.clip(self.rng.lognormal(0.0, 1.0), 0.05, 40.0)) * 10**4)) * 10**14
+        return int(round(float(np.clip(self.rng.lognormal(7.5, 1.0), 10.0, 100_000.0)) * 100)) * 10**16
 
     def gas_price(self) -> int:
         return int(self.rng.integers(20, 121)) * 10**9
@@ -124,21 +132,21 @@ class _Planner:
         self.balances[sender] = 1_000.0
         if token != "ETH" and sender not in self.minted:
             self.minted.add(sender)
-            self.moves.append(Move(T0 - DAY, ZERO, sender, token, 1_000_000.0))
+            self.moves.append(Move(T0 - DAY, ZERO, sender, token, 10**6 * E18))
 
-    def pay(self, ts: int, sender: str, to: str, token: str, amount: float) -> None:
+    def pay(self, ts: int, sender: str, to: str, token: str, wei: int) -> None:
         self.fund(sender, token)
-        self.moves.append(Move(ts, sender, to, token, amount, self.gas_price()))
+        self.moves.append(Move(ts, sender, to, token, wei, self.gas_price()))
 
-    def forward(self, ts: int, sender: str, to: str, token: str, received: float, share: float = 1.0) -> None:
-        """Forward ``share`` of ``received``; all of it means ether minus this transfer's own gas."""
+    def forward(self, ts: int, sender: str, to: str, token: str, received: int, share: float = 1.0) -> None:
+        """Forward ``share`` of ``received``; all of it means ether minus this transfer's own gas, to the wei."""
         gp = self.gas_price()
-        amount = received * share
+        wei = received if share == 1.0 else int(received * share)
         if token == "ETH" and share == 1.0:
-            amount = received - GAS_ETH * gp / 1e18
+            wei = received - GAS_ETH * gp
         elif token != "ETH":  # the sender needs ether for gas: a small payment first (tokens move exactly)
-            self.moves.append(Move(ts - MIN, self.funders[self._exchange_of(to)], sender, "ETH", 0.01))
-        self.moves.append(Move(ts, sender, to, token, amount, gp))
+            self.moves.append(Move(ts - MIN, self.funders[self._exchange_of(to)], sender, "ETH", 10**16))
+        self.moves.append(Move(ts, sender, to, token, wei, gp))
 
     def _exchange_of(self, to: str) -> str:
         return self.hot.get(to, EXCHANGES[0])
@@ -190,18 +198,18 @@ def build(
                 t = sweep_at + int(rng.integers(1, 5)) * DAY
         for w in wallets:  # other activity of the customer's wallets
             for _ in range(int(rng.integers(0, 4))):
-                pl_.pay(T0 + int(rng.integers(0, span)), w, str(rng.choice(merchants)), "ETH", pl_.amount("ETH") / 10)
+                pl_.pay(T0 + int(rng.integers(0, span)), w, str(rng.choice(merchants)), "ETH", pl_.amount("ETH") // 10)
 
     # payroll into many customers' deposit addresses, and withdrawals from another exchange into them
     for dep, ex, _ in [d for d in deposits if d[2] == "ETH"][:15]:
         t = T0 + span + int(rng.integers(0, 2 * DAY))
-        pl_.pay(t, payroll, dep, "ETH", 3.0)
-        pl_.forward(t + 15 * MIN, dep, pl_.wallet_of(ex), "ETH", 3.0)
+        pl_.pay(t, payroll, dep, "ETH", 3 * E18)
+        pl_.forward(t + 15 * MIN, dep, pl_.wallet_of(ex), "ETH", 3 * E18)
     for i, (dep, ex, _) in enumerate([d for d in deposits if d[2] == "ETH"][15:25]):
         other = next(e for e in EXCHANGES if e != ex)
         t = T0 + span + 3 * DAY + i * HOUR
-        pl_.pay(t, pl_.wallet_of(other), dep, "ETH", 2.0)
-        pl_.forward(t + 20 * MIN, dep, pl_.wallet_of(ex), "ETH", 2.0)
+        pl_.pay(t, pl_.wallet_of(other), dep, "ETH", 2 * E18)
+        pl_.forward(t + 20 * MIN, dep, pl_.wallet_of(ex), "ETH", 2 * E18)
 
     # confounders
     for i in range(confounders):
@@ -213,10 +221,14 @@ def build(
             t, amt = T0 + int(rng.integers(0, span)), pl_.amount("ETH")
             pl_.pay(t, employer, a, "ETH", amt)
             pl_.pay(
-                t + int(rng.integers(5, 120)) * MIN, a, pl_.wallet_of(ex), "ETH", amt if rng.random() < 0.5 else amt / 2
+                t + int(rng.integers(5, 120)) * MIN,
+                a,
+                pl_.wallet_of(ex),
+                "ETH",
+                amt if rng.random() < 0.5 else amt // 2,
             )
         for _ in range(int(rng.integers(4, 10))):
-            pl_.pay(T0 + int(rng.integers(0, span)), a, str(rng.choice(merchants)), "ETH", pl_.amount("ETH") / 20)
+            pl_.pay(T0 + int(rng.integers(0, span)), a, str(rng.choice(merchants)), "ETH", pl_.amount("ETH") // 20)
 
         # OTC relay: forwards every payment in full within the hour, to an exchange about a third of the time
         a = pl_.new("otc relay", i, exchange=ex)
@@ -274,7 +286,7 @@ def _unique_seconds(moves: list[Move]) -> list[Move]:
     for m in sorted(moves, key=lambda m: m.ts):
         s = max(m.ts // 1000, last + 1)
         last = s
-        out.append(Move(s * 1000, m.sender, m.to, m.token, m.amount, m.gas_price))
+        out.append(Move(s * 1000, m.sender, m.to, m.token, m.wei, m.gas_price))
     return out
 
 
@@ -292,14 +304,14 @@ def to_frame(s: DepositScenario) -> pl.DataFrame:
             "from_address": [m.sender for m in s.moves],
             "to_address": [m.to for m in s.moves],
             "value": [m.amount for m in s.moves],
-            "raw_value": [str(round(m.amount * 10**18)) for m in s.moves],
+            "raw_value": [str(m.wei) for m in s.moves],
         },
         schema_overrides={"token": pl.String},
     )
 
 
 def play_on_anvil(s: DepositScenario, url: str) -> str:
-    """Send every move as a real transaction (anvil started with ``--auto-impersonate``); returns the token's
+    """Send every move as a real transaction (anvil started with :data:`ANVIL_ARGS`); returns the token's
     contract address. Block timestamps follow the plan; ether sweeps pay their own gas out of the amount."""
     from web3 import Web3
 
@@ -322,7 +334,7 @@ def play_on_anvil(s: DepositScenario, url: str) -> str:
         rpc("evm_setNextBlockTimestamp", [hex(m.ts // 1000)])
         frm = Web3.to_checksum_address(m.sender)
         to = Web3.to_checksum_address(m.to)
-        wei = round(m.amount * 10**18)
+        wei = m.wei
         if m.token == "ETH":
             txh = w3.eth.send_transaction(
                 {"from": frm, "to": to, "value": wei, "gas": GAS_ETH, "gasPrice": m.gas_price}
@@ -333,6 +345,8 @@ def play_on_anvil(s: DepositScenario, url: str) -> str:
             txh = tok.functions.transfer(to, wei).transact({"from": frm, "gas": 100_000, "gasPrice": m.gas_price})
         rcpt = w3.eth.wait_for_transaction_receipt(txh)
         assert rcpt.status == 1, f"scenario move failed: {m}"
+    last = w3.eth.get_block("latest")["timestamp"]
+    assert last == s.moves[-1].ts // 1000, f"the node did not take the planned block times ({last})"
     return tok.address.lower()
 
 
