@@ -242,7 +242,8 @@ def components(edges: pl.DataFrame, max_rounds: int = 64) -> pl.DataFrame:
 
 
 def _users(ins: pl.LazyFrame, deposits: pl.DataFrame, labelled: pl.DataFrame, p: ClusterParams) -> pl.DataFrame:
-    """User clusters: senders linked through the deposit addresses they paid into (two or more senders each)."""
+    """User clusters: senders linked through the deposit addresses they paid into (two or more senders each).
+    ``ins``: every transfer into a candidate (``addr``) from a sender (``other``)."""
     pays = (
         ins.drop("exchange")
         .join(deposits.lazy().select(pl.col("address").alias("addr"), "exchange", "hot_wallet"), on="addr")
@@ -250,8 +251,16 @@ def _users(ins: pl.LazyFrame, deposits: pl.DataFrame, labelled: pl.DataFrame, p:
         .join(deposits.lazy().select(pl.col("address").alias("other")), on="other", how="anti")
         .collect()
     )
-    busy = pays.group_by("other").agg(pl.col("addr").n_unique().alias("n")).filter(pl.col("n") > p.max_sender_deposits)
-    pays = pays.join(busy.select("other"), on="other", how="anti")
+    # counted over every candidate it paid (an address that sent to a hot wallet), found or not: a payroll paying
+    # 15 deposit addresses of which 6 were swept too late to be found is still a payroll
+    busy = (
+        ins.group_by("other")
+        .agg(pl.col("addr").n_unique().alias("n"))
+        .filter(pl.col("n") > p.max_sender_deposits)
+        .select("other")
+        .collect()
+    )
+    pays = pays.join(busy, on="other", how="anti")
     if pays.is_empty():
         return pl.DataFrame(schema=_CLUSTER_SCHEMA)
     comp = components(pays.select(pl.col("other").alias("a"), pl.col("addr").alias("b")).unique(), p.max_rounds)

@@ -118,12 +118,13 @@ def test_user_clusters_by_hand():
     assert users["cluster_id"].n_unique() == 1 and users["cluster_size"].to_list() == [3, 3, 3]
     assert users.filter(pl.col("address") == U2)["count"][0] == 3
     # a payroll service paying into more deposit addresses than max_sender_deposits links nobody
-    pay = _frame([(10 * DAY + i * MIN, PAYROLL, d, 1.0, "ETH") for i, d in enumerate((DEP, DEP2))])
+    # (counted over every address it paid that sent to a hot wallet: SLOW counts though it is not found)
+    pay = _frame([(10 * DAY + i * MIN, PAYROLL, d, 1.0, "ETH") for i, d in enumerate((DEP, DEP2, SLOW))])
     sweeps = _frame([(10 * DAY + 30 * MIN + i * MIN, d, BINANCE_14, 0.999, "ETH") for i, d in enumerate((DEP, DEP2))])
     both = pl.concat([CASES, pay, sweeps])
     linked = clusters(both).filter(pl.col("kind") == "user")
-    assert PAYROLL in set(linked["address"])  # 2 deposit addresses: still a person by default
-    strict = clusters(both, ClusterParams(max_sender_deposits=1)).filter(pl.col("kind") == "user")
+    assert PAYROLL in set(linked["address"])  # 3 candidates: still a person by default
+    strict = clusters(both, ClusterParams(max_sender_deposits=2)).filter(pl.col("kind") == "user")
     assert PAYROLL not in set(strict["address"])
     assert components(pl.DataFrame({"a": ["x", "y", "p"], "b": ["y", "z", "q"]})).rows() == [
         ("p", "p"),
@@ -143,9 +144,9 @@ def test_hot_wallets_come_from_the_shipped_labels():
     assert hot["exchange"].str.to_lowercase().n_unique() == hot["exchange"].n_unique()  # Kucoin/KuCoin merged
 
 
-@pytest.fixture(scope="module")
-def planted() -> tuple[ds.DepositScenario, pl.DataFrame]:
-    s = ds.build(seed=7)
+@pytest.fixture(scope="module", params=[7, 9])  # seed 9 once merged 10 customers through a payroll service
+def planted(request) -> tuple[ds.DepositScenario, pl.DataFrame]:
+    s = ds.build(seed=request.param)
     return s, ds.to_frame(s)
 
 
@@ -167,7 +168,7 @@ def test_planted_deposits_found_and_confounders_excluded(planted):
     assert set(dep) - found <= slow and len(set(dep) - found) == sc.fn and sc.fn > 0
     assert sc.recall > 0.8
     # users: no two customers merged (the payroll service and exchange withdrawals link no one)
-    assert sc.pair_fp == 0 and sc.pair_recall > 0.85
+    assert sc.pair_fp == 0 and sc.pair_recall > 0.8
     # a week-long window finds the slow sweeps and lets the slow forwarders in
     wide = ds.score(clusters(frame, ClusterParams(window=timedelta(days=11))), s, frame)
     assert wide.recall > sc.recall and wide.flagged_by_role.get("slow forwarder", 0) > 0

@@ -342,7 +342,7 @@ def play_on_anvil(s: DepositScenario, url: str) -> str:
         elif m.sender == ZERO:
             txh = tok.functions.mint(to, wei).transact({"from": me, "gas": 200_000})
         else:
-            txh = tok.functions.transfer(to, wei).transact({"from": frm, "gas": 100_000, "gasPrice": m.gas_price})
+            txh = tok.functions.transfer(to, wei).transact({"from": frm, "gas": 65_000, "gasPrice": m.gas_price})
         rcpt = w3.eth.wait_for_transaction_receipt(txh)
         assert rcpt.status == 1, f"scenario move failed: {m}"
     last = w3.eth.get_block("latest")["timestamp"]
