@@ -293,13 +293,14 @@ def add_clusters_arguments(p: argparse.ArgumentParser) -> None:
         "deposit address belongs to one customer). One row per cluster, or per address with --members."
     )
     p.epilog = """\
-how a deposit address is recognised (each knob below):
+how a deposit address is recognised (the knobs above):
   every outgoing transfer is matched with what the address received of the same token since its previous
   outgoing transfer and at most --window before it. It is a forward when it goes to a hot wallet and its
   amount is within --tolerance of that (ether may also be short by --native-fee: the sweep's gas). An
   address whose forwards go to one exchange only and make up at least --min-share of its outgoing
-  transfers is a deposit address. A sender paying into more than --max-sender-deposits deposit addresses
-  (payroll, a payment processor) links no users; labelled senders (another exchange withdrawing) neither.
+  transfers is a deposit address. A sender paying into more than --max-sender-deposits addresses that
+  forward to exchanges (payroll, a payment processor) links no users; nor do labelled senders (another
+  exchange withdrawing). --token/--start/--end limit what the heuristic sees, evidence included.
 
 what it gets wrong: a person's own wallet used once to reach an exchange (receive, forward everything,
   never used again) looks exactly like a deposit address; deposit addresses swept later than --window are

@@ -15,7 +15,8 @@ to one of the exchange's hot wallets shortly afterwards, in (nearly) the same am
 - a **user cluster** is the senders that share deposit addresses (connected components of the sender-deposit
   graph): a deposit address belongs to one customer, so every wallet paying into it is that customer's.
   Labelled senders (another exchange's hot wallet withdrawing to a customer, a DEX) and senders paying into more
-  than :attr:`ClusterParams.max_sender_deposits` deposit addresses (payroll, payment processors) link nothing.
+  than :attr:`ClusterParams.max_sender_deposits` addresses that forward to exchanges (payroll, payment
+  processors) link nothing.
 
 Hot wallets come from :mod:`continuum.labels` (category ``exchange``), minus the exchange-owned addresses that
 never receive sweeps (deployers, deposit funders, contracts: :data:`NOT_COLLECTOR`). Amounts are compared within
@@ -47,7 +48,7 @@ class ClusterParams:
     native_fee: float = 0.01  # ether only: the deposit address pays the sweep's gas out of the amount (ETH)
     min_share: float = 0.9  # matched forwards to the one exchange / all its outgoing transfers (by count)
     min_forwards: int = 1  # at least this many matched forwards
-    max_sender_deposits: int = 10  # a sender paying into more deposit addresses is a service: it links no users
+    max_sender_deposits: int = 10  # a sender paying more candidates (found or not) is a service: links no users
     max_rounds: int = 64  # label-propagation rounds for the user components (stops early when stable)
 
     def __post_init__(self) -> None:
