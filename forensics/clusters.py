@@ -41,7 +41,8 @@ from forensics.values import NATIVE_KEY, token_key
 
 @dataclass(frozen=True)
 class ClusterParams:
-    """Knobs of the deposit-address heuristic; the defaults follow Victor (2020), who used ~12 h and 0.01 ETH."""
+    """Knobs of the deposit-address heuristic. Defaults near Victor's (2020) as recalled (0.01 ETH, ~12 h of
+    blocks; not re-checked); bench/clustering_eval.py measures what each one trades."""
 
     window: timedelta = timedelta(hours=12)  # a forward matches receipts at most this long before it
     tolerance: float = 0.01  # |forwarded - received| <= tolerance * received (relative, per token)
