@@ -233,8 +233,10 @@ def test_cli_clusters_and_collapsed_trace(tmp_path, capsys, monkeypatch):
     assert main(["trace", U2, "--lake", root, "--collapse-clusters", "--format", "csv"]) == 0
     nodes = pl.read_csv(capsys.readouterr().out.encode())
     assert "exchange:binance" in set(nodes["address"]) and DEP not in set(nodes["address"])
-    assert main(["trace", U2, "--lake", root, "--collapse-clusters"]) == 0
+    graph = tmp_path / "g.html"
+    assert main(["trace", U2, "--lake", root, "--collapse-clusters", "--out", str(graph)]) == 0
     table = capsys.readouterr().out
+    assert "<svg" in graph.read_text() and "Binance (exchange)" in graph.read_text()
     assert "exchange:binance (Binance)" in table and "null" not in table
 
 
