@@ -106,6 +106,11 @@ COMMANDS: dict[str, Any] = {
         forensics.run_counterparties,
         "rank an address's counterparties by value and count",
     ),
+    "clusters": (
+        forensics.add_clusters_arguments,
+        forensics.run_clusters,
+        "exchange deposit addresses and the wallets behind them (deposit-address heuristic)",
+    ),
     "alerts": (
         alerts.add_arguments,
         alerts.run,
@@ -127,6 +132,7 @@ examples:
   continuum evaluate --out out/eval --symbols BTC/USDT,ETH/USDT
   continuum backfill market --exchange binance --symbols BTC/USDT --since 2024-01-01
   continuum trace 0xabc... --hops 2
+  continuum clusters                               # exchange deposit addresses and user clusters in the lake
   continuum alerts --follow                        # rules on new signals/transfers -> [alerts].webhooks
 
 configuration: ./continuum.toml (or --config FILE), then CONTINUUM_<SECTION>__<KEY> variables, then options.

@@ -1,8 +1,10 @@
-"""``continuum trace``, ``continuum counterparties``: forensics on the lake's transfers; ``continuum import etl``.
+"""``continuum trace``, ``continuum counterparties``, ``continuum clusters``: forensics on the lake's transfers;
+``continuum import etl``.
 
 ``continuum alerts`` (the transfer rules, and the live rules with ``--follow``) is :mod:`commands.alerts`, which
 shares this module's options and table printer. Argument parsing is cheap (no polars import); the queries live in
-:mod:`forensics.queries`, the importer in :mod:`forensics.etl_import`.
+:mod:`forensics.queries`, address clustering in :mod:`forensics.clusters`, the importer in
+:mod:`forensics.etl_import`.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ def _print(df, fmt: str, limit: int, view: str) -> None:
         "edges": display.EDGE_COLS,
         "counterparties": display.COUNTERPARTY_COLS,
         "alerts": display.ALERT_COLS,
+        "clusters": display.CLUSTER_COLS,
+        "members": display.MEMBER_COLS,
     }[view]
     width = int(os.environ.get("COLUMNS", "120") or 120)
     print(display.table(df, cols, width=max(60, width)))
@@ -134,6 +138,13 @@ examples:
     )
     p.add_argument("--any-order", action="store_true", help="follow transfers regardless of time order")
     p.add_argument("--show", choices=("nodes", "edges"), default="nodes", help="which table to print (default nodes)")
+    p.add_argument(
+        "--collapse-clusters",
+        action="store_true",
+        help="one node per cluster: an exchange's hot wallets and the deposit addresses found for it (deposit\n"
+        "addresses then end a path like any exchange address), and wallets sharing a deposit address; found\n"
+        "over the whole lake with the defaults of `continuum clusters`",
+    )
     p.add_argument("--out", metavar="FILE", help="also write the graph: .html (drawing), .json, .dot or .svg")
     p.add_argument(
         "--rpc",
@@ -154,8 +165,10 @@ def run_trace(args: argparse.Namespace, cfg: Config) -> int:
         raise UserError(f"--top must be >= 1, got {args.top}")
     from forensics import queries
 
+    lake = _lake(args, cfg)
+    table, labels = _clusters_for_trace(lake) if args.collapse_clusters else (None, None)
     t = queries.trace(
-        _lake(args, cfg),
+        lake,
         address,
         hops=args.hops,
         direction=args.direction,
@@ -167,7 +180,12 @@ def run_trace(args: argparse.Namespace, cfg: Config) -> int:
         top=args.top,
         time_respecting=not args.any_order,
         decimals=_decimals_lookup(args.rpc, cfg),
+        labels=labels,
     )
+    if table is not None:
+        from forensics.clusters import collapse
+
+        t = collapse(t, table)
     if args.out:
         from forensics.graph import write
 
@@ -210,6 +228,18 @@ def run_trace(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _clusters_for_trace(lake):
+    """The cluster table over the whole lake, and the label set with its deposit addresses added (as exchange)."""
+    import polars as pl
+
+    from continuum.labels import load_labels
+    from forensics.clusters import as_labels, clusters
+
+    table = clusters(lake)
+    base = load_labels().select("address", "name", "category", "source")
+    return table, pl.concat([base, as_labels(table)])
+
+
 # --------------------------------------------------------------------------- counterparties
 def add_counterparties_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
@@ -250,6 +280,97 @@ def run_counterparties(args: argparse.Namespace, cfg: Config) -> int:
         print(f"no transfers with {address} in the lake with these filters (is the lake filled? see --help)")
         return 0
     _print(df, args.format, args.limit, "counterparties")
+    return 0
+
+
+# --------------------------------------------------------------------------- clusters
+def add_clusters_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Address clusters found in the lake's transfers with the exchange deposit-address heuristic (Victor,\n"
+        "FC 2020): an address that receives funds and forwards (nearly) all of them to a labelled hot wallet of\n"
+        "one exchange soon afterwards is that exchange's deposit address. An exchange cluster is its hot wallets\n"
+        "and deposit addresses; a user cluster is the wallets that paid into the same deposit addresses (one\n"
+        "deposit address belongs to one customer). One row per cluster, or per address with --members."
+    )
+    p.epilog = """\
+how a deposit address is recognised (the knobs above):
+  every outgoing transfer is matched with what the address received of the same token since its previous
+  outgoing transfer and at most --window before it. It is a forward when it goes to a hot wallet and its
+  amount is within --tolerance of that (ether may also be short by --native-fee: the sweep's gas). An
+  address whose forwards go to one exchange only and make up at least --min-share of its outgoing
+  transfers is a deposit address. A sender paying into more than --max-sender-deposits addresses that
+  forward to exchanges (payroll, a payment processor) links no users; nor do labelled senders (another
+  exchange withdrawing). --token/--start/--end limit what the heuristic sees, evidence included.
+
+what it gets wrong: a person's own wallet used once to reach an exchange (receive, forward everything,
+  never used again) looks exactly like a deposit address; deposit addresses swept later than --window are
+  missed. Measured precision and recall: docs/forensics.md, "Clustering".
+
+examples:
+  continuum clusters                                 # one row per cluster, largest first
+  continuum clusters --kind user --members           # wallets linked through shared deposit addresses
+  continuum clusters --address 0xabc...              # the cluster(s) an address is in, with every member
+  continuum clusters --exchange Binance --members --format csv > binance.csv
+  continuum clusters --window 24h --tolerance 0.05   # looser: more found, more mistaken
+  continuum trace 0xabc... --collapse-clusters       # a trace with one node per cluster
+
+"""
+    _common(p, with_address=False)
+    p.add_argument("--kind", choices=("exchange", "user", "all"), default="all", help="which clusters (default all)")
+    p.add_argument("--exchange", help="only clusters of this exchange (as labelled, e.g. Binance; any case)")
+    p.add_argument("--address", help="only the cluster(s) this address is a member of (implies --members)")
+    p.add_argument("--members", action="store_true", help="one row per member address instead of per cluster")
+    p.add_argument("--window", default="12h", help="forward at most this long after receiving (default 12h; 30m, 3d)")
+    p.add_argument("--tolerance", type=float, default=0.01, help="relative amount tolerance (default 0.01 = 1%%)")
+    p.add_argument("--native-fee", type=float, default=0.01, help="ether a sweep may lack for its gas (default 0.01)")
+    p.add_argument("--min-share", type=float, default=0.9, help="share of outgoing transfers that are forwards (0.9)")
+    p.add_argument("--min-forwards", type=int, default=1, help="matched forwards a deposit address needs (default 1)")
+    p.add_argument("--max-sender-deposits", type=int, default=10, help="a sender paying more links no users (10)")
+
+
+def run_clusters(args: argparse.Namespace, cfg: Config) -> int:
+    from continuum.timeframes import timeframe_ms
+
+    window = timeframe_ms(args.window, "--window")
+    address = None
+    if args.address:
+        from forensics.addresses import parse_address
+
+        address = parse_address(args.address)
+    from datetime import timedelta
+
+    import polars as pl
+
+    from forensics.clusters import ClusterParams, clusters, summary
+
+    try:
+        params = ClusterParams(
+            window=timedelta(milliseconds=window),
+            tolerance=args.tolerance,
+            native_fee=args.native_fee,
+            min_share=args.min_share,
+            min_forwards=args.min_forwards,
+            max_sender_deposits=args.max_sender_deposits,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    table = clusters(
+        _lake(args, cfg), params, token=args.token, start=_date(args.start, "--start"), end=_date(args.end, "--end")
+    )
+    if args.kind != "all":
+        table = table.filter(pl.col("kind") == args.kind)
+    if args.exchange:
+        table = table.filter(pl.col("exchange").str.to_lowercase().str.contains(args.exchange.lower(), literal=True))
+    if address:
+        ids = table.filter(pl.col("address") == address)["cluster_id"].implode()
+        table = table.filter(pl.col("cluster_id").is_in(ids))
+    if table.is_empty() and args.format == "table":
+        print("no clusters in the lake with these filters (is the lake filled? does it reach a labelled exchange?)")
+        return 0
+    if args.members or address:
+        _print(table, args.format, args.limit, "members")
+    else:
+        _print(summary(table), args.format, args.limit, "clusters")
     return 0
 
 

@@ -19,7 +19,13 @@ NONE = "—"
 
 
 def short(address: str | None) -> str:
-    return NONE if not address else f"{address[:6]}…{address[-4:]}"
+    """``0x64a0…c5ad``; cluster ids: ``exchange:binance`` whole, ``user:0x22e2…535a``."""
+    if not address:
+        return NONE
+    if address.startswith("0x"):
+        return f"{address[:6]}…{address[-4:]}"
+    kind, _, rest = address.partition(":")
+    return f"{kind}:{short(rest)}" if rest.startswith("0x") else address
 
 
 def who(address: str | None, label: str | None) -> str:
@@ -156,6 +162,26 @@ ALERT_COLS = [
     Col("from", lambda r: who(r["from_address"], r["from_label"]), 32, 12),
     Col("to", lambda r: who(r["to_address"], r["to_label"]), 32, 12),
     Col("tx", lambda r: short(r["tx_hash"]), 11),
+]
+
+
+CLUSTER_COLS = [
+    Col("cluster", lambda r: short(r["cluster_id"]), 24, 14),
+    Col("label", lambda r: r["label"], 36, 14),
+    Col("hot wallets", lambda r: str(r["hot_wallets"]), 11, right=True),
+    Col("deposits", lambda r: str(r["deposits"]), 8, right=True),
+    Col("senders", lambda r: str(r["senders"]), 7, right=True),
+    Col("evidence", lambda r: str(r["evidence"]), 8, right=True),
+    Col("first seen", lambda r: when(r["first_seen"]), 16, 10),
+    Col("last seen", lambda r: when(r["last_seen"]), 16, 10),
+]
+MEMBER_COLS = [
+    Col("address", lambda r: r["address"], 42, 14),
+    Col("cluster", lambda r: r["cluster_label"], 34, 14),
+    Col("role", lambda r: r["role"], 10),
+    Col("n", lambda r: str(r["count"]), 5, right=True),
+    Col("first seen", lambda r: when(r["first_seen"]), 16, 10),
+    Col("via", lambda r: short(r["deposit"] or r["hot_wallet"]), 11),
 ]
 
 
