@@ -57,3 +57,14 @@ def is_address(text: str) -> bool:
     except UserError:
         return False
     return True
+
+
+def short(address: str | None, none: str = "—") -> str:
+    """How an address is shown to a reader: ``0x64a0…c5ad``; a cluster id keeps its kind (``exchange:binance``
+    whole, ``user:0x22e2…535a``); nothing is ``none``. One form for tables, graphs and messages alike."""
+    if not address:
+        return none
+    if address.startswith("0x"):
+        return f"{address[:6]}…{address[-4:]}"
+    kind, _, rest = address.partition(":")
+    return f"{kind}:{short(rest)}" if rest.startswith("0x") else address

@@ -15,17 +15,9 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from forensics.addresses import short
+
 NONE = "—"
-
-
-def short(address: str | None) -> str:
-    """``0x64a0…c5ad``; cluster ids: ``exchange:binance`` whole, ``user:0x22e2…535a``."""
-    if not address:
-        return NONE
-    if address.startswith("0x"):
-        return f"{address[:6]}…{address[-4:]}"
-    kind, _, rest = address.partition(":")
-    return f"{kind}:{short(rest)}" if rest.startswith("0x") else address
 
 
 def who(address: str | None, label: str | None) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from forensics.addresses import short
 from forensics.queries import Trace
 
 COLORS = {
@@ -28,10 +29,6 @@ COLORS = {
     None: "#c7c7c7",
 }
 ROOT_COLOR = "#2ca02c"
-
-
-def short(address: str) -> str:
-    return f"{address[:6]}…{address[-4:]}"
 
 
 def node_title(row: dict) -> str:

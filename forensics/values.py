@@ -53,10 +53,6 @@ def token_key(col: str = "token") -> pl.Expr:
     return pl.col(col).fill_null(NATIVE_KEY)
 
 
-def short(address: str) -> str:
-    return f"{address[:6]}…{address[-4:]}"
-
-
 class DecimalsCache:
     """``decimals()`` answers per token, asked once: in memory, and in a JSON file when ``path`` is given.
 
