@@ -213,7 +213,8 @@ def stream_model(args: argparse.Namespace, cfg: Config, fp) -> tuple:
     chunk = 8
     cut = cut_index(fp.times, date_ms(args.pretrain_until, "--pretrain-until"), chunk)
     check_cut(cut, len(fp.times), "--pretrain-until")
-    cache = PretrainCache(fp, cut, PretrainConfig(steps=args.pretrain_steps, seed=args.seed), progress=not args.quiet)
+    pcfg = PretrainConfig(steps=args.pretrain_steps, seed=args.seed)
+    cache = PretrainCache(fp, cut, pcfg, progress=not args.quiet, device=device)
     t0 = time.perf_counter()
     bar = tqdm(total=len(fp.times) - cut, desc=f"{args.model} stream", unit="bar", disable=args.quiet, file=sys.stderr)
     res = stream_from_cut(

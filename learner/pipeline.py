@@ -44,13 +44,20 @@ class PretrainCache:
 
     ``build_model`` asks it for a Hope config's net; configs that differ only in online behaviour
     (``hope``, ``hope-frozen``) share one (``learner.models.pretrain_key``). Every caller gets a copy.
+    ``device``: where pre-training runs and the nets stay (the models stream on the same device).
     """
 
     def __init__(
-        self, fp: FeaturePanel, cut: int, pcfg: PretrainConfig, progress: bool, skip: np.ndarray | None = None
+        self,
+        fp: FeaturePanel,
+        cut: int,
+        pcfg: PretrainConfig,
+        progress: bool,
+        skip: np.ndarray | None = None,
+        device: str = "cpu",
     ):
         self.fp = fp if skip is None else masked(fp, skip)
-        self.cut, self.pcfg, self.progress = cut, pcfg, progress
+        self.cut, self.pcfg, self.progress, self.device = cut, pcfg, progress, device
         self.nets: dict[tuple, HopeNet] = {}
         self.seconds = 0.0
 
@@ -59,7 +66,12 @@ class PretrainCache:
         if key not in self.nets:
             t = time.perf_counter()
             net, _ = pretrain(
-                cfg.with_(write_memories=True, learn_cms=True), self.fp, self.cut, self.pcfg, progress=self.progress
+                cfg.with_(write_memories=True, learn_cms=True),
+                self.fp,
+                self.cut,
+                self.pcfg,
+                progress=self.progress,
+                device=self.device,
             )
             self.seconds += time.perf_counter() - t
             self.nets[key] = net

@@ -61,7 +61,7 @@ def run_evaluation(
     def cache_for(k: int) -> PretrainCache:
         if k not in caches:
             pcfg = PretrainConfig(steps=pretrain_steps, seed=seed + k)
-            caches[k] = PretrainCache(fp, setup.cut, pcfg, progress=progress, skip=setup.skip)
+            caches[k] = PretrainCache(fp, setup.cut, pcfg, progress=progress, skip=setup.skip, device=device)
         return caches[k]
 
     out.mkdir(parents=True, exist_ok=True)

@@ -132,3 +132,16 @@ def test_compiled_write_equals_eager():
         m.reset(3)
         preds.append(run_stream(m, fp, chunk=24).preds)
     np.testing.assert_allclose(preds[1], preds[0], rtol=1e-5, atol=2e-6)
+
+
+def test_evaluate_and_backtest_pipeline_pretrains_and_streams_on_the_device():
+    """``PretrainCache(device=...)`` (what `evaluate --device` and `backtest --device` build): the meta-learned nets
+    are trained and kept on the device, and the model streamed from the cut runs there with finite forecasts."""
+    from learner.pipeline import PretrainCache, stream_from_cut
+
+    fp = synthetic_panel(T=600, B=3, F=6, seed=5)
+    cache = PretrainCache(fp, 480, PretrainConfig(steps=2, seq_len=48, batch=4, carry=2, seed=1), False, device=DEVICE)
+    res = stream_from_cut("hope", fp, 480, cache, base=_cfg(), chunk=8, device=DEVICE)
+    (net,) = cache.nets.values()
+    assert {p.device.type for p in net.parameters()} == {torch.device(DEVICE).type}
+    assert np.isnan(res.preds[:480]).all() and np.isfinite(res.preds[480:][fp.mask[480:]]).all()
