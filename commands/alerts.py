@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from commands.forensics import _common, _date, _lake, _print
-from commands.options import add_metrics_option, config_option
+from commands.options import add_metrics_option, config_option, serve_metrics
 from continuum.config import Config
 from continuum.errors import UserError
 
@@ -195,7 +195,7 @@ def _follow(args: argparse.Namespace, cfg: Config) -> int:
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     metrics = None
     try:
-        metrics = _metrics(args.metrics_port, alerter)
+        metrics = _metrics(args, alerter)
         if kafka:
             group = args.group or "alerts"
             on_poll = None if metrics is None else _observe_consumer(metrics)
@@ -222,13 +222,12 @@ def _follow(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _metrics(port: int | None, alerter: Any):
+def _metrics(args: argparse.Namespace, alerter: Any):
     """``--metrics-port``: the alerter's inputs, alerts by rule, webhook outcomes and backlog, read when scraped."""
     from alerts.rules import SEVERITY
-    from continuum.metrics import from_port
     from continuum.schema import Signal, Transfer
 
-    metrics = from_port(port)
+    metrics = serve_metrics(args)
     if metrics is None:
         return None
     for topic in (Signal.TOPIC, Transfer.TOPIC):

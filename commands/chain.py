@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 
-from commands.options import add_metrics_option, config_option
+from commands.options import add_metrics_option, config_option, serve_metrics
 from continuum.config import Config
 from continuum.errors import UserError
 
@@ -142,7 +142,6 @@ def run_backfill(args: argparse.Namespace, cfg: Config) -> int:
 
 def run_stream(args: argparse.Namespace, cfg: Config) -> int:
     from continuum.bus_factory import make_bus
-    from continuum.metrics import from_port
     from continuum.redact import redact_logging
     from ingest.chain import ChainFollower, Rpc
 
@@ -151,7 +150,7 @@ def run_stream(args: argparse.Namespace, cfg: Config) -> int:
     redact_logging(rpc_url)  # web3 logs the URL it connects to
     rpc = Rpc(rpc_url)
     bus = make_bus(cfg)
-    metrics = from_port(args.metrics_port)
+    metrics = serve_metrics(args)
     publish = bus.publish
     if metrics is not None:
 

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from commands.options import add_metrics_option, config_option
+from commands.options import add_metrics_option, config_option, serve_metrics
 from continuum.config import Config
 from continuum.errors import UserError
 
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     cmd, env = command(args, lake)
     local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(args.address, args.address)
     probe = f"http://{f'[{local}]' if ':' in local else local}:{args.port}"
-    metrics = _metrics(args.metrics_port, probe, lake)
+    metrics = _metrics(args, probe, lake)
     try:
         return _serve(args, cmd, env, probe, lake)
     finally:
@@ -155,12 +155,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             metrics.close()
 
 
-def _metrics(port: int | None, probe: str, lake: str):
+def _metrics(args: argparse.Namespace, probe: str, lake: str):
     """``--metrics-port``: is the server up (its health check, when scraped), and how old is the newest signal."""
     from continuum.lake import Lake
-    from continuum.metrics import from_port
 
-    metrics = from_port(port)
+    metrics = serve_metrics(args)
     if metrics is not None:
         metrics.gauge_from("continuum_dashboard_up", lambda: float(_healthy(probe)))
         metrics.gauge_from("continuum_signal_age_seconds", lambda: _signal_age(Lake(lake)))

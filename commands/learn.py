@@ -10,7 +10,7 @@ import argparse
 import signal
 import sys
 
-from commands.options import add_metrics_option, config_option, split_list
+from commands.options import add_metrics_option, config_option, serve_metrics, split_list
 from continuum.config import Config
 from continuum.errors import UserError
 
@@ -75,13 +75,11 @@ def add_learner_options(p: argparse.ArgumentParser, group: str = "learner") -> N
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from continuum.bus_factory import make_bus
-    from continuum.metrics import from_port
-
     if args.max_bars is not None and args.max_bars < 1:
         raise UserError("--max-bars must be >= 1")
     if args.partitioned and args.max_bars is not None:
         raise UserError("--max-bars: not with --partitioned (use --idle-exit)")
-    metrics = from_port(args.metrics_port)
+    metrics = serve_metrics(args)
     bus = make_bus(cfg)
     svc = build_service(args, cfg, bus, metrics=metrics, partitioned=args.partitioned)
     signal.signal(signal.SIGTERM, svc.stop)

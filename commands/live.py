@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from commands import dashboard, learn
-from commands.options import add_metrics_option, config_option, split_list
+from commands.options import add_metrics_option, config_option, serve_metrics, split_list
 from continuum.config import BUNDLED_DATA, Config
 from continuum.errors import UserError
 
@@ -134,9 +134,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 def _run_roles(args: argparse.Namespace, cfg: Config, source: bool, learner: bool) -> int:
     """Source and/or learner in this process, the dashboard as a child (role ``all``)."""
     from continuum.bus_factory import make_bus
-    from continuum.metrics import from_port
-
-    metrics = from_port(args.metrics_port)
+    metrics = serve_metrics(args)
     bus = make_bus(cfg)
     stop = threading.Event()
     svc = None

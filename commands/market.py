@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 
-from commands.options import add_metrics_option, config_option
+from commands.options import add_metrics_option, config_option, serve_metrics
 from continuum.config import Config
 from continuum.errors import UserError
 from continuum.timeframes import date_ms, from_ms
@@ -173,7 +173,6 @@ def run_stream(args: argparse.Namespace, cfg: Config) -> int:
     import ccxt
 
     from continuum.bus_factory import make_bus
-    from continuum.metrics import from_port
     from continuum.redact import redact_logging
     from ingest.market import MarketStream, check_symbols, check_timeframe, connect
 
@@ -223,7 +222,7 @@ def run_stream(args: argparse.Namespace, cfg: Config) -> int:
             bus.close()
         return 0
 
-    metrics = from_port(args.metrics_port)
+    metrics = serve_metrics(args)
     try:
         return asyncio.run(main())
     finally:

@@ -31,14 +31,29 @@ def overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
 
 
 def add_metrics_option(p: argparse.ArgumentParser) -> None:
-    """``--metrics-port``: serve Prometheus metrics (continuum/metrics.py) on 127.0.0.1:PORT; off by default."""
+    """``--metrics-port`` (off by default) and ``--metrics-address``: serve Prometheus metrics
+    (continuum/metrics.py) on ADDRESS:PORT; loopback unless the operator opens it (a scraper in another
+    container or host needs ``0.0.0.0``)."""
     p.add_argument(
         "--metrics-port",
         type=int,
         default=None,
         metavar="PORT",
-        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (off by default; 9464 is customary)",
+        help="serve Prometheus metrics on http://ADDRESS:PORT/metrics (off by default; 9464 is customary)",
     )
+    p.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="interface for --metrics-port (default %(default)s; 0.0.0.0 for a scraper on another host)",
+    )
+
+
+def serve_metrics(args: argparse.Namespace):
+    """The command's served :class:`continuum.metrics.Metrics` (None without ``--metrics-port``)."""
+    from continuum.metrics import from_port
+
+    return from_port(args.metrics_port, args.metrics_address)
 
 
 def split_list(s: str | None) -> list[str] | None:

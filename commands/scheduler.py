@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from commands.options import add_metrics_option, config_option, split_list
+from commands.options import add_metrics_option, config_option, serve_metrics, split_list
 from continuum.config import Config
 from continuum.errors import UserError
 
@@ -301,9 +301,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         if name not in by_name:
             raise UserError(f"--now: job {name!r} is not scheduled with this configuration (scheduled: "
                             f"{', '.join(by_name)})")  # fmt: skip
-    from continuum.metrics import from_port
-
-    metrics = from_port(args.metrics_port)
+    metrics = serve_metrics(args)
     sched = build_scheduler(specs, now, metrics)
     log.info("scheduler started (UTC): %s", ", ".join(by_name) + (f"; now: {', '.join(now)}" if now else ""))
     stop = lambda *_: sched.shutdown(wait=False)  # noqa: E731

@@ -60,3 +60,29 @@ def test_stream_market_serves_events_and_reconnects(tmp_path):
     # the counters agree with what the command reports at the end
     published = int(stdout.split("published ", 1)[1].split()[0])
     assert published >= m[("continuum_events_total", out)]
+
+
+def test_metrics_address_opens_the_endpoint_beyond_loopback_and_a_bad_one_is_one_line(capsys, tmp_path, monkeypatch):
+    import argparse
+
+    from commands.cli import main
+    from commands.options import add_metrics_option, serve_metrics
+    from tests.services.prometheus import scrape
+
+    p = argparse.ArgumentParser()
+    add_metrics_option(p)
+    port = _port()
+    m = serve_metrics(p.parse_args(["--metrics-port", str(port), "--metrics-address", "0.0.0.0"]))
+    try:
+        m.count("continuum_bars", 3)
+        assert scrape(port)[("continuum_bars_total", ())] == 3  # reached over 127.0.0.1 on an all-interfaces bind
+    finally:
+        m.close()
+    assert serve_metrics(p.parse_args([])) is None
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONTINUUM_LAKE__ROOT", str(tmp_path / "lake"))
+    rc = main(["scheduler", "--metrics-port", str(_port()), "--metrics-address", "no.such.host.invalid", "--list"])
+    assert rc == 0  # --list serves nothing
+    rc = main(["alerts", "--follow", "--once", "--metrics-port", str(_port()), "--metrics-address", "no.such.invalid"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("continuum: error: --metrics-port ") and "no.such.invalid" in err[-1], err
