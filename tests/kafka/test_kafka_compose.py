@@ -7,12 +7,12 @@ from pathlib import Path
 
 import yaml
 
-from commands.cli import COMMANDS
+from commands.cli import COMMANDS, build_parser
 from continuum.config import load_config
 from tests.services.kafka import KAFKA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
-APP_SERVICES = ("market-ingest", "chain-ingest", "learner", "dashboard")
+APP_SERVICES = ("market-ingest", "chain-ingest", "learner", "alerts", "scheduler", "dashboard")
 
 
 def _compose() -> dict:
@@ -52,6 +52,8 @@ def test_services_run_real_commands_and_the_broker_matches_the_tested_one() -> N
         if isinstance(COMMANDS[cmd[1]], dict):
             assert cmd[2] in COMMANDS[cmd[1]], f"{name}: {cmd}"
         assert services[name]["depends_on"]["kafka"]["condition"] == "service_healthy"
+        args = build_parser().parse_args(cmd[1:])  # every option is a real one (argparse exits 2 otherwise)
+        assert (args.metrics_port, args.metrics_address) == (9464, "0.0.0.0"), f"{name}: metrics not served"
     assert services["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "--rpc" in services["chain-ingest"]["command"]
