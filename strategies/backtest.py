@@ -40,6 +40,7 @@ from strategies.positions import STRATEGIES
 # turns the book over daily for noise: on the bundled 2019-24 history (river_linear forecasts, 12 bps) a
 # 0.02 band cut vol_target_long's costs from 162% to 47% of equity at nearly the same exposure.
 DEFAULT_BAND = 0.02
+WIPED_OUT = 1e-12  # 1 + a bar's return at or below this: the book is gone and holds nothing afterwards
 
 
 @dataclass
@@ -77,9 +78,13 @@ def run_backtest(
     """Trade ``target`` (T, B; NaN = keep holding) on bars [start, end - 1) of ``close`` (T, B; NaN = gap).
 
     ``impact_k > 0`` adds square-root impact (``strategies.costs.CostModel``), which needs ``adv`` and
-    ``sigma_daily`` (T, B), known at each bar. The loop runs over bars with the assets vectorised: the
-    book's drift makes each bar's pre-trade weights depend on the last, and at hourly bars and a handful of
-    assets this costs well under a second per strategy and year.
+    ``sigma_daily`` (T, B), known at each bar.
+
+    Two engines compute the same book. Without a band or impact, a bar's weights depend on the past only
+    through the last bar that traded, so :func:`drift_book` works them out for all bars at once and steps
+    only through bars where some assets trade and others keep their drifted holding. A band (whether to trade
+    depends on the drifted weights) and impact (a trade's cost depends on the equity reached) need every bar
+    in turn: :func:`step_book`. ``tests/strategies/test_engine_pinned.py`` holds both to the same numbers.
     """
     T, B = close.shape
     end = T if end is None else min(end, T)
@@ -93,32 +98,117 @@ def run_backtest(
     tradable = np.isfinite(close[:end])
     if impact:
         tradable &= liquid(adv[:end])  # a trade whose impact cannot be priced is not made
-    n = end - 1 - start
+    rows = slice(start, end - 1)
+    if impact or band > 0 or not np.all(r[rows] > -1.0):  # r = -1: a price of 0, no growth ratio to take
+        weights, turnover, gross, paid = step_book(
+            r[rows], tradable[rows], target[rows], band, costs,
+            None if adv is None else adv[rows], None if sigma_daily is None else sigma_daily[rows],
+        )  # fmt: skip
+    else:
+        weights, turnover, gross = drift_book(r[rows], tradable[rows] & np.isfinite(target[rows]), target[rows])
+        paid = None
+    cost = paid if impact else turnover * costs.rate
+    net = (1.0 - cost) * (1.0 + gross) - 1.0
+    equity = np.concatenate([[1.0], np.cumprod(1.0 + net)])
+    return BacktestResult(times[start : end - 1], times[start:end], weights, turnover, cost, gross, net, equity)
+
+
+def step_book(
+    r: np.ndarray,
+    tradable: np.ndarray,
+    target: np.ndarray,
+    band: float,
+    costs: CostModel,
+    adv: np.ndarray | None,
+    sigma_daily: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(weights, turnover, gross, impact-run cost) (n, B), (n,) x 3, stepping bar by bar from a flat book.
+
+    Inputs are the backtest's rows (n, B). The general engine: a band needs the drifted weights to decide
+    whether to trade, impact the equity reached to price the trade, so each bar waits for the last.
+    """
+    n, B = r.shape
+    impact = costs.impact_k > 0
     weights = np.zeros((n, B))
     turnover = np.zeros(n)
     gross = np.zeros(n)
     paid = np.zeros(n)  # impact runs only: cost of each bar's trades, charged on the equity reached so far
     eq = 1.0
     w_pre = np.zeros(B)
-    for i, t in enumerate(range(start, end - 1)):
+    for t in range(n):
         tgt = target[t]
         do = tradable[t] & np.isfinite(tgt)
         if band > 0:
             do &= np.abs(np.where(do, tgt, w_pre) - w_pre) > band
         w = np.where(do, tgt, w_pre)
-        turnover[i] = np.abs(w - w_pre).sum()
+        turnover[t] = np.abs(w - w_pre).sum()
         g = float(w @ r[t])
         if impact:
-            paid[i] = costs.cost(w - w_pre, eq, adv[t], sigma_daily[t])
-            eq *= (1.0 - paid[i]) * (1.0 + g)
-        gross[i] = g
-        weights[i] = w
+            paid[t] = costs.cost(w - w_pre, eq, adv[t], sigma_daily[t])
+            eq *= (1.0 - paid[t]) * (1.0 + g)
+        gross[t] = g
+        weights[t] = w
         grown = w * (1.0 + r[t])
-        w_pre = grown / (1.0 + g) if 1.0 + g > 1e-12 else np.zeros(B)
-    cost = paid if impact else turnover * costs.rate
-    net = (1.0 - cost) * (1.0 + gross) - 1.0
-    equity = np.concatenate([[1.0], np.cumprod(1.0 + net)])
-    return BacktestResult(times[start : end - 1], times[start:end], weights, turnover, cost, gross, net, equity)
+        w_pre = grown / (1.0 + g) if 1.0 + g > WIPED_OUT else np.zeros(B)
+    return weights, turnover, gross, paid
+
+
+def drift_book(r: np.ndarray, do: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weights, turnover, gross) of the book trading ``target`` where ``do`` (n, B), from a flat book.
+
+    What :func:`step_book` computes without a band or impact, with numpy over all bars instead of a Python
+    step per bar. A book wiped out (1 + a bar's return <= ``WIPED_OUT``) holds nothing afterwards, as there:
+    the bars after it start again from flat.
+    """
+    n, B = r.shape
+    weights, w_pre = np.zeros((n, B)), np.zeros((n, B))
+    s = 0
+    while s < n:
+        weights[s:], w_pre[s:] = _from_flat(r[s:], do[s:], target[s:])
+        g = np.einsum("ij,ij->i", weights[s:], r[s:])
+        gone = np.flatnonzero(1.0 + g <= WIPED_OUT)
+        s = n if gone.size == 0 else s + int(gone[0]) + 1
+    return weights, np.abs(weights - w_pre).sum(axis=1), np.einsum("ij,ij->i", weights, r)
+
+
+def _from_flat(r: np.ndarray, do: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, pre-trade weights) (n, B) of a book that starts flat and is never wiped out.
+
+    Between two bars where anything trades, nothing does: the book drifts with prices. From the weights
+    ``w_a`` held after the last trading bar a, asset i's value at bar t is ``w_a[i] * level[t, i] /
+    level[a, i]`` (``level``: cumulative growth, 1 + r compounded), cash stays ``1 - sum(w_a)``, and the
+    drifted weights are value over their sum. That is closed-form for every bar given the weights at the
+    trading bars. Those are the targets where every asset trades; only on a bar where some assets trade and
+    others keep their drifted holding (a gap, a "no order" NaN) do they need the drift up to that bar,
+    so the loop runs over those bars alone.
+    """
+    n, B = r.shape
+    level = np.ones((n, B))
+    # (n, B) growth of each asset before bar t, from bar 0. A ratio level[t] / level[a] carries the rounding
+    # of the t - a products between a and t only (level[t] is built on the rounded level[a]), as the loop does.
+    level[1:] = np.cumprod(1.0 + r[:-1], axis=0)
+    trades = do.any(axis=1)
+    trades[0] = True  # bar 0 starts from flat, so its weights are known whether or not it trades
+    last = np.maximum.accumulate(np.where(trades, np.arange(n), 0))  # last trading bar at or before t
+    prev = np.concatenate([[0], last[:-1]])  # ... strictly before t (bar 0: itself, unused)
+    mixed = trades & ~do.all(axis=1)  # some assets trade, the others keep their drifted holding
+    mixed[0] = False
+    weights = np.where(do, target, 0.0)  # final on bar 0 and wherever every asset trades
+    w_pre = np.zeros((n, B))
+    with np.errstate(divide="ignore", invalid="ignore"):  # past a wipe-out (recomputed by the caller)
+        for t in np.flatnonzero(mixed):  # in time order: each needs the weights of the last trading bar
+            w_pre[t] = _drift(weights[prev[t]], level[t] / level[prev[t]])
+            weights[t] = np.where(do[t], target[t], w_pre[t])
+        rest = np.flatnonzero(~mixed)[1:]  # every bar after 0 whose pre-trade weights the loop did not set
+        w_pre[rest] = _drift(weights[prev[rest]], level[rest] / level[prev[rest]])
+    weights[~trades] = w_pre[~trades]
+    return weights, w_pre
+
+
+def _drift(w: np.ndarray, growth: np.ndarray) -> np.ndarray:
+    """Weights ``w`` (..., B) after each asset grew by ``growth`` (..., B) and cash by nothing."""
+    value = w * growth
+    return value / (1.0 - w.sum(axis=-1, keepdims=True) + value.sum(axis=-1, keepdims=True))
 
 
 def first_forecast(preds: np.ndarray) -> int:

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from strategies.backtest import BacktestResult, run_backtest
+from strategies.backtest import BacktestResult, drift_book, run_backtest, step_book
+from strategies.costs import CostModel
+from strategies.market import bar_returns
 
 PINNED = Path(__file__).parent / "data" / "engine_pinned.npz"
 FIELDS = ("times", "mark_times", "weights", "turnover", "cost", "gross", "net", "equity")
@@ -85,6 +87,26 @@ def test_engine_reproduces_its_pinned_outputs(name):
     with np.load(PINNED) as pinned:
         for f in FIELDS:
             np.testing.assert_allclose(got[f], pinned[f"{name}/{f}"], rtol=1e-12, atol=1e-15, err_msg=f"{name}/{f}")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_vectorised_engine_is_the_stepped_one(seed):
+    """Without band or impact ``drift_book`` must give ``step_book``'s book: random gaps, "no order" NaNs,
+    bars where no, some or every asset trades, shorts and leverage up to 3x (so some books are wiped out)."""
+    rng = np.random.default_rng(100 + seed)
+    T, B = int(rng.integers(2, 400)), int(rng.integers(1, 9))
+    _, close = _panel(seed, T, B, gaps=rng.choice([0.0, 0.02, 0.3]))
+    close *= np.exp(np.cumsum(rng.normal(0.0, rng.choice([0.01, 0.3]), (T, B)), axis=0))
+    target = rng.uniform(-3.0, 3.0, (T, B)) / B
+    target[rng.random((T, B)) < rng.choice([0.0, 0.1, 0.9])] = np.nan  # per asset
+    target[rng.random(T) < rng.choice([0.0, 0.5, 0.95])] = np.nan  # whole bars
+    r, do = bar_returns(close), np.isfinite(close) & np.isfinite(target)
+    w, u, g = drift_book(r, do, target)
+    w0, u0, g0, _ = step_book(r, np.isfinite(close), target, 0.0, CostModel(), None, None)
+    np.testing.assert_allclose(w, w0, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(u, u0, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(g, g0, rtol=1e-10, atol=1e-13)
+    assert np.all(u[~do.any(axis=1)] == 0.0)  # a bar without trades costs exactly nothing, as there
 
 
 if __name__ == "__main__":
