@@ -161,14 +161,14 @@ def drift_book(r: np.ndarray, do: np.ndarray, target: np.ndarray) -> tuple[np.nd
     the bars after it start again from flat.
     """
     n, B = r.shape
-    weights, w_pre = np.zeros((n, B)), np.zeros((n, B))
+    weights, w_pre, gross = np.zeros((n, B)), np.zeros((n, B)), np.zeros(n)
     s = 0
     while s < n:
         weights[s:], w_pre[s:] = _from_flat(r[s:], do[s:], target[s:])
-        g = np.einsum("ij,ij->i", weights[s:], r[s:])
-        gone = np.flatnonzero(1.0 + g <= WIPED_OUT)
+        gross[s:] = np.einsum("ij,ij->i", weights[s:], r[s:])
+        gone = np.flatnonzero(1.0 + gross[s:] <= WIPED_OUT)
         s = n if gone.size == 0 else s + int(gone[0]) + 1
-    return weights, np.abs(weights - w_pre).sum(axis=1), np.einsum("ij,ij->i", weights, r)
+    return weights, np.abs(weights - w_pre).sum(axis=1), gross
 
 
 def _from_flat(r: np.ndarray, do: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +186,7 @@ def _from_flat(r: np.ndarray, do: np.ndarray, target: np.ndarray) -> tuple[np.nd
     level = np.ones((n, B))
     # (n, B) growth of each asset before bar t, from bar 0. A ratio level[t] / level[a] carries the rounding
     # of the t - a products between a and t only (level[t] is built on the rounded level[a]), as the loop does.
-    level[1:] = np.cumprod(1.0 + r[:-1], axis=0)
+    np.cumprod(1.0 + r[:-1], axis=0, out=level[1:])
     trades = do.any(axis=1)
     trades[0] = True  # bar 0 starts from flat, so its weights are known whether or not it trades
     last = np.maximum.accumulate(np.where(trades, np.arange(n), 0))  # last trading bar at or before t
