@@ -160,14 +160,14 @@ def drift_book(r: np.ndarray, do: np.ndarray, target: np.ndarray) -> tuple[np.nd
     step per bar. A book wiped out (1 + a bar's return <= ``WIPED_OUT``) holds nothing afterwards, as there:
     the bars after it start again from flat.
     """
-    n, B = r.shape
-    weights, w_pre, gross = np.zeros((n, B)), np.zeros((n, B)), np.zeros(n)
-    s = 0
-    while s < n:
+    weights, w_pre = _from_flat(r, do, target)
+    gross = np.einsum("ij,ij->i", weights, r)
+    gone = np.flatnonzero(1.0 + gross[:-1] <= WIPED_OUT)  # a wipe-out on the last bar changes no later bar
+    while gone.size:  # rare: recompute the bars after the first wipe-out from flat, then look again
+        s = int(gone[0]) + 1
         weights[s:], w_pre[s:] = _from_flat(r[s:], do[s:], target[s:])
         gross[s:] = np.einsum("ij,ij->i", weights[s:], r[s:])
-        gone = np.flatnonzero(1.0 + gross[s:] <= WIPED_OUT)
-        s = n if gone.size == 0 else s + int(gone[0]) + 1
+        gone = s + np.flatnonzero(1.0 + gross[s:-1] <= WIPED_OUT)
     return weights, np.abs(weights - w_pre).sum(axis=1), gross
 
 

@@ -109,6 +109,22 @@ def test_the_vectorised_engine_is_the_stepped_one(seed):
     assert np.all(u[~do.any(axis=1)] == 0.0)  # a bar without trades costs exactly nothing, as there
 
 
+@pytest.mark.parametrize("k", range(4))
+def test_a_book_wiped_out_on_any_bar_up_to_the_last(k):
+    """A -2x short through a +70% bar k of 4 (k = 3: the last), a new trade on a later bar: both agree."""
+    r = np.zeros((4, 1))
+    r[k] = 0.7
+    r[(k + 1) % 4] = 0.1
+    target = np.full((4, 1), np.nan)
+    target[k] = -2.0
+    target[(k + 2) % 4] = 0.5
+    got = drift_book(r, np.isfinite(target), target)
+    want = step_book(r, np.ones(r.shape, bool), target, 0.0, CostModel(), None, None)[:3]
+    assert want[2][k] == pytest.approx(-1.4)  # 1 + gross = -0.4: wiped out
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         write()
