@@ -193,6 +193,8 @@ def _from_flat(r: np.ndarray, do: np.ndarray, target: np.ndarray) -> tuple[np.nd
     prev = np.concatenate([[0], last[:-1]])  # ... strictly before t (bar 0: itself, unused)
     mixed = trades & ~do.all(axis=1)  # some assets trade, the others keep their drifted holding
     mixed[0] = False
+    if mixed.any():  # an asset that holds nothing keeps nothing, whatever the drift: the bar's weights are known
+        mixed &= ~(do | _holds_nothing(do, target)).all(axis=1)
     weights = np.where(do, target, 0.0)  # final on bar 0 and wherever every asset trades
     w_pre = np.zeros((n, B))
     with np.errstate(divide="ignore", invalid="ignore"):  # past a wipe-out (recomputed by the caller)
@@ -203,6 +205,18 @@ def _from_flat(r: np.ndarray, do: np.ndarray, target: np.ndarray) -> tuple[np.nd
         w_pre[rest] = _drift(weights[prev[rest]], level[rest] / level[prev[rest]])
     weights[~trades] = w_pre[~trades]
     return weights, w_pre
+
+
+def _holds_nothing(do: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(n, B) whether each asset's weight is exactly 0 before bar t's trade, in a book that starts flat.
+
+    True until its first trade and after a trade to 0 (drift leaves 0 at 0): an asset not listed yet, or
+    one a long-only rule is out of, does not make a bar's untraded weights depend on the past.
+    """
+    n, B = do.shape
+    last = np.maximum.accumulate(np.where(do, np.arange(n)[:, None], -1), axis=0)  # last trade at or before t
+    before = np.vstack([np.full((1, B), -1), last[:-1]])  # ... strictly before t
+    return (before < 0) | (target[np.maximum(before, 0), np.arange(B)] == 0.0)
 
 
 def _drift(w: np.ndarray, growth: np.ndarray) -> np.ndarray:

@@ -91,13 +91,16 @@ def test_engine_reproduces_its_pinned_outputs(name):
 
 @pytest.mark.parametrize("seed", range(20))
 def test_the_vectorised_engine_is_the_stepped_one(seed):
-    """Without band or impact ``drift_book`` must give ``step_book``'s book: random gaps, "no order" NaNs,
-    bars where no, some or every asset trades, shorts and leverage up to 3x (so some books are wiped out)."""
+    """Without band or impact ``drift_book`` must give ``step_book``'s book: random gaps, an asset listed late,
+    "no order" NaNs, targets of 0, bars where no, some or every asset trades, shorts and leverage up to 3x (so
+    some books are wiped out)."""
     rng = np.random.default_rng(100 + seed)
     T, B = int(rng.integers(2, 400)), int(rng.integers(1, 9))
     _, close = _panel(seed, T, B, gaps=rng.choice([0.0, 0.02, 0.3]))
     close *= np.exp(np.cumsum(rng.normal(0.0, rng.choice([0.01, 0.3]), (T, B)), axis=0))
+    close[: int(rng.integers(0, T)), 0] = np.nan  # an asset listed late
     target = rng.uniform(-3.0, 3.0, (T, B)) / B
+    target[rng.random((T, B)) < rng.choice([0.0, 0.3])] = 0.0  # out of the asset: it holds exactly nothing
     target[rng.random((T, B)) < rng.choice([0.0, 0.1, 0.9])] = np.nan  # per asset
     target[rng.random(T) < rng.choice([0.0, 0.5, 0.95])] = np.nan  # whole bars
     r, do = bar_returns(close), np.isfinite(close) & np.isfinite(target)
