@@ -129,28 +129,28 @@ def step_book(
     """
     n, B = r.shape
     impact = costs.impact_k > 0
-    weights = np.zeros((n, B))
-    turnover = np.zeros(n)
+    want = tradable & np.isfinite(target)  # an order and a price to fill it; the band is decided per bar
+    grow = 1.0 + r
+    weights, before = np.zeros((n, B)), np.zeros((n, B))  # held after / before each bar's trade
     gross = np.zeros(n)
     paid = np.zeros(n)  # impact runs only: cost of each bar's trades, charged on the equity reached so far
     eq = 1.0
     w_pre = np.zeros(B)
     for t in range(n):
         tgt = target[t]
-        do = tradable[t] & np.isfinite(tgt)
+        do = want[t]
         if band > 0:
-            do &= np.abs(np.where(do, tgt, w_pre) - w_pre) > band
+            do = do & (np.abs(np.where(do, tgt, w_pre) - w_pre) > band)
         w = np.where(do, tgt, w_pre)
-        turnover[t] = np.abs(w - w_pre).sum()
         g = float(w @ r[t])
         if impact:
             paid[t] = costs.cost(w - w_pre, eq, adv[t], sigma_daily[t])
             eq *= (1.0 - paid[t]) * (1.0 + g)
         gross[t] = g
         weights[t] = w
-        grown = w * (1.0 + r[t])
-        w_pre = grown / (1.0 + g) if 1.0 + g > WIPED_OUT else np.zeros(B)
-    return weights, turnover, gross, paid
+        before[t] = w_pre
+        w_pre = w * grow[t] / (1.0 + g) if 1.0 + g > WIPED_OUT else np.zeros(B)
+    return weights, np.abs(weights - before).sum(axis=1), gross, paid
 
 
 def drift_book(r: np.ndarray, do: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
