@@ -1,7 +1,8 @@
 """The engine's outputs pinned on fixed inputs, so a faster engine can be shown to compute the same numbers.
 
 ``engine_pinned.npz`` holds every array of ``run_backtest``'s result on the seeded cases below, written by
-the bar-by-bar engine as it stood before it was vectorised (commit "pin the backtest engine's outputs").
+the bar-by-bar engine as it stood before it was vectorised (commit 7549223, "Pin the backtest engine's
+outputs"; the case ``daily_band`` was added later, written by that same engine).
 The cases cover what makes a bar's weights depend on the last: gaps, "no order" NaNs on some assets only,
 shorts, a rebalance band, square-root impact, targets re-set once a day, a start and an end inside the
 panel, and a book wiped out by a leveraged short. Regenerate only on purpose (a change of what the engine
@@ -62,6 +63,7 @@ def cases() -> dict[str, tuple[tuple, dict]]:
         "hourly": ((times, clean, hourly, 0), {"fee_bps": 12.0, "slippage_bps": 0.0}),
         "daily": ((times, close, daily, 3), {}),
         "band": ((times, close, mixed, 0), {"band": 0.02}),
+        "daily_band": ((times, close, daily, 3), {"band": 0.02}),  # few bars with orders
         "impact": ((times, close, mixed, 0), {"impact_k": 0.5, "adv": adv, "sigma_daily": sigma}),
         "window": ((times, close, mixed, 7), {"end": 280}),
         "wiped_out": ((np.arange(6) * HOUR, blow, short, 0), {}),
@@ -89,11 +91,12 @@ def test_engine_reproduces_its_pinned_outputs(name):
             np.testing.assert_allclose(got[f], pinned[f"{name}/{f}"], rtol=1e-12, atol=1e-15, err_msg=f"{name}/{f}")
 
 
+@pytest.mark.parametrize("band", [0.0, 0.02])
 @pytest.mark.parametrize("seed", range(20))
-def test_the_vectorised_engine_is_the_stepped_one(seed):
-    """Without band or impact ``drift_book`` must give ``step_book``'s book: random gaps, an asset listed late,
-    "no order" NaNs, targets of 0, bars where no, some or every asset trades, shorts and leverage up to 3x (so
-    some books are wiped out)."""
+def test_the_vectorised_engine_is_the_stepped_one(seed, band):
+    """Without impact ``drift_book`` must give ``step_book``'s book, whichever ``run_backtest`` would pick: random
+    gaps, an asset listed late, "no order" NaNs, targets of 0, bars where no, some or every asset trades, shorts
+    and leverage up to 3x (so some books are wiped out), with and without a band."""
     rng = np.random.default_rng(100 + seed)
     T, B = int(rng.integers(2, 400)), int(rng.integers(1, 9))
     _, close = _panel(seed, T, B, gaps=rng.choice([0.0, 0.02, 0.3]))
@@ -104,8 +107,8 @@ def test_the_vectorised_engine_is_the_stepped_one(seed):
     target[rng.random((T, B)) < rng.choice([0.0, 0.1, 0.9])] = np.nan  # per asset
     target[rng.random(T) < rng.choice([0.0, 0.5, 0.95])] = np.nan  # whole bars
     r, do = bar_returns(close), np.isfinite(close) & np.isfinite(target)
-    w, u, g = drift_book(r, do, target)
-    w0, u0, g0, _ = step_book(r, np.isfinite(close), target, 0.0, CostModel(), None, None)
+    w, u, g = drift_book(r, do, target, band)
+    w0, u0, g0, _ = step_book(r, np.isfinite(close), target, band, CostModel(), None, None)
     np.testing.assert_allclose(w, w0, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(u, u0, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(g, g0, rtol=1e-10, atol=1e-13)
