@@ -25,9 +25,12 @@ def bar_returns(close: np.ndarray) -> np.ndarray:
     """
     T, B = close.shape
     present = np.isfinite(close)
-    idx = np.where(present, np.arange(T)[:, None], -1)
-    last = np.maximum.accumulate(idx, axis=0)  # (T, B) index of the last present close at or before t
-    mark = np.where(last >= 0, close[np.maximum(last, 0), np.arange(B)], np.nan)
+    if present.all():  # no gap: the last close at or before t is close t (the same numbers, without the search)
+        mark = close
+    else:
+        idx = np.where(present, np.arange(T)[:, None], -1)
+        last = np.maximum.accumulate(idx, axis=0)  # (T, B) index of the last present close at or before t
+        mark = np.where(last >= 0, close[np.maximum(last, 0), np.arange(B)], np.nan)
     r = np.zeros((T, B))
     with np.errstate(invalid="ignore", divide="ignore"):
         nxt = close[1:] / mark[:-1] - 1.0
