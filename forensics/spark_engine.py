@@ -1,0 +1,516 @@
+"""``trace``, ``counterparties`` and ``alerts`` on Apache Spark, for a transfer lake one machine cannot scan.
+
+The same questions and the same answers as :mod:`forensics.queries` (same columns, rows and values; the test
+``tests/forensics/test_spark_engine.py`` holds the two engines equal), computed where the data is:
+
+- what grows with the lake runs in Spark: reading the Parquet files, filters, the hourly price join, each hop
+  of a trace (the transfers joined to the frontier, aggregated per edge, the ``top`` counterparties per node
+  kept with a window), the counterparty aggregation and the alert rules;
+- what grows with the *answer* runs on the driver in polars: the frontier and the set of reached nodes (never
+  more than the trace's own edges, which are returned to the caller anyway), decimals, the per-token and
+  per-node totals, and the labels. Each hop is one Spark job; its edges come back through Arrow.
+
+No home-made distribution: a hop is a broadcast join of the transfer table with the frontier, a ``groupBy``
+and a window, planned and spread over the cluster by Spark. The engine reads the lake with
+:mod:`forensics.spark_lake` and takes from :mod:`forensics.queries` only the result type, its column lists and
+the label set, so the polars queries can change inside without touching this file.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import polars as pl
+
+from forensics import spark_lake
+from forensics.queries import EDGE_COLUMNS, NODE_COLUMNS, Trace, labels_frame
+from forensics.rules import ALERT_RULES, DEFAULT_LARGE, DEFAULT_STOP_CATEGORIES, RISK_CATEGORIES, SEVERITY
+from forensics.values import DecimalsLookup, finish_edges
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+R = TypeVar("R")
+_STR_LIST = pl.List(pl.String)
+_AGG_SCHEMA = {
+    "node": pl.String,
+    "next": pl.String,
+    "tkey": pl.String,
+    "token": pl.String,
+    "symbol": pl.String,
+    "raw_sum": pl.Float64,
+    "stored_sum": pl.Float64,
+    "px_raw": pl.Float64,
+    "px_stored": pl.Float64,
+    "count": pl.Int64,
+    "first_ts": pl.Int64,
+    "last_ts": pl.Int64,
+}
+_RAW_EDGE_SCHEMA = {"source": pl.String, "target": pl.String} | {
+    k: v for k, v in _AGG_SCHEMA.items() if k not in ("node", "next")
+}
+_RAW_EDGE_SCHEMA["hop"] = pl.Int64
+
+
+def _on_any_lake(query: Callable[..., R]) -> Callable[..., R]:
+    """Give ``query`` a session (the one passed as ``spark=``, else :func:`forensics.spark_session.session`) and
+    run it with :func:`forensics.spark_lake.with_reader_fallback`, so lakes with all-null columns read too."""
+
+    @functools.wraps(query)
+    def run(*args: Any, spark: SparkSession | None = None, **kw: Any) -> R:
+        from forensics.spark_session import session
+
+        spark = spark if spark is not None else session()
+        return spark_lake.with_reader_fallback(spark, lambda: query(*args, spark=spark, **kw))
+
+    return run
+
+
+def _collect(df: DataFrame) -> pl.DataFrame:
+    """A Spark result on the driver as a polars frame, through Arrow (no pandas, no per-row Python objects)."""
+    return pl.from_arrow(df.toArrow())  # type: ignore[return-value]
+
+
+def _to_spark(spark: SparkSession, df: pl.DataFrame) -> DataFrame:
+    """A small driver-side frame (frontier, labels, thresholds) as a Spark DataFrame, through Arrow."""
+    return spark.createDataFrame(df.to_arrow())
+
+
+# --------------------------------------------------------------------------- trace
+@_on_any_lake
+def trace(
+    source: object,
+    address: str,
+    hops: int = 2,
+    direction: str = "out",
+    *,
+    min_value: float = 0.0,
+    token: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    labels: pl.DataFrame | None = None,
+    stop_at: tuple[str, ...] = DEFAULT_STOP_CATEGORIES,
+    top: int = 25,
+    time_respecting: bool = True,
+    decimals: DecimalsLookup | None = None,
+    spark: SparkSession,
+    cache: bool = True,
+) -> Trace:
+    """:func:`forensics.queries.trace` on Spark: the same breadth-first hops, time-respecting paths, ``top``
+    cap, service stops, labels, risk flags and per-token totals.
+
+    ``source``: a :class:`continuum.lake.Lake`, a folder, or a URI (``s3a://bucket/lake``). ``cache``: keep the
+    filtered, priced transfers in Spark's storage (memory, spilling to disk) across hops instead of reading the
+    Parquet files once per hop.
+    """
+    if direction not in ("out", "in", "both"):
+        raise ValueError(f"direction must be out, in or both, got {direction!r}")
+    if hops < 1:
+        raise ValueError(f"hops must be >= 1, got {hops}")
+    address = address.lower()
+    root = spark_lake.lake_root(source)
+    lab = labels_frame(labels)
+    stop = lab.filter(pl.col("category").is_in(list(stop_at)))["address"].implode()
+    risky = lab.filter(pl.col("category").is_in(list(RISK_CATEGORIES)))
+    risk_of = risky.select(pl.col("address").alias("next"), pl.col("category").alias("next_cat"))
+
+    tx = spark_lake.transfers(spark, root, token=token, start=start, end=end, min_value=min_value)
+    if tx is not None:
+        tx = spark_lake.priced(tx, spark_lake.hourly_prices(spark, root))
+        if cache and hops > 1:
+            tx = tx.persist()
+
+    sides = ["out", "in"] if direction == "both" else [direction]
+    root_risk = risky.filter(pl.col("address") == address)["category"].to_list()
+    start_front = pl.DataFrame(
+        {"node": [address], "bound": [None], "risk": [root_risk]},
+        schema={"node": pl.String, "bound": pl.Int64, "risk": _STR_LIST},
+    )
+    frontiers = {s: start_front for s in sides}
+    seen = pl.DataFrame(
+        {"address": [address], "hop": [0], "side": ["root"], "path_risk": [root_risk]},
+        schema={"address": pl.String, "hop": pl.Int64, "side": pl.String, "path_risk": _STR_LIST},
+    )
+    found: list[pl.DataFrame] = []
+    try:
+        for h in range(1, hops + 1):
+            for side in sides:
+                front = frontiers[side]
+                if front.is_empty() or tx is None:
+                    frontiers[side] = front.clear()
+                    continue
+                agg = _hop(spark, tx, front, side, time_respecting, top)
+                agg = agg.join(front.select("node", "risk"), on="node", how="left").join(risk_of, on="next", how="left")
+                agg = agg.with_columns(
+                    pl.concat_list("risk", "next_cat").list.drop_nulls().list.unique().list.sort().alias("risk")
+                )
+                if agg.is_empty():
+                    frontiers[side] = front.clear()
+                    continue
+                found.append(_edges_of_hop(agg, side, h))
+                seen, new = _reach(seen, agg, side, h)
+                frontiers[side] = new.filter(~pl.col("next").is_in(stop)).select(
+                    pl.col("next").alias("node"), "bound", "risk"
+                )
+    finally:
+        if tx is not None and cache and hops > 1:
+            tx.unpersist()
+
+    raw = (
+        pl.concat(found).unique(subset=["source", "target", "tkey"], keep="first", maintain_order=True)
+        if found
+        else pl.DataFrame(schema=_RAW_EDGE_SCHEMA)
+    )
+    edges = (
+        finish_edges(raw, decimals)
+        .select(EDGE_COLUMNS)
+        .sort(["hop", "usd", "value"], descending=[False, True, True], nulls_last=True)
+    )
+    totals = token_totals(edges)
+    nodes = node_totals(seen, edges, totals)
+    nodes = _tag(nodes, "address", lab).with_columns(
+        pl.col("category").is_in(list(RISK_CATEGORIES)).fill_null(False).alias("flagged")
+    )
+    return Trace(address, direction, hops, nodes.select(NODE_COLUMNS).sort("hop", "address"), edges, totals)
+
+
+def _hop(spark: SparkSession, tx: DataFrame, front: pl.DataFrame, side: str, time_respecting: bool, top: int):
+    """One hop in Spark: the frontier's transfers (out of it, or into it), aggregated per (node, next, token), the
+    ``top`` largest per node kept (by USDT where priced, then by amount); collected as a polars frame."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    near, far = ("from_address", "to_address") if side == "out" else ("to_address", "from_address")
+    frontier = _to_spark(spark, front.select(pl.col("node").alias(near), "bound"))
+    q = tx.join(F.broadcast(frontier), near)
+    if time_respecting:  # forward: funds leave a node only after they reached it; backward: the mirror
+        after = (F.col("ts") >= F.col("bound")) if side == "out" else (F.col("ts") <= F.col("bound"))
+        q = q.where(F.col("bound").isNull() | after)
+    q = q.select(
+        F.col(near).alias("node"), F.col(far).alias("next"), "tkey", "token", "symbol", "ts", "value", "raw", "price"
+    )
+    q = q.where(F.col("next") != F.col("node"))
+    agg = q.groupBy("node", "next", "tkey").agg(
+        F.first("token").alias("token"),
+        F.first("symbol", ignorenulls=True).alias("symbol"),
+        *_edge_sums(),
+        F.count(F.lit(1)).alias("count"),
+        F.min("ts").alias("first_ts"),
+        F.max("ts").alias("last_ts"),
+    )
+    largest = Window.partitionBy("node").orderBy(
+        F.col("px_stored").desc_nulls_last(), F.col("stored_sum").desc_nulls_last(), "next", "tkey"
+    )
+    kept = agg.withColumn("_rank", F.row_number().over(largest)).where(F.col("_rank") <= top).drop("_rank")
+    out = _collect(kept)
+    return out.cast(_AGG_SCHEMA) if out.height else pl.DataFrame(schema=_AGG_SCHEMA)  # type: ignore[arg-type]
+
+
+def _edge_sums() -> list[Column]:
+    """:func:`forensics.values.edge_sums` in Spark: exact-amount sum, stored-value sum and price x amount sums,
+    each null as soon as one transfer of the edge lacks what it needs (no partial values)."""
+    from pyspark.sql import functions as F
+
+    def nulls(c: str) -> Column:
+        return F.sum(F.col(c).isNull().cast("int"))
+
+    return [
+        F.when(nulls("raw") == 0, F.sum("raw")).alias("raw_sum"),
+        F.coalesce(F.sum("value"), F.lit(0.0)).alias("stored_sum"),
+        F.when((nulls("price") == 0) & (nulls("raw") == 0), F.sum(F.col("raw") * F.col("price"))).alias("px_raw"),
+        F.when(nulls("price") == 0, F.sum(F.col("value") * F.col("price"))).alias("px_stored"),
+    ]
+
+
+def _edges_of_hop(agg: pl.DataFrame, side: str, hop: int) -> pl.DataFrame:
+    """The hop's aggregates as edges pointing the way the money moved (``source -> target``)."""
+    src, dst = ("node", "next") if side == "out" else ("next", "node")
+    return agg.select(
+        pl.col(src).alias("source"),
+        pl.col(dst).alias("target"),
+        "token",
+        "symbol",
+        "tkey",
+        "raw_sum",
+        "stored_sum",
+        "px_raw",
+        "px_stored",
+        "count",
+        "first_ts",
+        "last_ts",
+        pl.lit(hop, pl.Int64).alias("hop"),
+    )
+
+
+def _reach(seen: pl.DataFrame, agg: pl.DataFrame, side: str, hop: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Nodes reached by this hop: the first discovery fixes a node's hop and side, its path risk is the union
+    over every path that reaches it; returns the updated ``seen`` and the new nodes with their time bound
+    (earliest arrival going forward, latest departure going backward) and risk."""
+    reached = agg.group_by("next").agg(
+        (pl.col("first_ts").min() if side == "out" else pl.col("last_ts").max()).alias("bound"),
+        pl.col("risk").list.explode(keep_nulls=False, empty_as_null=False).unique().sort().alias("risk"),
+    )
+    new = reached.join(seen.select(pl.col("address").alias("next")), on="next", how="anti")
+    seen = pl.concat(
+        [
+            seen,
+            new.select(
+                pl.col("next").alias("address"),
+                pl.lit(hop, pl.Int64).alias("hop"),
+                pl.lit(side).alias("side"),
+                pl.col("risk").alias("path_risk"),
+            ),
+        ]
+    )
+    seen = (
+        seen.join(reached.select(pl.col("next").alias("address"), "risk"), on="address", how="left")
+        .with_columns(
+            pl.concat_list("path_risk", pl.col("risk").fill_null(pl.lit([], _STR_LIST)))
+            .list.unique()
+            .list.sort()
+            .alias("path_risk")
+        )
+        .drop("risk")
+    )
+    return seen, new
+
+
+def token_totals(edges: pl.DataFrame) -> pl.DataFrame:
+    """Per (address, token): value and count in and out over the traced edges; USDT where every edge is priced."""
+
+    def side(col: str, suffix: str) -> pl.DataFrame:
+        return edges.group_by(pl.col(col).alias("address"), "token", "token_label", "unit", "decimals_source").agg(
+            pl.col("value").sum().alias(f"value_{suffix}"),
+            pl.col("count").sum().alias(f"count_{suffix}"),
+            pl.when(pl.col("usd").null_count() == 0).then(pl.col("usd").sum()).alias(f"usd_{suffix}"),
+        )
+
+    keys = ["address", "token", "token_label", "unit", "decimals_source"]
+    out = side("target", "in").join(side("source", "out"), on=keys, how="full", coalesce=True, nulls_equal=True)
+    return (
+        out.with_columns(
+            pl.col("value_in", "value_out").fill_null(0.0), pl.col("count_in", "count_out").fill_null(0).cast(pl.Int64)
+        )
+        .select(keys + ["value_in", "value_out", "usd_in", "usd_out", "count_in", "count_out"])
+        .sort("address", "token_label")
+    )
+
+
+def node_totals(seen: pl.DataFrame, edges: pl.DataFrame, totals: pl.DataFrame) -> pl.DataFrame:
+    """Per node: transfer counts; the amount and token of a side that carries one token (null when it carries
+    several: amounts of different tokens are never added); USDT over its priced tokens and how many are not."""
+
+    def side(suffix: str) -> pl.DataFrame:
+        t = totals.filter(pl.col(f"count_{suffix}") > 0)
+        one = pl.len() == 1
+        unit = pl.when(pl.col("unit").first() == "raw").then(pl.lit(" (raw units)")).otherwise(pl.lit(""))
+        return t.group_by("address").agg(
+            pl.col(f"count_{suffix}").sum(),
+            pl.when(one).then(pl.col(f"value_{suffix}").first()).alias(f"value_{suffix}"),
+            pl.when(one).then(pl.col("token_label").first() + unit).alias(f"token_{suffix}"),
+            pl.when(pl.col(f"usd_{suffix}").is_not_null().any())
+            .then(pl.col(f"usd_{suffix}").sum())
+            .alias(f"usd_{suffix}"),
+            pl.col(f"usd_{suffix}").is_null().sum().cast(pl.Int64).alias(f"unpriced_{suffix}"),
+            pl.len().cast(pl.Int64).alias(f"n_tokens_{suffix}"),
+        )
+
+    out = seen.join(side("in"), on="address", how="left").join(side("out"), on="address", how="left")
+    names = totals.group_by("address").agg(pl.col("token_label").unique().sort().str.join(",").alias("tokens"))
+    return out.join(names, on="address", how="left").with_columns(
+        pl.col("count_in", "count_out", "unpriced_in", "unpriced_out", "n_tokens_in", "n_tokens_out")
+        .fill_null(0)
+        .cast(pl.Int64),
+        pl.col("tokens").fill_null(""),
+    )
+
+
+def _tag(df: pl.DataFrame, col: str, labels: pl.DataFrame) -> pl.DataFrame:
+    """``label, category, label_source`` of ``col`` from the label set, row order kept."""
+    lab = labels.select(
+        pl.col("address").alias(col),
+        pl.col("name").alias("label"),
+        pl.col("category"),
+        pl.col("source").alias("label_source"),
+    )
+    return df.join(lab, on=col, how="left", maintain_order="left")
+
+
+# --------------------------------------------------------------------------- counterparties
+@_on_any_lake
+def counterparties(
+    source: object,
+    address: str,
+    *,
+    token: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    min_value: float = 0.0,
+    labels: pl.DataFrame | None = None,
+    by: str = "value",
+    limit: int | None = 50,
+    spark: SparkSession,
+) -> pl.DataFrame:
+    """:func:`forensics.queries.counterparties` on Spark: one row per (counterparty, token), ranked by value
+    (``by="value"``) or transfer count, labelled; the aggregation, ranking and limit run in Spark."""
+    from pyspark.sql import functions as F
+
+    if by not in ("value", "count"):
+        raise ValueError(f"by must be value or count, got {by!r}")
+    address = address.lower()
+    columns = ["rank", "counterparty", "label", "category", "symbol", "token", "value_in", "value_out"]
+    columns += ["count_in", "count_out", "first_seen", "last_seen"]
+    tx = spark_lake.transfers(
+        spark, spark_lake.lake_root(source), token=token, start=start, end=end, min_value=min_value
+    )
+    if tx is None:
+        return _empty_counterparties(columns)
+    zero, one = F.lit(0.0), F.lit(1)
+    out_ = tx.where(F.col("from_address") == address).select(
+        F.col("to_address").alias("counterparty"), "token", "symbol", "ts",
+        zero.alias("vin"), F.col("value").alias("vout"), F.lit(0).alias("cin"), one.alias("cout"),
+    )  # fmt: skip
+    in_ = tx.where(F.col("to_address") == address).select(
+        F.col("from_address").alias("counterparty"), "token", "symbol", "ts",
+        F.col("value").alias("vin"), zero.alias("vout"), one.alias("cin"), F.lit(0).alias("cout"),
+    )  # fmt: skip
+    df = (
+        out_.unionByName(in_)
+        .where(F.col("counterparty") != address)
+        .groupBy("counterparty", "token", "symbol")
+        .agg(
+            F.sum("vin").alias("value_in"),
+            F.sum("vout").alias("value_out"),
+            F.sum("cin").cast("bigint").alias("count_in"),
+            F.sum("cout").cast("bigint").alias("count_out"),
+            F.min("ts").alias("first_seen"),
+            F.max("ts").alias("last_seen"),
+        )
+    )
+    value, count = F.col("value_in") + F.col("value_out"), F.col("count_in") + F.col("count_out")
+    key = [value.desc(), count.desc()] if by == "value" else [count.desc(), value.desc()]
+    df = df.orderBy(*key, F.col("counterparty").asc())
+    if limit:
+        df = df.limit(limit)
+    got = _collect(df)
+    if got.is_empty():
+        return _empty_counterparties(columns)
+    got = _tag(got, "counterparty", labels_frame(labels)).with_row_index("rank", offset=1)
+    return got.with_columns(pl.col("rank").cast(pl.Int64)).select(columns)
+
+
+def _empty_counterparties(columns: list[str]) -> pl.DataFrame:
+    types = {"rank": pl.Int64, "value_in": pl.Float64, "value_out": pl.Float64, "count_in": pl.Int64}
+    types |= {"count_out": pl.Int64, "first_seen": pl.Int64, "last_seen": pl.Int64}
+    return pl.DataFrame(schema={c: types.get(c, pl.String) for c in columns})
+
+
+# --------------------------------------------------------------------------- alerts
+ALERT_COLUMNS = ["ts", "rule", "severity", "symbol", "value", "from_address", "from_label", "to_address"]
+ALERT_COLUMNS += ["to_label", "tx_hash", "log_index", "detail"]
+
+
+@_on_any_lake
+def alerts(
+    source: object,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    rules: tuple[str, ...] = ALERT_RULES,
+    large: dict[str, float] | None = None,
+    watch: tuple[str, ...] = (),
+    token: str | None = None,
+    labels: pl.DataFrame | None = None,
+    spark: SparkSession,
+) -> pl.DataFrame:
+    """:func:`forensics.queries.alerts` on Spark: transfers that hit a rule, one row per (transfer, rule), newest
+    first. Every rule is a filter over the transfers joined (broadcast) to the label set and thresholds."""
+    from pyspark.sql import functions as F
+
+    unknown = set(rules) - set(ALERT_RULES)
+    if unknown:
+        raise ValueError(f"unknown alert rules {sorted(unknown)}; known: {', '.join(ALERT_RULES)}")
+    tx = spark_lake.transfers(spark, spark_lake.lake_root(source), token=token, start=start, end=end)
+    watched = [a.lower() for a in watch]
+    chosen = [r for r in ALERT_RULES if r in rules and (r != "watch" or watched)]
+    if tx is None or not chosen:
+        return _empty_alerts()
+    cats = _to_spark(spark, labels_frame(labels).select("address", "name", "category"))
+    frm = cats.select(F.col("address").alias("from_address"), F.col("name").alias("from_label"),
+                      F.col("category").alias("from_cat"))  # fmt: skip
+    to = cats.select(F.col("address").alias("to_address"), F.col("name").alias("to_label"),
+                     F.col("category").alias("to_cat"))  # fmt: skip
+    base = (
+        tx.join(F.broadcast(frm), "from_address", "left")
+        .join(F.broadcast(to), "to_address", "left")
+        .join(F.broadcast(_to_spark(spark, _thresholds(large))), "symbol", "left")
+    )
+    conds = _rule_conditions(watched)
+    parts = [
+        base.where(conds[r][0]).select(
+            *[c for c in ("ts", "symbol", "value", "from_address", "from_label", "to_address", "to_label")],
+            "tx_hash",
+            "log_index",
+            F.lit(r).alias("rule"),
+            F.lit(SEVERITY[r]).alias("severity"),
+            conds[r][1].alias("detail"),
+        )  # fmt: skip
+        for r in chosen
+    ]
+    hits = parts[0]
+    for p in parts[1:]:
+        hits = hits.unionByName(p)
+    got = _collect(hits.orderBy(F.col("ts").desc(), F.col("log_index").asc()).select(ALERT_COLUMNS))
+    return got.cast(_ALERT_SCHEMA) if got.height else _empty_alerts()  # type: ignore[arg-type]
+
+
+_ALERT_SCHEMA = {c: pl.String for c in ALERT_COLUMNS} | {"ts": pl.Int64, "value": pl.Float64, "log_index": pl.Int64}
+
+
+def _empty_alerts() -> pl.DataFrame:
+    return pl.DataFrame(schema=_ALERT_SCHEMA)
+
+
+def _thresholds(large: dict[str, float] | None) -> pl.DataFrame:
+    """``symbol, threshold, large_detail``: the text of a ``large`` hit is formatted here by polars, so it reads
+    exactly as the polars engine's (Spark would print 1e7 as ``1.0E7``)."""
+    merged = {**DEFAULT_LARGE, **(large or {})}
+    thr = pl.DataFrame(
+        {"symbol": list(merged), "threshold": list(merged.values())},
+        schema={"symbol": pl.String, "threshold": pl.Float64},
+    )
+    return thr.with_columns(pl.format("value >= {} {}", "threshold", "symbol").alias("large_detail"))
+
+
+def _rule_conditions(watched: list[str]) -> dict[str, tuple[Column, Column]]:
+    """Rule -> (which transfers hit it, the detail text), as :func:`forensics.queries.alerts` words them."""
+    from pyspark.sql import functions as F
+
+    fc, tc = F.col("from_cat"), F.col("to_cat")
+    from_label, to_label = F.col("from_label"), F.col("to_label")
+    return {
+        "sanctioned": (
+            (fc == "sanctioned") | (tc == "sanctioned"),
+            F.concat(F.when(tc == "sanctioned", F.lit("to ")).otherwise(F.lit("from ")), F.lit("sanctioned address")),
+        ),
+        "mixer_deposit": (tc == "mixer", F.concat(F.lit("deposit into "), F.coalesce(to_label, F.lit("mixer")))),
+        "mixer_withdrawal": (
+            fc == "mixer",
+            F.concat(F.lit("withdrawal from "), F.coalesce(from_label, F.lit("mixer"))),
+        ),
+        "exploit": (
+            (fc == "exploit") | (tc == "exploit"),
+            F.when(tc == "exploit", F.concat(F.lit("to exploit address "), F.coalesce(to_label, F.lit("")))).otherwise(
+                F.concat(F.lit("from exploit address "), F.coalesce(from_label, F.lit("")))
+            ),
+        ),
+        "phishing": (tc == "phishing", F.concat(F.lit("to phishing address "), F.coalesce(to_label, F.lit("")))),
+        "large": (F.col("threshold").isNotNull() & (F.col("value") >= F.col("threshold")), F.col("large_detail")),
+        "watch": (
+            F.col("from_address").isin(watched) | F.col("to_address").isin(watched),
+            F.lit("watched address"),
+        ),
+    }
