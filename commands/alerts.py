@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Any
 
-from commands.forensics import _common, _date, _lake, _print
+from commands.forensics import _common, _date, _engine, _lake, _print
 from commands.options import add_metrics_option, config_option, serve_metrics
 from continuum.config import Config
 from continuum.errors import UserError
@@ -99,6 +99,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    if (args.engine != "polars" or args.spark_master) and (args.follow or args.send_test):
+        raise UserError("--engine spark lists past hits; --follow and --send-test run on this machine")
     if args.send_test:
         return _send_test(cfg)
     if args.follow:
@@ -115,7 +117,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 def _list(args: argparse.Namespace, cfg: Config) -> int:
     from alerts.engine import Settings
     from alerts.rules import SIGNAL_RULES
-    from forensics.queries import alerts
 
     s = Settings.from_config(cfg)
     signal_rules = [r for r in s.rules if r in SIGNAL_RULES]
@@ -126,8 +127,9 @@ def _list(args: argparse.Namespace, cfg: Config) -> int:
         )
     if not s.transfer_rules:
         raise UserError("--rules: name at least one transfer rule (sanctioned, large, ...)")
-    df = alerts(
-        _lake(args, cfg),
+    engine = _engine(args, cfg)
+    df = engine.alerts(
+        engine.source,
         start=_date(args.start, "--start"),
         end=_date(args.end, "--end"),
         rules=s.transfer_rules,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from commands.options import config_option
 from continuum.config import Config
@@ -36,6 +38,18 @@ def _common(p: argparse.ArgumentParser, with_address: bool = True) -> None:
     p.add_argument("--end", metavar="DATE", help="before this UTC date/time (exclusive)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)")
     p.add_argument("--limit", type=int, default=50, help="rows to print (default 50; 0 = all)")
+    p.add_argument(
+        "--engine",
+        choices=("polars", "spark"),
+        default="polars",
+        help="polars: on this machine (default); spark: on Apache Spark, local or a cluster (docs/forensics.md)",
+    )
+    p.add_argument(
+        "--spark-master",
+        metavar="URL",
+        help="with --engine spark: spark://HOST:7077, yarn, k8s://..., local[4]\n"
+        "(default: $SPARK_MASTER, else spark-submit's --master, else local[2]); --lake may then be s3a://... or hdfs://...",
+    )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = (p.epilog or "") + _COMMON_EPILOG
 
@@ -52,6 +66,45 @@ def _lake(args: argparse.Namespace, cfg: Config):
     if args.lake and not Path(cfg.lake.root).is_dir():
         raise UserError(f"--lake {cfg.lake.root}: no such directory")
     return Lake(cfg.lake.root)
+
+
+class Engine(NamedTuple):
+    """What answers a query: the lake as the engine reads it, and its trace, counterparties and alerts."""
+
+    source: object
+    trace: Callable[..., Any]
+    counterparties: Callable[..., Any]
+    alerts: Callable[..., Any]
+
+
+def _engine(args: argparse.Namespace, cfg: Config) -> Engine:
+    """``--engine polars`` (:mod:`forensics.queries` on a :class:`Lake`) or ``spark`` (:mod:`forensics.spark_engine`
+    on the lake's root, which may be a URI such as ``s3a://bucket/lake`` that only Spark reads)."""
+    if args.engine == "polars":
+        if args.spark_master:
+            raise UserError("--spark-master needs --engine spark")
+        from forensics import queries
+
+        return Engine(_lake(args, cfg), queries.trace, queries.counterparties, queries.alerts)
+    from forensics.spark_session import require_pyspark
+
+    require_pyspark()  # before anything else: one clear line when it is missing
+    from functools import partial
+    from pathlib import Path
+
+    from forensics import spark_engine
+    from forensics.spark_session import session
+
+    root = cfg.lake.root
+    if "://" not in root and args.lake and not Path(root).is_dir():
+        raise UserError(f"--lake {root}: no such directory")
+    spark = session(args.spark_master)
+    return Engine(
+        root,
+        partial(spark_engine.trace, spark=spark),
+        partial(spark_engine.counterparties, spark=spark),
+        partial(spark_engine.alerts, spark=spark),
+    )
 
 
 def _decimals_lookup(rpc_url: str | None, cfg: Config):
@@ -163,12 +216,14 @@ def run_trace(args: argparse.Namespace, cfg: Config) -> int:
     _positive("--min-value", args.min_value)
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
-    from forensics import queries
+    from forensics.rules import DEFAULT_STOP_CATEGORIES
 
-    lake = _lake(args, cfg)
-    table, labels = _clusters_for_trace(lake) if args.collapse_clusters else (None, None)
-    t = queries.trace(
-        lake,
+    if args.collapse_clusters and args.engine != "polars":
+        raise UserError("--collapse-clusters runs on the polars engine (clustering reads the whole lake here)")
+    engine = _engine(args, cfg)
+    table, labels = _clusters_for_trace(engine.source) if args.collapse_clusters else (None, None)
+    t = engine.trace(
+        engine.source,
         address,
         hops=args.hops,
         direction=args.direction,
@@ -176,7 +231,7 @@ def run_trace(args: argparse.Namespace, cfg: Config) -> int:
         token=args.token,
         start=_date(args.start, "--start"),
         end=_date(args.end, "--end"),
-        stop_at=() if args.expand_services else queries.DEFAULT_STOP_CATEGORIES,
+        stop_at=() if args.expand_services else DEFAULT_STOP_CATEGORIES,
         top=args.top,
         time_respecting=not args.any_order,
         decimals=_decimals_lookup(args.rpc, cfg),
@@ -264,10 +319,9 @@ def run_counterparties(args: argparse.Namespace, cfg: Config) -> int:
 
     address = parse_address(args.address)
     _positive("--min-value", args.min_value)
-    from forensics import queries
-
-    df = queries.counterparties(
-        _lake(args, cfg),
+    engine = _engine(args, cfg)
+    df = engine.counterparties(
+        engine.source,
         address,
         token=args.token,
         start=_date(args.start, "--start"),

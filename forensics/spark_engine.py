@@ -427,7 +427,8 @@ def alerts(
     spark: SparkSession,
 ) -> pl.DataFrame:
     """:func:`forensics.queries.alerts` on Spark: transfers that hit a rule, one row per (transfer, rule), newest
-    first. Every rule is a filter over the transfers joined (broadcast) to the label set and thresholds."""
+    first. Every rule is a condition on the transfers joined (broadcast) to the label set and thresholds; the
+    table is read once for all of them."""
     from pyspark.sql import functions as F
 
     unknown = set(rules) - set(ALERT_RULES)
@@ -449,20 +450,14 @@ def alerts(
         .join(F.broadcast(_to_spark(spark, _thresholds(large))), "symbol", "left")
     )
     conds = _rule_conditions(watched)
-    parts = [
-        base.where(conds[r][0]).select(
-            *[c for c in ("ts", "symbol", "value", "from_address", "from_label", "to_address", "to_label")],
-            "tx_hash",
-            "log_index",
-            F.lit(r).alias("rule"),
-            F.lit(SEVERITY[r]).alias("severity"),
-            conds[r][1].alias("detail"),
-        )  # fmt: skip
+    # one pass over the transfers: each row carries the rules it hits (an array, nulls dropped), one row per hit
+    hit = [
+        F.when(conds[r][0], F.struct(F.lit(r).alias("rule"), F.lit(SEVERITY[r]).alias("severity"),
+                                      conds[r][1].alias("detail")))
         for r in chosen
-    ]
-    hits = parts[0]
-    for p in parts[1:]:
-        hits = hits.unionByName(p)
+    ]  # fmt: skip
+    hits = base.select("*", F.explode(F.filter(F.array(*hit), lambda h: h.isNotNull())).alias("hit"))
+    hits = hits.select("*", "hit.rule", "hit.severity", "hit.detail")
     got = _collect(hits.orderBy(F.col("ts").desc(), F.col("log_index").asc()).select(ALERT_COLUMNS))
     return got.cast(_ALERT_SCHEMA) if got.height else _empty_alerts()  # type: ignore[arg-type]
 

@@ -10,7 +10,11 @@ and a file written without ``raw_value``. Spark runs in local mode, one session 
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,12 +22,11 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from commands.cli import main
 from continuum.lake import Lake
 from continuum.schema import Candle
 from forensics import queries, spark_engine
 from forensics.etl_import import read_export
-
-pytest.importorskip("pyspark", reason="the test extra installs pyspark")  # CI installs .[test]: it runs there
 
 pytestmark = pytest.mark.integration
 
@@ -227,3 +230,46 @@ def test_alerts_equal_polars(spark, generated, mainnet):
     want = queries.alerts(mainnet)
     _same(spark_engine.alerts(mainnet, spark=spark), want)
     assert "large" in set(want["rule"])
+
+
+def test_cli_engine_spark_answers_as_polars(spark, mainnet, capsys):
+    root = str(mainnet.root)
+    for argv in (["counterparties", BUSY, "--token", "WETH"], ["trace", BUSY, "--show", "edges"], ["alerts"]):
+        out = {}
+        for engine in ("polars", "spark"):
+            assert main([*argv, "--lake", root, "--engine", engine, "--format", "json", "--limit", "0"]) == 0
+            out[engine] = json.loads(capsys.readouterr().out)
+
+        def key(row: dict) -> str:
+            return json.dumps({k: v for k, v in row.items() if not isinstance(v, float)}, sort_keys=True)
+
+        def floats(rows: list[dict]) -> list[float]:
+            return [v for r in rows for v in r.values() if isinstance(v, float)]
+
+        want, got = sorted(out["polars"], key=key), sorted(out["spark"], key=key)
+        assert len(want) > 0 and [key(r) for r in got] == [key(r) for r in want], argv
+        assert floats(got) == pytest.approx(floats(want), rel=1e-9), argv
+
+
+def test_missing_pyspark_is_one_line_exit_2(mainnet, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # what `import pyspark` meets where it is not installed
+    assert main(["counterparties", BUSY, "--lake", str(mainnet.root), "--engine", "spark"]) == 2
+    err = capsys.readouterr().err
+    assert err == "continuum: error: --engine spark needs pyspark: pip install 'continuum[spark]'\n"
+    assert main(["trace", BUSY, "--lake", str(mainnet.root), "--spark-master", "local[1]"]) == 2
+    assert "--spark-master needs --engine spark" in capsys.readouterr().err
+
+
+def test_help_and_the_polars_engine_never_import_pyspark(mainnet):
+    code = (
+        "import sys, contextlib, io; from commands.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['counterparties', '{BUSY}', '--lake', {str(mainnet.root)!r}]) == 0\n"
+        "    try: main(['trace', '--help'])\n"
+        "    except SystemExit: pass\n"
+        "print('pyspark' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
