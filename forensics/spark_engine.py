@@ -97,14 +97,14 @@ def trace(
     time_respecting: bool = True,
     decimals: DecimalsLookup | None = None,
     spark: SparkSession,
-    cache: bool = True,
+    cache: bool = False,
 ) -> Trace:
     """:func:`forensics.queries.trace` on Spark: the same breadth-first hops, time-respecting paths, ``top``
     cap, service stops, labels, risk flags and per-token totals.
 
     ``source``: a :class:`continuum.lake.Lake`, a folder, or a URI (``s3a://bucket/lake``). ``cache``: keep the
-    filtered, priced transfers in Spark's storage (memory, spilling to disk) across hops instead of reading the
-    Parquet files once per hop.
+    filtered transfers in Spark's storage (memory, spilling to disk) across hops instead of reading the Parquet
+    files once per hop (bench/forensics_spark.py measures both).
     """
     if direction not in ("out", "in", "both"):
         raise ValueError(f"direction must be out, in or both, got {direction!r}")
@@ -118,10 +118,10 @@ def trace(
     risk_of = risky.select(pl.col("address").alias("next"), pl.col("category").alias("next_cat"))
 
     tx = spark_lake.transfers(spark, root, token=token, start=start, end=end, min_value=min_value)
-    if tx is not None:
-        tx = spark_lake.priced(tx, spark_lake.hourly_prices(spark, root))
-        if cache and hops > 1:
-            tx = tx.persist()
+    prices = spark_lake.hourly_prices(spark, root)
+    held = [df for df in (tx if cache and hops > 1 else None, prices) if df is not None]
+    for df in held:
+        df.persist()
 
     sides = ["out", "in"] if direction == "both" else [direction]
     root_risk = risky.filter(pl.col("address") == address)["category"].to_list()
@@ -142,7 +142,7 @@ def trace(
                 if front.is_empty() or tx is None:
                     frontiers[side] = front.clear()
                     continue
-                agg = _hop(spark, tx, front, side, time_respecting, top)
+                agg = _hop(spark, tx, prices, front, side, time_respecting, top)
                 agg = agg.join(front.select("node", "risk"), on="node", how="left").join(risk_of, on="next", how="left")
                 agg = agg.with_columns(
                     pl.concat_list("risk", "next_cat").list.drop_nulls().list.unique().list.sort().alias("risk")
@@ -156,8 +156,8 @@ def trace(
                     pl.col("next").alias("node"), "bound", "risk"
                 )
     finally:
-        if tx is not None and cache and hops > 1:
-            tx.unpersist()
+        for df in held:
+            df.unpersist()
 
     raw = (
         pl.concat(found).unique(subset=["source", "target", "tkey"], keep="first", maintain_order=True)
@@ -177,9 +177,18 @@ def trace(
     return Trace(address, direction, hops, nodes.select(NODE_COLUMNS).sort("hop", "address"), edges, totals)
 
 
-def _hop(spark: SparkSession, tx: DataFrame, front: pl.DataFrame, side: str, time_respecting: bool, top: int):
-    """One hop in Spark: the frontier's transfers (out of it, or into it), aggregated per (node, next, token), the
-    ``top`` largest per node kept (by USDT where priced, then by amount); collected as a polars frame."""
+def _hop(
+    spark: SparkSession,
+    tx: DataFrame,
+    prices: DataFrame | None,
+    front: pl.DataFrame,
+    side: str,
+    time_respecting: bool,
+    top: int,
+) -> pl.DataFrame:
+    """One hop in Spark: the frontier's transfers (out of it, or into it), priced, aggregated per (node, next,
+    token), the ``top`` largest per node kept (by USDT where priced, then by amount); collected as a polars frame.
+    Prices join after the frontier join, so only the hop's own transfers are priced, not the whole table."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -190,9 +199,9 @@ def _hop(spark: SparkSession, tx: DataFrame, front: pl.DataFrame, side: str, tim
         after = (F.col("ts") >= F.col("bound")) if side == "out" else (F.col("ts") <= F.col("bound"))
         q = q.where(F.col("bound").isNull() | after)
     q = q.select(
-        F.col(near).alias("node"), F.col(far).alias("next"), "tkey", "token", "symbol", "ts", "value", "raw", "price"
-    )
-    q = q.where(F.col("next") != F.col("node"))
+        F.col(near).alias("node"), F.col(far).alias("next"), "token", "symbol", "ts", "value", "raw_value"
+    ).where(F.col("next") != F.col("node"))
+    q = spark_lake.priced(q, prices)
     agg = q.groupBy("node", "next", "tkey").agg(
         F.first("token").alias("token"),
         F.first("symbol", ignorenulls=True).alias("symbol"),

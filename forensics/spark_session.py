@@ -36,7 +36,6 @@ LOCAL_CONF = {
     "spark.default.parallelism": "2",
     "spark.ui.enabled": "false",  # no web server (and no port clash) for a command-line query or a test
     "spark.ui.showConsoleProgress": "false",  # progress bars would interleave with the command's table
-    "spark.driver.memory": "2g",
 }
 # Everywhere: times are epoch milliseconds in UTC, as in the lake; the answers never depend on the host's zone.
 ALWAYS_CONF = {"spark.sql.session.timeZone": "UTC"}
@@ -75,6 +74,8 @@ def session(master: str | None = None) -> SparkSession:
     if chosen is not None:
         builder = builder.master(chosen)
     conf = {**(LOCAL_CONF if chosen == LOCAL_MASTER else {}), **ALWAYS_CONF}
+    if chosen == LOCAL_MASTER:  # local mode runs in the driver: its heap is all there is (Spark's own variable)
+        conf["spark.driver.memory"] = os.environ.get("SPARK_DRIVER_MEMORY", "2g")
     for k, v in conf.items():
         builder = builder.config(k, v)
     # results come back through Arrow, never pandas; pyspark's warning about pandas 3 does not concern them
