@@ -96,7 +96,7 @@ def trace(
     top: int = 25,
     time_respecting: bool = True,
     decimals: DecimalsLookup | None = None,
-    spark: SparkSession,
+    spark: SparkSession,  # filled in by @_on_any_lake when the caller passes none
     cache: bool = False,
 ) -> Trace:
     """:func:`forensics.queries.trace` on Spark: the same breadth-first hops, time-respecting paths, ``top``
@@ -361,7 +361,7 @@ def counterparties(
     labels: pl.DataFrame | None = None,
     by: str = "value",
     limit: int | None = 50,
-    spark: SparkSession,
+    spark: SparkSession,  # filled in by @_on_any_lake when the caller passes none
 ) -> pl.DataFrame:
     """:func:`forensics.queries.counterparties` on Spark: one row per (counterparty, token), ranked by value
     (``by="value"``) or transfer count, labelled; the aggregation, ranking and limit run in Spark."""
@@ -401,12 +401,15 @@ def counterparties(
     )
     value, count = F.col("value_in") + F.col("value_out"), F.col("count_in") + F.col("count_out")
     key = [value.desc(), count.desc()] if by == "value" else [count.desc(), value.desc()]
-    df = df.orderBy(*key, F.col("counterparty").asc())
-    if limit:
-        df = df.limit(limit)
+    if limit:  # the top rows in one pass (Spark's take-ordered); the driver orders what comes back
+        df = df.orderBy(*key, F.col("counterparty").asc()).limit(limit)
     got = _collect(df)
     if got.is_empty():
         return _empty_counterparties(columns)
+    pv, pc = pl.col("value_in") + pl.col("value_out"), pl.col("count_in") + pl.col("count_out")
+    got = got.sort(
+        [pv, pc, "counterparty"] if by == "value" else [pc, pv, "counterparty"], descending=[True, True, False]
+    )
     got = _tag(got, "counterparty", labels_frame(labels)).with_row_index("rank", offset=1)
     return got.with_columns(pl.col("rank").cast(pl.Int64)).select(columns)
 
@@ -433,7 +436,7 @@ def alerts(
     watch: tuple[str, ...] = (),
     token: str | None = None,
     labels: pl.DataFrame | None = None,
-    spark: SparkSession,
+    spark: SparkSession,  # filled in by @_on_any_lake when the caller passes none
 ) -> pl.DataFrame:
     """:func:`forensics.queries.alerts` on Spark: transfers that hit a rule, one row per (transfer, rule), newest
     first. Every rule is a condition on the transfers joined (broadcast) to the label set and thresholds; the
@@ -467,8 +470,11 @@ def alerts(
     ]  # fmt: skip
     hits = base.select("*", F.explode(F.filter(F.array(*hit), lambda h: h.isNotNull())).alias("hit"))
     hits = hits.select("*", "hit.rule", "hit.severity", "hit.detail")
-    got = _collect(hits.orderBy(F.col("ts").desc(), F.col("log_index").asc()).select(ALERT_COLUMNS))
-    return got.cast(_ALERT_SCHEMA) if got.height else _empty_alerts()  # type: ignore[arg-type]
+    # ordered on the driver: a global sort in Spark reads everything twice (once to sample the ranges)
+    got = _collect(hits.select(ALERT_COLUMNS))
+    if not got.height:
+        return _empty_alerts()
+    return got.cast(_ALERT_SCHEMA).sort("ts", "log_index", descending=[True, False])  # type: ignore[arg-type]
 
 
 _ALERT_SCHEMA = {c: pl.String for c in ALERT_COLUMNS} | {"ts": pl.Int64, "value": pl.Float64, "log_index": pl.Int64}
