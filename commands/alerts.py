@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Any
 
-from commands.forensics import _common, _date, _engine, _lake, _print
+from commands.forensics import _common, _date, _engine, _engine_options, _lake, _print
 from commands.options import add_metrics_option, config_option, serve_metrics
 from continuum.config import Config
 from continuum.errors import UserError
@@ -74,6 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         EPILOG + "\ndefault large thresholds: " + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_LARGE.items()) + "\n"
     )
     _common(p, with_address=False)
+    _engine_options(p)
     p.epilog = p.epilog.replace("\ndata: ", "\n\ndata: ", 1)
     config_option(p, "--rules", key="alerts.rules", help="comma-separated rules (default [alerts].rules: all)")
     config_option(

@@ -38,6 +38,12 @@ def _common(p: argparse.ArgumentParser, with_address: bool = True) -> None:
     p.add_argument("--end", metavar="DATE", help="before this UTC date/time (exclusive)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default: table)")
     p.add_argument("--limit", type=int, default=50, help="rows to print (default 50; 0 = all)")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = (p.epilog or "") + _COMMON_EPILOG
+
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    """``--engine``/``--spark-master``: the commands that have a Spark version (trace, counterparties, alerts)."""
     p.add_argument(
         "--engine",
         choices=("polars", "spark"),
@@ -50,8 +56,6 @@ def _common(p: argparse.ArgumentParser, with_address: bool = True) -> None:
         help="with --engine spark: spark://HOST:7077, yarn, k8s://..., local[4]\n"
         "(default: $SPARK_MASTER, else spark-submit's --master, else local[2]); --lake may then be s3a://... or hdfs://...",
     )
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = (p.epilog or "") + _COMMON_EPILOG
 
 
 def _date(s: str | None, flag: str) -> datetime | None:
@@ -175,9 +179,11 @@ examples:
   continuum trace 0x098b716b8aaf21512996dc57eb0615e2383e2f96 --hops 3          # forward, 3 hops
   continuum trace 0xd8dA6BF26964aF9D7eEd9e03E53415D37aA96045 --direction in --token USDC
   continuum trace 0xabc... --hops 2 --min-value 10 --token ETH --out trace.html   # also .json, .dot
+  continuum trace 0xabc... --hops 3 --engine spark --spark-master spark://head:7077 --lake s3a://bucket/lake
 
 """
     _common(p)
+    _engine_options(p)
     p.add_argument("--hops", type=int, default=2, help="how many hops to follow (default 2, at most 8)")
     p.add_argument(
         "--direction", choices=("out", "in", "both"), default="out", help="out: forward, in: backward (default out)"
@@ -310,6 +316,7 @@ examples:
 
 """
     _common(p)
+    _engine_options(p)
     p.add_argument("--by", choices=("value", "count"), default="value", help="ranking key (default value)")
     p.add_argument("--min-value", type=float, default=0.0, help="ignore transfers below this many token units")
 

@@ -259,6 +259,11 @@ def test_missing_pyspark_is_one_line_exit_2(mainnet, capsys, monkeypatch):
     assert err == "continuum: error: --engine spark needs pyspark: pip install 'continuum[spark]'\n"
     assert main(["trace", BUSY, "--lake", str(mainnet.root), "--spark-master", "local[1]"]) == 2
     assert "--spark-master needs --engine spark" in capsys.readouterr().err
+    # what only the polars engine does says so, before any Spark starts
+    assert main(["trace", BUSY, "--lake", str(mainnet.root), "--engine", "spark", "--collapse-clusters"]) == 2
+    assert "--collapse-clusters runs on the polars engine" in capsys.readouterr().err
+    assert main(["alerts", "--lake", str(mainnet.root), "--engine", "spark", "--follow"]) == 2
+    assert "--follow and --send-test run on this machine" in capsys.readouterr().err
 
 
 def test_help_and_the_polars_engine_never_import_pyspark(mainnet):
