@@ -60,8 +60,9 @@ def resolve_master(master: str | None = None) -> str | None:
     return LOCAL_MASTER
 
 
-def session(master: str | None = None) -> SparkSession:
-    """The active SparkSession, or a new one on the master :func:`resolve_master` picks."""
+def session(master: str | None = None, conf: dict[str, str] | None = None) -> SparkSession:
+    """The active SparkSession, or a new one on the master :func:`resolve_master` picks, with ``conf`` on top
+    (the tests' short-lived JVM, a bench's settings)."""
     require_pyspark()
     from pyspark.errors import PySparkRuntimeError
     from pyspark.sql import SparkSession
@@ -73,10 +74,10 @@ def session(master: str | None = None) -> SparkSession:
     builder = SparkSession.builder.appName(APP_NAME)
     if chosen is not None:
         builder = builder.master(chosen)
-    conf = {**(LOCAL_CONF if chosen == LOCAL_MASTER else {}), **ALWAYS_CONF}
+    settings = {**(LOCAL_CONF if chosen == LOCAL_MASTER else {}), **ALWAYS_CONF}
     if chosen == LOCAL_MASTER:  # local mode runs in the driver: its heap is all there is (Spark's own variable)
-        conf["spark.driver.memory"] = os.environ.get("SPARK_DRIVER_MEMORY", "2g")
-    for k, v in conf.items():
+        settings["spark.driver.memory"] = os.environ.get("SPARK_DRIVER_MEMORY", "2g")
+    for k, v in {**settings, **(conf or {})}.items():
         builder = builder.config(k, v)
     # results come back through Arrow, never pandas; pyspark's warning about pandas 3 does not concern them
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
