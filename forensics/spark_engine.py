@@ -143,13 +143,14 @@ def trace(
                     frontiers[side] = front.clear()
                     continue
                 agg = _hop(spark, tx, prices, front, side, time_respecting, top)
+                if agg.is_empty():
+                    frontiers[side] = front.clear()
+                    continue
+                # path risk: the frontier node's, plus the category of the address it reaches
                 agg = agg.join(front.select("node", "risk"), on="node", how="left").join(risk_of, on="next", how="left")
                 agg = agg.with_columns(
                     pl.concat_list("risk", "next_cat").list.drop_nulls().list.unique().list.sort().alias("risk")
                 )
-                if agg.is_empty():
-                    frontiers[side] = front.clear()
-                    continue
                 found.append(_edges_of_hop(agg, side, h))
                 seen, new = _reach(seen, agg, side, h)
                 frontiers[side] = new.filter(~pl.col("next").is_in(stop)).select(
@@ -364,7 +365,7 @@ def counterparties(
     spark: SparkSession,  # filled in by @_on_any_lake when the caller passes none
 ) -> pl.DataFrame:
     """:func:`forensics.queries.counterparties` on Spark: one row per (counterparty, token), ranked by value
-    (``by="value"``) or transfer count, labelled; the aggregation, ranking and limit run in Spark."""
+    (``by="value"``) or transfer count, labelled; the aggregation and the cut to the top ``limit`` run in Spark."""
     from pyspark.sql import functions as F
 
     if by not in ("value", "count"):
@@ -377,17 +378,19 @@ def counterparties(
     )
     if tx is None:
         return _empty_counterparties(columns)
-    zero, one = F.lit(0.0), F.lit(1)
-    out_ = tx.where(F.col("from_address") == address).select(
-        F.col("to_address").alias("counterparty"), "token", "symbol", "ts",
-        zero.alias("vin"), F.col("value").alias("vout"), F.lit(0).alias("cin"), one.alias("cout"),
-    )  # fmt: skip
-    in_ = tx.where(F.col("to_address") == address).select(
-        F.col("from_address").alias("counterparty"), "token", "symbol", "ts",
-        F.col("value").alias("vin"), zero.alias("vout"), one.alias("cin"), F.lit(0).alias("cout"),
-    )  # fmt: skip
+    sent = F.col("from_address") == address  # one pass over the table for both directions
     df = (
-        out_.unionByName(in_)
+        tx.where(sent | (F.col("to_address") == address))
+        .select(
+            F.when(sent, F.col("to_address")).otherwise(F.col("from_address")).alias("counterparty"),
+            "token",
+            "symbol",
+            "ts",
+            F.when(sent, F.lit(0.0)).otherwise(F.col("value")).alias("vin"),
+            F.when(sent, F.col("value")).otherwise(F.lit(0.0)).alias("vout"),
+            F.when(sent, F.lit(0)).otherwise(F.lit(1)).alias("cin"),
+            F.when(sent, F.lit(1)).otherwise(F.lit(0)).alias("cout"),
+        )
         .where(F.col("counterparty") != address)
         .groupBy("counterparty", "token", "symbol")
         .agg(
