@@ -60,7 +60,7 @@ def _generated(seed: int = 7) -> tuple[pl.DataFrame, list[Candle]]:
     """~400 transfers over 72 hours: a random graph where USERS[0] pays first and money spreads over hops."""
     rng = random.Random(seed)
     everyone = USERS + [EXCHANGE, MIXER, SANCTIONED, EXPLOIT, PHISHING, BRIDGE]
-    rows = []
+    rows: list[dict] = []
     for i in range(400):
         frm = ROOT if i < 12 else rng.choice(USERS[: 1 + min(39, i // 8)] + [EXCHANGE, MIXER])
         to = rng.choice(everyone)
@@ -71,7 +71,8 @@ def _generated(seed: int = 7) -> tuple[pl.DataFrame, list[Candle]]:
                 "chain": "ethereum",
                 "block_number": 19_000_000 + i,
                 "block_hash": f"0x{i:064x}",
-                "ts": T0 + i * 650_000 + rng.randrange(0, 600_000),
+                # every fourth transfer in the block of the one before: equal times test the bounds' edges
+                "ts": rows[-1]["ts"] if i % 4 == 3 else T0 + i * 650_000 + rng.randrange(0, 600_000),
                 "tx_hash": f"0x{i + 1:064x}",
                 "log_index": -1 if token is None else rng.randrange(0, 50),
                 "token": token,
