@@ -255,6 +255,7 @@ class Sender:
         self.sent = self.failed = 0
         self._queue: queue.Queue[Alert] = queue.Queue(maxsize=queue_size)
         self._queued: set[str] = set()  # keys queued or in flight
+        self._final: dict[str, float] = {}  # key -> when this sender journalled its outcome: never queued again
         self._parked: dict[str, float] = {}  # key -> when it was given up on
         self._down_until = 0.0  # after a give-up, the rest of the queue waits for the next pass untried
         self._lock = threading.Lock()
@@ -267,9 +268,11 @@ class Sender:
         return self
 
     def offer(self, alert: Alert) -> bool:
-        """Queue ``alert`` unless it is queued already or the queue is full (then it waits in the outbox)."""
+        """Queue ``alert`` unless it is queued already, has an outcome already, or the queue is full (then it
+        waits in the outbox). An outcome counts: the start-up pass may take an alert from the outbox and
+        deliver it before the alerter that fired it gets to offer it."""
         with self._lock:
-            if alert.key in self._queued:
+            if alert.key in self._queued or alert.key in self._final:
                 return True
             try:
                 self._queue.put_nowait(alert)
@@ -315,9 +318,17 @@ class Sender:
                 with self._lock:
                     self._queued.discard(alert.key)
 
+    def _journal(self, key: str, outcome: str) -> None:
+        """A final outcome: journalled, and remembered so that no later offer queues the key again."""
+        self.journal.mark(key, self.hook.id, outcome)
+        with self._lock:
+            self._final[key] = self.clock()
+
     def _pass(self) -> None:
         now = self.clock()
         since_ms = int((now - self.max_age_s) * 1000)
+        with self._lock:  # an alert older than max_age is expired if offered again, never posted: forget it
+            self._final = {k: t for k, t in self._final.items() if now - t < self.max_age_s}
         again = [
             a
             for a in self.journal.pending(self.hook.id, since_ms)
@@ -335,7 +346,7 @@ class Sender:
                 alert.key,
                 (self.clock() * 1000 - alert.ts) / 3.6e6,
             )
-            self.journal.mark(alert.key, self.hook.id, "expired")
+            self._journal(alert.key, "expired")
             return
         if time.monotonic() < self._down_until:  # the webhook just failed every try: do not hammer it
             self._parked[alert.key] = self.clock()
@@ -344,11 +355,11 @@ class Sender:
         if out.status == "delivered":
             self.sent += 1
             self._parked.pop(alert.key, None)
-            self.journal.mark(alert.key, self.hook.id, "delivered")
+            self._journal(alert.key, "delivered")
             log.info("ALERT_SENT webhook=%s key=%s tries=%d", self.hook.shown, alert.key, out.tries)
         elif out.status == "rejected":
             self.failed += 1
-            self.journal.mark(alert.key, self.hook.id, "rejected")
+            self._journal(alert.key, "rejected")
             log.error(
                 'ALERT_REJECTED webhook=%s key=%s tries=%d error="%s": not retried (fix the webhook or payload)',
                 self.hook.shown,

@@ -239,3 +239,21 @@ def test_a_library_message_quoting_the_webhook_is_masked():
     line = stream.getvalue()
     assert "https://chat.example.com/hooks/***/***/***" in line and "s3cr3t" not in line and "T0SECRET" not in line
     assert hook.mask(f"error at {hook.url}") == "error at https://chat.example.com/hooks/***/***/***"
+
+
+def test_an_alert_with_an_outcome_is_never_queued_again(tmp_path, receiver):
+    """The race behind a duplicate seen on the real broker: the sender's start-up pass takes an alert from the
+    outbox and delivers it before the alerter that fired it offers it; that late offer must not post it again."""
+    cfg = make_config(tmp_path, receiver.url(), redeliver_s=60)
+    with Alerter(cfg, drain_s=5) as alerter:
+        (sender,) = alerter.senders
+        fired = alerter.on_signals(story())
+        receiver.wait_for(3)
+        deadline = time.monotonic() + 5
+        while sender.backlog() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for a in fired:  # what the alerter's late offer does
+            assert sender.offer(a)
+        assert sender.backlog() == 0
+        time.sleep(0.3)
+    assert sorted(receiver.keys_seen()) == sorted(story_keys())  # each once
