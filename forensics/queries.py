@@ -134,6 +134,14 @@ def transfers(
     return lf
 
 
+def among(col: str, values: pl.Series) -> pl.Expr:
+    """``col`` is one of ``values``, as a literal the Parquet scan checks against each row group's min/max.
+
+    Written ``is_in(pl.lit(values).implode())``: with ``values.implode()`` (polars 2.1) the scan reads every row
+    group (measured: 490 ms against 16 ms for one address on 10M transfers)."""
+    return pl.col(col).is_in(pl.lit(values).implode())
+
+
 def _tag(df: pl.DataFrame, col: str, labels: pl.DataFrame, prefix: str = "") -> pl.DataFrame:
     lab = labels.select(
         pl.col("address").alias(col),
@@ -220,7 +228,7 @@ def trace(
             near, far = ("from_address", "to_address") if side == "out" else ("to_address", "from_address")
             q = (
                 by_side[side]
-                .filter(pl.col(near).is_in(front["node"].implode()))  # pushed into the scan: row groups skipped
+                .filter(among(near, front["node"]))  # pushed into the scan: row groups skipped
                 .join(front.lazy(), left_on=near, right_on="node", how="inner")
                 .rename({near: "node", far: "next"})
             )
@@ -564,7 +572,7 @@ def alerts(
     listed = pl.concat(
         [lab.filter(pl.col("category").is_in(list(wanted)))["address"], pl.Series(watched, dtype=pl.String)]
     )
-    listed = listed.unique().implode()
+    listed = listed.unique()
 
     def scan(by: str) -> pl.LazyFrame:
         return transfers(source, token=token, start=start, end=end, by=by)
@@ -586,8 +594,8 @@ def alerts(
     touching = tagged(
         pl.concat(
             [
-                scan("from_address").filter(pl.col("from_address").is_in(listed)),
-                scan("to_address").filter(pl.col("to_address").is_in(listed) & ~pl.col("from_address").is_in(listed)),
+                scan("from_address").filter(among("from_address", listed)),
+                scan("to_address").filter(among("to_address", listed) & ~among("from_address", listed)),
             ]
         )
     )
