@@ -120,19 +120,21 @@ class DuckForensics:
             FROM r GROUP BY ALL
         """, [address])  # fmt: skip
 
-    def alerts(self, labels: pl.DataFrame, thresholds: pl.DataFrame) -> pl.DataFrame:
-        """``tx_hash, log_index, rule`` of every hit of the label rules and ``large`` (thresholds: tkey, threshold)."""
+    def alerts(self, labels: pl.DataFrame, thresholds: pl.DataFrame, since_ms: int | None = None) -> pl.DataFrame:
+        """``tx_hash, log_index, rule`` of every hit of the label rules and ``large`` (thresholds: tkey, threshold),
+        over transfers at or after ``since_ms`` (all when None)."""
         c = self.con
+        since = f"ts >= {since_ms}" if since_ms is not None else "TRUE"
         c.register("labels_df", labels.select("address", "category").to_arrow())
         c.register("thr_df", thresholds.select("tkey", "threshold").to_arrow())
         risky = "SELECT address FROM labels_df WHERE category IN ('sanctioned', 'mixer', 'exploit', 'phishing')"
         return _pl(c, f"""
             WITH touching AS (
                 SELECT tx_hash, log_index, from_address, to_address FROM read_parquet({self.src["out"]})
-                WHERE from_address IN ({risky})
+                WHERE from_address IN ({risky}) AND {since}
                 UNION ALL
                 SELECT tx_hash, log_index, from_address, to_address FROM read_parquet({self.src["in"]})
-                WHERE to_address IN ({risky}) AND from_address NOT IN ({risky})
+                WHERE to_address IN ({risky}) AND from_address NOT IN ({risky}) AND {since}
             ), tagged AS (
                 SELECT t.*, lf.category AS fc, lt.category AS tc FROM touching t
                 LEFT JOIN labels_df lf ON lf.address = t.from_address
@@ -146,5 +148,5 @@ class DuckForensics:
             UNION ALL
             SELECT t.tx_hash, t.log_index, 'large' FROM read_parquet({self.src["out"]}) t
             JOIN thr_df h ON h.tkey = coalesce(t.token, 'native') LEFT JOIN meta m ON m.tkey = h.tkey
-            WHERE {self.amount} >= h.threshold
+            WHERE {self.amount} >= h.threshold AND {since.replace("ts", "t.ts")}
         """)  # fmt: skip

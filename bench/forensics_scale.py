@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.forensics_duckdb import DuckForensics  # noqa: E402
-from bench.forensics_graph import TOKENS, Graph  # noqa: E402
+from bench.forensics_graph import T0_MS, TOKENS, Graph  # noqa: E402
 from continuum.lake import Lake  # noqa: E402
 from forensics.queries import DEFAULT_STOP_CATEGORIES, alerts, counterparties, large_thresholds, trace  # noqa: E402
 from forensics.values import NATIVE_KEY, token_meta  # noqa: E402
@@ -217,6 +218,19 @@ def main() -> None:
                 agree += mine == set(d.iter_rows()) and len(mine) == d.height
         queries["alerts (all rules, whole range)"] = _row(tp, td, agree, 3, [hits.height])
         _print_row("alerts (all rules, whole range)", queries["alerts (all rules, whole range)"])
+        # what `continuum alerts --start <yesterday>` does: the last day of the range
+        last = T0_MS + a.days * 86_400_000 - 86_400_000
+        tp, td, agree = [], [], 0
+        for _ in range(3):
+            dt, hits = timed(alerts, lake, labels=labels, start=datetime.fromtimestamp(last / 1000, tz=UTC))
+            tp.append(dt)
+            if duck:
+                dt, d = timed(duck.alerts, labels, large_thresholds(), last)
+                td.append(dt)
+                mine = set(hits.select("tx_hash", "log_index", "rule").iter_rows())
+                agree += mine == set(d.iter_rows()) and len(mine) == d.height
+        queries["alerts (all rules, last day)"] = _row(tp, td, agree, 3, [hits.height])
+        _print_row("alerts (all rules, last day)", queries["alerts (all rules, last day)"])
         res["queries"] = queries
         res["rss_peak_mb"] = rss_mb()
         print(f"peak RSS {res['rss_peak_mb']:,.0f} MB", flush=True)

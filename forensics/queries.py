@@ -48,7 +48,6 @@ from forensics.values import (
     edge_sums,
     finish_edges,
     hourly_prices,
-    in_units,
     priced,
     token_key,
     token_meta,
@@ -629,12 +628,21 @@ def alerts(
     ]
     if "large" in rules:
         thr = large_thresholds(large, decimals)
-        value, _, _ = in_units(pl.col("raw_value").cast(pl.Float64, strict=False), pl.col("value"))
+        # the threshold of each row's token as an expression on the row's own columns (no join before the filter),
+        # so the predicate goes into the Parquet scan: in raw units where there is a raw amount, else as given
+        keys = thr["tkey"]
+        raw_thr = thr["threshold"] * (10.0 ** thr["decimals"].cast(pl.Float64)).fill_null(1.0)
+        raw = pl.col("raw_value").cast(pl.Float64, strict=False)
+        over = (
+            pl.when(raw.is_not_null())
+            .then(raw >= token_key().replace_strict(keys, raw_thr, default=None))
+            .otherwise(pl.col("value") >= token_key().replace_strict(keys, thr["threshold"], default=None))
+        )
         big = (
             scan("from_address")
+            .filter(over.fill_null(False))
             .with_columns(token_key().alias("tkey"))
-            .join(thr.lazy(), on="tkey", how="inner")
-            .filter(value >= pl.col("threshold"))
+            .join(thr.select("tkey", "threshold", "name").lazy(), on="tkey", how="left")
         )
         parts.append(
             tagged(big)
