@@ -251,3 +251,16 @@ def test_watch_alerts_read_both_sorted_copies(lake):
     hits = alerts(lake, rules=("watch",), watch=(NODE,), labels=pl.DataFrame(schema=LABEL_SCHEMA))
     want = {(m["tx"], m["log"]) for m in _raw_rows() if NODE in (m["from"], m["to"])}
     assert set(zip(hits["tx_hash"], hits["log_index"], strict=True)) == want and len(want) >= 2
+
+
+def test_trace_min_value_is_per_token_amount_by_hand(lake):
+    # NODE receives ~1.5e29 raw units of a token of unknown decimals (stored by the importer as ~1.5e11, its
+    # 18-decimals guess) and sends 7.4 ETH: min_value 1e12 keeps the token edge (raw units, as shown), drops ETH
+    want = {
+        (m["from"], m["to"], m["token"])
+        for m in _raw_rows()
+        if NODE in (m["from"], m["to"]) and m["from"] != m["to"] and _units(m["token"], m["raw"]) >= 1e12
+    }
+    t = trace(lake, NODE, hops=1, direction="both", min_value=1e12)
+    got = {(r["source"], r["target"], r["token"] or "ETH") for r in t.edges.iter_rows(named=True)}
+    assert got == want and len(want) == 1 and next(iter(want))[2] not in ("ETH", *KNOWN_DECIMALS)
