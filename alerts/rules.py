@@ -183,7 +183,7 @@ def transfer_message(row: dict[str, Any]) -> str:
     def who(address: str, label: str | None) -> str:
         return f"{address[:8]}..{address[-4:]}" + (f" ({label})" if label else "")
 
-    value = f"{row['value']:,.2f} {row['symbol'] or 'tokens'}"
+    value = f"{row['value']:,.2f} {row.get('token_label') or row['symbol'] or 'tokens'}"
     return (
         f"{row['rule']}: {value} {who(row['from_address'], row['from_label'])} -> "
         f"{who(row['to_address'], row['to_label'])}: {row['detail']} (tx {row['tx_hash'][:12]}..)"

@@ -319,6 +319,7 @@ examples:
     _engine_options(p)
     p.add_argument("--by", choices=("value", "count"), default="value", help="ranking key (default value)")
     p.add_argument("--min-value", type=float, default=0.0, help="ignore transfers below this many token units")
+    p.add_argument("--rpc", metavar="URL", help="read unknown tokens' decimals() over JSON-RPC (as for trace)")
 
 
 def run_counterparties(args: argparse.Namespace, cfg: Config) -> int:
@@ -336,6 +337,7 @@ def run_counterparties(args: argparse.Namespace, cfg: Config) -> int:
         min_value=args.min_value,
         by=args.by,
         limit=args.limit or None,
+        decimals=_decimals_lookup(args.rpc, cfg),
     )
     if df.is_empty() and args.format == "table":
         print(f"no transfers with {address} in the lake with these filters (is the lake filled? see --help)")

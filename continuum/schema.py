@@ -6,6 +6,8 @@ Each event type is a frozen dataclass, and the one registration of its kind:
   versions still decoded (their events lack fields added since, which take their defaults);
 - ``TOPIC``: the bus topic it travels on (:data:`TOPICS` lists them, ``deadletter`` last);
 - ``LAKE``: its lake table's partition columns and time partition (``None``: never stored);
+- ``LAKE_SORTED``: columns the lake keeps the table sorted by, one copy each, in time-ordered runs (empty: one
+  file per partition in natural-key order), so a query on one of them reads only the row groups it needs;
 - ``natural_key()``: the identity used to deduplicate (lake appends, at-least-once consumers);
 - ``partition_key()``: the Kafka message key, so order holds per asset / per address.
 
@@ -96,6 +98,8 @@ class Event:
     TOPIC: ClassVar[str] = ""
     # lake table: (partition columns in path order, time partition "year" | "month" taken from ts)
     LAKE: ClassVar[tuple[tuple[str, ...], str] | None] = None
+    # lake copies sorted by these columns (continuum.lake: sorted runs); empty: one natural-key-sorted file
+    LAKE_SORTED: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         for name, base, optional in _spec(type(self)).checks:
@@ -317,6 +321,8 @@ class Transfer(ChainLog):
 
     KIND: ClassVar[str] = "transfer"
     TOPIC: ClassVar[str] = "chain.transfers"
+    # forensics follows funds by sender (forward hops) and by recipient (backward hops)
+    LAKE_SORTED: ClassVar[tuple[str, ...]] = ("from_address", "to_address")
     token: str | None
     symbol: str | None
     from_address: str

@@ -172,6 +172,37 @@ def edge_sums() -> list[pl.Expr]:
     ]
 
 
+def in_units(raw: pl.Expr, given: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """``(value, unit, decimals_source)`` on rows joined with :func:`token_meta`: ``raw`` (an exact amount as a
+    float, or a sum of them) in token units where the decimals are known, in raw units where not (``unit =
+    "raw"``), and ``given`` (a value taken as already scaled) where there is no exact amount."""
+    scale = pl.lit(10.0).pow(pl.col("decimals"))
+    has_raw = raw.is_not_null()
+    known = pl.col("decimals").is_not_null()
+    value = pl.when(has_raw & known).then(raw / scale).when(has_raw).then(raw).otherwise(given)
+    unit = pl.when(has_raw & ~known).then(pl.lit("raw")).otherwise(pl.lit("token"))
+    source = pl.when(~has_raw).then(pl.lit("given")).otherwise(pl.col("decimals_source"))
+    return value, unit, source
+
+
+def amounts(rows: pl.DataFrame, decimals: DecimalsLookup | None = None) -> pl.DataFrame:
+    """Transfers (with ``tkey``, e.g. from :func:`priced`) with their own ``amount``, ``unit``, ``decimals``,
+    ``decimals_source`` and ``token_label``: what min-value filters, thresholds and counterparty totals compare,
+    rather than the stored ``value`` (an importer's 18-decimals guess for a token it did not know)."""
+    meta = token_meta(rows["tkey"].unique().to_list(), decimals)
+    value, unit, source = in_units(pl.col("raw_value").cast(pl.Float64, strict=False), pl.col("value"))
+    return (
+        rows.join(meta, on="tkey", how="left", maintain_order="left")
+        .with_columns(
+            value.alias("amount"),
+            unit.alias("unit"),
+            source.alias("decimals_source"),
+            token_label(pl.col("tkey"), pl.col("known_symbol"), pl.col("symbol")).alias("token_label"),
+        )
+        .drop("known_symbol")
+    )
+
+
 def finish_edges(edges: pl.DataFrame, decimals: DecimalsLookup | None = None) -> pl.DataFrame:
     """Edge value and USD from the sums of :func:`edge_sums`, with each token's decimals resolved once.
 
@@ -181,16 +212,15 @@ def finish_edges(edges: pl.DataFrame, decimals: DecimalsLookup | None = None) ->
     e = edges.join(meta, on="tkey", how="left")
     scale = pl.lit(10.0).pow(pl.col("decimals"))
     has_raw = pl.col("raw_sum").is_not_null()
-    known = pl.col("decimals").is_not_null()
+    value, unit, source = in_units(pl.col("raw_sum"), pl.col("stored_sum"))
     return e.with_columns(
-        pl.when(has_raw & known)
-        .then(pl.col("raw_sum") / scale)
-        .when(has_raw)
-        .then(pl.col("raw_sum"))
-        .otherwise(pl.col("stored_sum"))
-        .alias("value"),
-        pl.when(has_raw & ~known).then(pl.lit("raw")).otherwise(pl.lit("token")).alias("unit"),
-        pl.when(~has_raw).then(pl.lit("given")).otherwise(pl.col("decimals_source")).alias("decimals_source"),
-        pl.when(has_raw & known).then(pl.col("px_raw") / scale).when(~has_raw).then(pl.col("px_stored")).alias("usd"),
+        value.alias("value"),
+        unit.alias("unit"),
+        source.alias("decimals_source"),
+        pl.when(has_raw & pl.col("decimals").is_not_null())
+        .then(pl.col("px_raw") / scale)
+        .when(~has_raw)
+        .then(pl.col("px_stored"))
+        .alias("usd"),
         token_label(pl.col("tkey"), pl.col("known_symbol"), pl.col("symbol")).alias("token_label"),
     ).drop("raw_sum", "stored_sum", "px_raw", "px_stored", "known_symbol")

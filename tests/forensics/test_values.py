@@ -11,10 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from continuum.errors import UserError
 from continuum.lake import Lake
 from continuum.schema import Candle
 from forensics.etl_import import read_export
-from forensics.queries import trace
+from forensics.queries import alerts, counterparties, trace
 from forensics.values import DecimalsCache
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +38,7 @@ KNOWN_DECIMALS = {
 NODE = "0x64a018b23b4d7a077dffa6723462bc722861c5ad"  # the issue's node: an unknown token in, 7.4 ETH out
 ROOT = "0x7054b0f980a7eb5b3a6b3446f3c947d80162775c"
 MEV = "0xa69babef1ca67a37ffaf7a485dfff3382056e78c"  # sends the sample's one 600,321.88 USDT transfer
+LABEL_SCHEMA = {"address": pl.String, "name": pl.String, "category": pl.String, "source": pl.String}
 
 
 def _jsonl(name: str) -> list[dict]:
@@ -171,3 +173,94 @@ def test_decimals_from_the_contract_win_and_are_cached(lake, tmp_path):
     assert asked.count(unknown) == 1  # asked once
     again = DecimalsCache(lambda _t: pytest.fail("read from the file, not the chain"), tmp_path / "decimals.json")
     assert again(unknown) == 9
+
+
+def _raw_rows() -> list[dict]:
+    """Every token transfer and successful ETH payment as (tx, log, token or 'ETH', from, to, raw, unix)."""
+    rows = [
+        {"tx": r["transaction_hash"], "log": r["log_index"], "token": r["token_address"], "from": r["from_address"],
+         "to": r["to_address"], "raw": int(r["value"]), "unix": int(r["block_timestamp"])}
+        for r in _jsonl("token_transfers.jsonl")
+    ]  # fmt: skip
+    rows += [
+        {"tx": r["hash"], "log": -1, "token": "ETH", "from": r["from_address"], "to": r["to_address"],
+         "raw": int(r["value"]), "unix": int(r["block_timestamp"])}
+        for r in _jsonl("transactions.jsonl")
+        if int(r["value"]) > 0 and r["to_address"] and r["receipt_status"] == 1
+    ]  # fmt: skip
+    return rows
+
+
+def _units(token: str, raw: int) -> float:
+    """The amount an analyst reads: token units where the decimals are known, raw units where not."""
+    dec = 18 if token == "ETH" else KNOWN_DECIMALS.get(token)
+    return raw / 10**dec if dec is not None else float(raw)
+
+
+@pytest.mark.parametrize("address", [NODE, ROOT, MEV])
+@pytest.mark.parametrize("min_value", [0.0, 1.0])
+def test_counterparties_per_token_amounts_by_hand(lake, address, min_value):
+    want: dict[tuple[str, str], dict] = defaultdict(lambda: {"in": 0.0, "out": 0.0, "n_in": 0, "n_out": 0})
+    for r in _raw_rows():
+        if r["from"] == r["to"] or address not in (r["from"], r["to"]) or _units(r["token"], r["raw"]) < min_value:
+            continue
+        side, cp = ("out", r["to"]) if r["from"] == address else ("in", r["from"])
+        w = want[(cp, r["token"])]
+        w[side] += _units(r["token"], r["raw"])
+        w[f"n_{side}"] += 1
+    cp = counterparties(lake, address, limit=None, min_value=min_value)
+    got = {(r["counterparty"], r["token"] or "ETH"): r for r in cp.iter_rows(named=True)}
+    assert set(got) == set(want) and want
+    for k, w in want.items():
+        g = got[k]
+        assert (g["value_in"], g["value_out"]) == (
+            pytest.approx(w["in"], rel=1e-12),
+            pytest.approx(w["out"], rel=1e-12),
+        )
+        assert (g["count_in"], g["count_out"]) == (w["n_in"], w["n_out"])
+        assert g["unit"] == ("token" if k[1] == "ETH" or k[1] in KNOWN_DECIMALS else "raw")
+
+
+def test_counterparty_usd_by_hand(lake):
+    cp = counterparties(lake, NODE, token="ETH", limit=None)
+    for r in cp.iter_rows(named=True):
+        moves = [m for m in _raw_rows() if m["token"] == "ETH" and m["from"] == NODE and m["to"] == r["counterparty"]]
+        assert r["usd_out"] == pytest.approx(sum(m["raw"] / 1e18 * _eth_close(m["unix"]) for m in moves), rel=1e-12)
+
+
+def test_large_alerts_compare_per_token_amounts_by_hand(lake):
+    (unknown,) = {m["token"] for m in _raw_rows() if m["to"] == NODE and m["token"] != "ETH"}
+    thresholds = {"USDT": 1000.0, "WETH": 1.0, "ETH": 1.0, "USDC": 1000.0, unknown: 1e20}
+    keyed = {USDT: 1000.0, WETH: 1.0, "ETH": 1.0, "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48": 1000.0, unknown: 1e20}
+    want = {
+        (m["tx"], m["log"]): _units(m["token"], m["raw"])
+        for m in _raw_rows()
+        if m["token"] in keyed and _units(m["token"], m["raw"]) >= keyed[m["token"]]
+    }
+    hits = alerts(lake, rules=("large",), large=thresholds, labels=pl.DataFrame(schema=LABEL_SCHEMA))
+    got = {(r["tx_hash"], r["log_index"]): r["value"] for r in hits.iter_rows(named=True)}
+    assert set(got) == set(want) and len(want) > 3
+    assert all(got[k] == pytest.approx(v, rel=1e-12) for k, v in want.items())
+    # the unknown token's amounts are raw units (decimals unknown), not the importer's raw / 1e18
+    assert set(hits.filter(pl.col("token") == unknown)["unit"]) <= {"raw"}
+    with pytest.raises(UserError, match="contract address"):
+        alerts(lake, rules=("large",), large={"PEPE": 1.0})  # a self-declared symbol is no evidence
+
+
+def test_watch_alerts_read_both_sorted_copies(lake):
+    hits = alerts(lake, rules=("watch",), watch=(NODE,), labels=pl.DataFrame(schema=LABEL_SCHEMA))
+    want = {(m["tx"], m["log"]) for m in _raw_rows() if NODE in (m["from"], m["to"])}
+    assert set(zip(hits["tx_hash"], hits["log_index"], strict=True)) == want and len(want) >= 2
+
+
+def test_trace_min_value_is_per_token_amount_by_hand(lake):
+    # NODE receives ~1.5e29 raw units of a token of unknown decimals (stored by the importer as ~1.5e11, its
+    # 18-decimals guess) and sends 7.4 ETH: min_value 1e12 keeps the token edge (raw units, as shown), drops ETH
+    want = {
+        (m["from"], m["to"], m["token"])
+        for m in _raw_rows()
+        if NODE in (m["from"], m["to"]) and m["from"] != m["to"] and _units(m["token"], m["raw"]) >= 1e12
+    }
+    t = trace(lake, NODE, hops=1, direction="both", min_value=1e12)
+    got = {(r["source"], r["target"], r["token"] or "ETH") for r in t.edges.iter_rows(named=True)}
+    assert got == want and len(want) == 1 and next(iter(want))[2] not in ("ETH", *KNOWN_DECIMALS)
