@@ -449,7 +449,25 @@ def counterparties(
             ),
         ]
     ).filter(pl.col("counterparty") != address)
-    rows = amounts(priced(rows, hourly_prices(source)).collect(), decimals)
+    return counterparty_table(
+        priced(rows, hourly_prices(source)).collect(), by=by, limit=limit, labels=labels, decimals=decimals,
+        min_value=min_value,
+    )  # fmt: skip
+
+
+def counterparty_table(
+    rows: pl.DataFrame,
+    *,
+    by: str = "value",
+    limit: int | None = 50,
+    labels: pl.DataFrame | None = None,
+    decimals: DecimalsLookup | None = None,
+    min_value: float = 0.0,
+) -> pl.DataFrame:
+    """:func:`counterparties`' table from one address's priced transfers (``counterparty``, ``side`` in/out,
+    ``tkey``, ``price``, ``token``, ``symbol``, ``value``, ``raw_value``, ``ts``): per-token amounts, USDT, counts,
+    ranking and labels. Both engines end here, so their answers agree by construction."""
+    rows = amounts(rows, decimals)
     if min_value > 0:
         rows = rows.filter(pl.col("amount") >= min_value)
 
@@ -653,7 +671,12 @@ def alerts(
         )
     if not parts:
         return pl.DataFrame(schema=_alert_schema())
-    hits = pl.concat(parts).collect()
+    return alert_table(pl.concat(parts).collect(), decimals)
+
+
+def alert_table(hits: pl.DataFrame, decimals: DecimalsLookup | None = None) -> pl.DataFrame:
+    """:func:`alerts`' table from the hits (transfer columns, ``from_label``, ``to_label``, ``rule``, ``detail``):
+    per-token amounts, severities, newest first. Both engines end here."""
     if hits.is_empty():
         return pl.DataFrame(schema=_alert_schema())
     hits = amounts(hits.with_columns(token_key().alias("tkey")), decimals)

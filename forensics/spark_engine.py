@@ -8,12 +8,16 @@ The same questions and the same answers as :mod:`forensics.queries` (same column
   kept with a window), the counterparty aggregation and the alert rules;
 - what grows with the *answer* runs on the driver in polars: the frontier and the set of reached nodes (never
   more than the trace's own edges, which are returned to the caller anyway), decimals, the per-token and
-  per-node totals, and the labels. Each hop is one Spark job; its edges come back through Arrow.
+  per-node totals, and the labels. Each hop is one Spark job; its edges come back through Arrow. The tables of
+  ``counterparties`` and ``alerts`` are finished by the very functions the polars engine ends with
+  (:func:`forensics.queries.counterparty_table` from one address's transfers, :func:`~forensics.queries.alert_table`
+  from the hits), so amounts, USDT, rankings and wording cannot drift apart.
 
 No home-made distribution: a hop is a broadcast join of the transfer table with the frontier, a ``groupBy``
 and a window, planned and spread over the cluster by Spark. The engine reads the lake with
 :mod:`forensics.spark_lake` and takes from :mod:`forensics.queries` only the result type, its column lists and
-the label set, so the polars queries can change inside without touching this file.
+the label set and those two finishing functions, so the polars queries can change inside without touching this
+file.
 """
 
 from __future__ import annotations
@@ -26,9 +30,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import polars as pl
 
 from forensics import spark_lake
-from forensics.queries import EDGE_COLUMNS, NODE_COLUMNS, Trace, labels_frame
-from forensics.rules import ALERT_RULES, DEFAULT_LARGE, DEFAULT_STOP_CATEGORIES, RISK_CATEGORIES, SEVERITY
-from forensics.values import DecimalsLookup, finish_edges
+from forensics.queries import (
+    _TRANSFER_COLS,
+    EDGE_COLUMNS,
+    NODE_COLUMNS,
+    Trace,
+    alert_table,
+    counterparty_table,
+    labels_frame,
+    large_thresholds,
+)
+from forensics.rules import ALERT_RULES, DEFAULT_STOP_CATEGORIES, RISK_CATEGORIES
+from forensics.values import DecimalsLookup, finish_edges, token_meta
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -117,7 +130,8 @@ def trace(
     risky = lab.filter(pl.col("category").is_in(list(RISK_CATEGORIES)))
     risk_of = risky.select(pl.col("address").alias("next"), pl.col("category").alias("next_cat"))
 
-    tx = spark_lake.transfers(spark, root, token=token, start=start, end=end, min_value=min_value)
+    tx = spark_lake.transfers(spark, root, token=token, start=start, end=end)
+    decimals = functools.cache(decimals) if decimals is not None else None  # one lookup per token per trace
     prices = spark_lake.hourly_prices(spark, root)
     held = [df for df in (tx if cache and hops > 1 else None, prices) if df is not None]
     for df in held:
@@ -142,7 +156,7 @@ def trace(
                 if front.is_empty() or tx is None:
                     frontiers[side] = front.clear()
                     continue
-                agg = _hop(spark, tx, prices, front, side, time_respecting, top)
+                agg = _hop(spark, tx, prices, front, side, time_respecting, top, min_value, decimals)
                 if agg.is_empty():
                     frontiers[side] = front.clear()
                     continue
@@ -186,10 +200,13 @@ def _hop(
     side: str,
     time_respecting: bool,
     top: int,
+    min_value: float = 0.0,
+    decimals: DecimalsLookup | None = None,
 ) -> pl.DataFrame:
-    """One hop in Spark: the frontier's transfers (out of it, or into it), priced, aggregated per (node, next,
-    token), the ``top`` largest per node kept (by USDT where priced, then by amount); collected as a polars frame.
-    Prices join after the frontier join, so only the hop's own transfers are priced, not the whole table."""
+    """One hop in Spark: the frontier's transfers (out of it, or into it), priced, those below ``min_value`` in
+    their token's own units dropped, aggregated per (node, next, token), the ``top`` largest per node kept (by
+    USDT where priced, then by amount); collected as a polars frame. Prices join after the frontier join, so
+    only the hop's own transfers are priced, not the whole table."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -203,6 +220,9 @@ def _hop(
         F.col(near).alias("node"), F.col(far).alias("next"), "token", "symbol", "ts", "value", "raw_value"
     ).where(F.col("next") != F.col("node"))
     q = spark_lake.priced(q, prices)
+    if min_value > 0:
+        q, amount = _with_amount(spark, q, decimals)
+        q = q.where(amount >= min_value).drop("decimals")
     agg = q.groupBy("node", "next", "tkey").agg(
         F.first("token").alias("token"),
         F.first("symbol", ignorenulls=True).alias("symbol"),
@@ -217,6 +237,25 @@ def _hop(
     kept = agg.withColumn("_rank", F.row_number().over(largest)).where(F.col("_rank") <= top).drop("_rank")
     out = _collect(kept)
     return out.cast(_AGG_SCHEMA) if out.height else pl.DataFrame(schema=_AGG_SCHEMA)  # type: ignore[arg-type]
+
+
+def _with_amount(spark: SparkSession, q: DataFrame, decimals: DecimalsLookup | None) -> tuple[DataFrame, Column]:
+    """``q`` with its tokens' ``decimals`` joined in, and each row's amount in its token's own units as
+    :func:`forensics.values.amounts` computes it: the exact ``raw`` over 10^decimals, ``raw`` itself for a token
+    of unknown decimals, the stored value without a raw amount. A hop's tokens are few: their decimals are
+    resolved on the driver (a contract lookup, the table) and broadcast."""
+    from pyspark.sql import functions as F
+
+    keys = [r["tkey"] for r in q.select("tkey").distinct().collect()]
+    meta = token_meta(keys, decimals).select("tkey", "decimals")
+    joined = q.join(F.broadcast(_to_spark(spark, meta)), "tkey", "left")
+    raw, dec = joined["raw"], joined["decimals"]
+    amount = (
+        F.when(raw.isNotNull() & dec.isNotNull(), raw / F.pow(F.lit(10.0), dec))
+        .when(raw.isNotNull(), raw)
+        .otherwise(joined["value"])
+    )
+    return joined, amount
 
 
 def _edge_sums() -> list[Column]:
@@ -362,72 +401,50 @@ def counterparties(
     labels: pl.DataFrame | None = None,
     by: str = "value",
     limit: int | None = 50,
+    decimals: DecimalsLookup | None = None,
     spark: SparkSession,  # filled in by @_on_any_lake when the caller passes none
 ) -> pl.DataFrame:
-    """:func:`forensics.queries.counterparties` on Spark: one row per (counterparty, token), ranked by value
-    (``by="value"``) or transfer count, labelled; the aggregation and the cut to the top ``limit`` run in Spark."""
+    """:func:`forensics.queries.counterparties` on Spark: the address's transfers, both directions, are found and
+    priced in one pass over the table in Spark; the table (per-token amounts, USDT, ranking, labels) is
+    :func:`forensics.queries.counterparty_table` on the driver, which holds that one address's transfers."""
     from pyspark.sql import functions as F
 
     if by not in ("value", "count"):
         raise ValueError(f"by must be value or count, got {by!r}")
     address = address.lower()
-    columns = ["rank", "counterparty", "label", "category", "symbol", "token", "value_in", "value_out"]
-    columns += ["count_in", "count_out", "first_seen", "last_seen"]
-    tx = spark_lake.transfers(
-        spark, spark_lake.lake_root(source), token=token, start=start, end=end, min_value=min_value
-    )
+    root = spark_lake.lake_root(source)
+    tx = spark_lake.transfers(spark, root, token=token, start=start, end=end)
     if tx is None:
-        return _empty_counterparties(columns)
+        return counterparty_table(_empty_rows(), by=by, limit=limit, labels=labels)
     sent = F.col("from_address") == address  # one pass over the table for both directions
-    df = (
+    rows = (
         tx.where(sent | (F.col("to_address") == address))
         .select(
             F.when(sent, F.col("to_address")).otherwise(F.col("from_address")).alias("counterparty"),
+            F.when(sent, F.lit("out")).otherwise(F.lit("in")).alias("side"),
             "token",
             "symbol",
             "ts",
-            F.when(sent, F.lit(0.0)).otherwise(F.col("value")).alias("vin"),
-            F.when(sent, F.col("value")).otherwise(F.lit(0.0)).alias("vout"),
-            F.when(sent, F.lit(0)).otherwise(F.lit(1)).alias("cin"),
-            F.when(sent, F.lit(1)).otherwise(F.lit(0)).alias("cout"),
+            "value",
+            "raw_value",
         )
         .where(F.col("counterparty") != address)
-        .groupBy("counterparty", "token", "symbol")
-        .agg(
-            F.sum("vin").alias("value_in"),
-            F.sum("vout").alias("value_out"),
-            F.sum("cin").cast("bigint").alias("count_in"),
-            F.sum("cout").cast("bigint").alias("count_out"),
-            F.min("ts").alias("first_seen"),
-            F.max("ts").alias("last_seen"),
-        )
     )
-    value, count = F.col("value_in") + F.col("value_out"), F.col("count_in") + F.col("count_out")
-    key = [value.desc(), count.desc()] if by == "value" else [count.desc(), value.desc()]
-    if limit:  # the top rows in one pass (Spark's take-ordered); the driver orders what comes back
-        df = df.orderBy(*key, F.col("counterparty").asc()).limit(limit)
-    got = _collect(df)
-    if got.is_empty():
-        return _empty_counterparties(columns)
-    pv, pc = pl.col("value_in") + pl.col("value_out"), pl.col("count_in") + pl.col("count_out")
-    got = got.sort(
-        [pv, pc, "counterparty"] if by == "value" else [pc, pv, "counterparty"], descending=[True, True, False]
-    )
-    got = _tag(got, "counterparty", labels_frame(labels)).with_row_index("rank", offset=1)
-    return got.with_columns(pl.col("rank").cast(pl.Int64)).select(columns)
+    got = _collect(spark_lake.priced(rows, spark_lake.hourly_prices(spark, root)))
+    got = got.cast({c: t for c, t in _ROWS_SCHEMA.items() if c in got.columns}) if got.height else _empty_rows()
+    return counterparty_table(got, by=by, limit=limit, labels=labels, decimals=decimals, min_value=min_value)
 
 
-def _empty_counterparties(columns: list[str]) -> pl.DataFrame:
-    types = {"rank": pl.Int64, "value_in": pl.Float64, "value_out": pl.Float64, "count_in": pl.Int64}
-    types |= {"count_out": pl.Int64, "first_seen": pl.Int64, "last_seen": pl.Int64}
-    return pl.DataFrame(schema={c: types.get(c, pl.String) for c in columns})
+_ROWS_SCHEMA = {"counterparty": pl.String, "side": pl.String, "token": pl.String, "symbol": pl.String,
+                "ts": pl.Int64, "value": pl.Float64, "raw_value": pl.String, "tkey": pl.String,
+                "price": pl.Float64}  # fmt: skip
+
+
+def _empty_rows() -> pl.DataFrame:
+    return pl.DataFrame(schema=_ROWS_SCHEMA)
 
 
 # --------------------------------------------------------------------------- alerts
-ALERT_COLUMNS = ["ts", "rule", "severity", "symbol", "value", "from_address", "from_label", "to_address"]
-ALERT_COLUMNS += ["to_label", "tx_hash", "log_index", "detail"]
-
-
 @_on_any_lake
 def alerts(
     source: object,
@@ -439,63 +456,57 @@ def alerts(
     watch: tuple[str, ...] = (),
     token: str | None = None,
     labels: pl.DataFrame | None = None,
+    decimals: DecimalsLookup | None = None,
     spark: SparkSession,  # filled in by @_on_any_lake when the caller passes none
 ) -> pl.DataFrame:
     """:func:`forensics.queries.alerts` on Spark: transfers that hit a rule, one row per (transfer, rule), newest
-    first. Every rule is a condition on the transfers joined (broadcast) to the label set and thresholds; the
-    table is read once for all of them."""
+    first. Every rule is a condition on the transfers joined (broadcast) to the label set and the ``large``
+    thresholds (per token, in raw units where the transfer has an exact amount); the table is read once for all
+    of them, and the hits are finished by :func:`forensics.queries.alert_table` on the driver."""
     from pyspark.sql import functions as F
 
     unknown = set(rules) - set(ALERT_RULES)
     if unknown:
         raise ValueError(f"unknown alert rules {sorted(unknown)}; known: {', '.join(ALERT_RULES)}")
+    decimals = functools.cache(decimals) if decimals is not None else None
     tx = spark_lake.transfers(spark, spark_lake.lake_root(source), token=token, start=start, end=end)
     watched = [a.lower() for a in watch]
     chosen = [r for r in ALERT_RULES if r in rules and (r != "watch" or watched)]
+    thr = _thresholds(large, decimals) if "large" in chosen else None  # unknown token names fail before Spark runs
     if tx is None or not chosen:
-        return _empty_alerts()
+        return alert_table(pl.DataFrame(), decimals)
     cats = _to_spark(spark, labels_frame(labels).select("address", "name", "category"))
     frm = cats.select(F.col("address").alias("from_address"), F.col("name").alias("from_label"),
                       F.col("category").alias("from_cat"))  # fmt: skip
     to = cats.select(F.col("address").alias("to_address"), F.col("name").alias("to_label"),
                      F.col("category").alias("to_cat"))  # fmt: skip
-    base = (
-        tx.join(F.broadcast(frm), "from_address", "left")
-        .join(F.broadcast(to), "to_address", "left")
-        .join(F.broadcast(_to_spark(spark, _thresholds(large))), "symbol", "left")
-    )
+    base = tx.join(F.broadcast(frm), "from_address", "left").join(F.broadcast(to), "to_address", "left")
+    if thr is not None:
+        base = base.withColumn("tkey", spark_lake.token_key()).join(F.broadcast(_to_spark(spark, thr)), "tkey", "left")
     conds = _rule_conditions(watched)
     # one pass over the transfers: each row carries the rules it hits (an array, nulls dropped), one row per hit
     hit = [
-        F.when(conds[r][0], F.struct(F.lit(r).alias("rule"), F.lit(SEVERITY[r]).alias("severity"),
-                                      conds[r][1].alias("detail")))
+        F.when(conds[r][0], F.struct(F.lit(r).alias("rule"), conds[r][1].alias("detail")))
         for r in chosen
     ]  # fmt: skip
     hits = base.select("*", F.explode(F.filter(F.array(*hit), lambda h: h.isNotNull())).alias("hit"))
-    hits = hits.select("*", "hit.rule", "hit.severity", "hit.detail")
-    # ordered on the driver: a global sort in Spark reads everything twice (once to sample the ranges)
-    got = _collect(hits.select(ALERT_COLUMNS))
-    if not got.height:
-        return _empty_alerts()
-    return got.cast(_ALERT_SCHEMA).sort("ts", "log_index", descending=[True, False])  # type: ignore[arg-type]
+    hits = hits.select(*_TRANSFER_COLS, "from_label", "to_label", "hit.rule", "hit.detail")
+    return alert_table(_collect(hits), decimals)  # ordered on the driver: a global sort in Spark reads twice
 
 
-_ALERT_SCHEMA = {c: pl.String for c in ALERT_COLUMNS} | {"ts": pl.Int64, "value": pl.Float64, "log_index": pl.Int64}
-
-
-def _empty_alerts() -> pl.DataFrame:
-    return pl.DataFrame(schema=_ALERT_SCHEMA)
-
-
-def _thresholds(large: dict[str, float] | None) -> pl.DataFrame:
-    """``symbol, threshold, large_detail``: the text of a ``large`` hit is formatted here by polars, so it reads
-    exactly as the polars engine's (Spark would print 1e7 as ``1.0E7``)."""
-    merged = {**DEFAULT_LARGE, **(large or {})}
-    thr = pl.DataFrame(
-        {"symbol": list(merged), "threshold": list(merged.values())},
-        schema={"symbol": pl.String, "threshold": pl.Float64},
+def _thresholds(large: dict[str, float] | None, decimals: DecimalsLookup | None) -> pl.DataFrame:
+    """``tkey, threshold, raw_threshold, large_detail`` from :func:`forensics.queries.large_thresholds`; the text
+    of a ``large`` hit is formatted here by polars, so it reads exactly as the polars engine's (Spark would print
+    1e7 as ``1.0E7``)."""
+    thr = large_thresholds(large, decimals)
+    return thr.select(
+        "tkey",
+        "threshold",
+        (pl.col("threshold") * pl.lit(10.0).pow(pl.col("decimals").cast(pl.Float64)).fill_null(1.0)).alias(
+            "raw_threshold"
+        ),
+        pl.format("value >= {} {}", "threshold", "name").alias("large_detail"),
     )
-    return thr.with_columns(pl.format("value >= {} {}", "threshold", "symbol").alias("large_detail"))
 
 
 def _rule_conditions(watched: list[str]) -> dict[str, tuple[Column, Column]]:
@@ -521,7 +532,13 @@ def _rule_conditions(watched: list[str]) -> dict[str, tuple[Column, Column]]:
             ),
         ),
         "phishing": (tc == "phishing", F.concat(F.lit("to phishing address "), F.coalesce(to_label, F.lit("")))),
-        "large": (F.col("threshold").isNotNull() & (F.col("value") >= F.col("threshold")), F.col("large_detail")),
+        "large": (
+            F.when(
+                F.col("raw_value").try_cast("double").isNotNull(),
+                F.col("raw_value").try_cast("double") >= F.col("raw_threshold"),
+            ).otherwise(F.col("value") >= F.col("threshold")),
+            F.col("large_detail"),
+        ),
         "watch": (
             F.col("from_address").isin(watched) | F.col("to_address").isin(watched),
             F.lit("watched address"),

@@ -1,8 +1,10 @@
 """The lake's transfer and candle tables as Spark DataFrames, filtered and priced as :mod:`forensics.values` says.
 
-Spark reads the same files :class:`continuum.lake.Lake` reads: every ``*.parquet`` under ``ROOT/kind=transfer``
+Spark reads the same files :class:`continuum.lake.Lake` reads: every ``data.parquet`` under ``ROOT/kind=transfer``
 (and ``kind=candle``), at any depth, so a change of partition columns under the kind folder needs no change
-here. ``ROOT`` may be a local folder or any URI Spark's Hadoop file systems read (``s3a://bucket/lake``,
+here. A transfer run's other sorted copy (``by_to_address.parquet``) holds the same rows and is never read: it
+serves the polars engine's backward hops, whose row-group pruning Spark's full scans do not use. ``ROOT`` may
+be a local folder or any URI Spark's Hadoop file systems read (``s3a://bucket/lake``,
 ``hdfs://nn/lake``, ``abfss://…``): on a cluster every executor reads its share of the files itself.
 
 Columns are read with an explicit schema, so files written before a column existed (``raw_value``) read as null
@@ -48,14 +50,15 @@ def lake_root(source: object) -> str:
 
 
 def read_kind(spark: SparkSession, root: str, kind: str, columns: dict[str, str]) -> DataFrame | None:
-    """Every ``*.parquet`` under ``ROOT/kind=KIND`` with ``columns``; ``None`` when the lake has none."""
+    """Every ``data.parquet`` under ``ROOT/kind=KIND`` with ``columns``; ``None`` when the lake has none."""
     from pyspark.errors import AnalysisException
 
     ddl = ", ".join(f"`{c}` {t}" for c, t in columns.items())
     reader = (
         spark.read.schema(ddl)
         .option("recursiveFileLookup", "true")  # the files' own columns, not ones guessed from folder names
-        .option("pathGlobFilter", "*.parquet")  # skips the atomic writer's hidden .tmp files too
+        # one copy of each run (not its by_<col>.parquet twin), never the atomic writer's hidden .tmp files
+        .option("pathGlobFilter", "data.parquet")
     )
     try:
         return reader.parquet(f"{root.rstrip('/')}/kind={kind}")
@@ -72,10 +75,10 @@ def transfers(
     token: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
-    min_value: float = 0.0,
 ) -> DataFrame | None:
     """Transfer rows filtered as :func:`forensics.queries.transfers` filters them (token by contract or symbol,
-    ``start <= ts < end``, ``value >= min_value``); ``None`` when the lake has no transfers."""
+    ``start <= ts < end``); ``None`` when the lake has no transfers. Amount filters are in each token's own
+    units and need its decimals: the engine applies them (:mod:`forensics.spark_engine`)."""
     from pyspark.sql import functions as F
 
     df = read_kind(spark, root, "transfer", TRANSFER_COLUMNS)
@@ -91,8 +94,6 @@ def transfers(
             df = df.where(F.col("token") == t.lower())
         else:
             df = df.where(F.upper(F.col("symbol")) == t.upper())
-    if min_value > 0:
-        df = df.where(F.col("value") >= min_value)
     return df
 
 

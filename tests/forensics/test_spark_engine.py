@@ -127,7 +127,7 @@ def generated(tmp_path_factory) -> Lake:
         }
     )
     lake.append("transfer", old)
-    assert len(list(lake.root.glob("kind=transfer/**/*.parquet"))) == 3
+    assert len(list(lake.root.glob("kind=transfer/**/data.parquet"))) == 3
     return lake
 
 
