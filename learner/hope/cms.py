@@ -85,10 +85,13 @@ class CMS(nn.Module):
 
     def weights(self, states: list[LevelState], detach_delta: bool = True) -> list[dict[str, torch.Tensor]]:
         """theta_0 + delta per level, (B, ...) each."""
-        return [
-            {n: lvl[n].float() + (s.delta[n].detach() if detach_delta else s.delta[n]) for n in PARAMS}
-            for lvl, s in zip(self.levels, states, strict=True)
-        ]
+        assert len(states) == len(self.levels)
+        return [self.level_weights(i, s, detach_delta) for i, s in enumerate(states)]
+
+    def level_weights(self, i: int, s: LevelState, detach_delta: bool = True) -> dict[str, torch.Tensor]:
+        """Level i's theta_0 + delta, (B, ...) each."""
+        lvl = self.levels[i]
+        return {n: lvl[n].float() + (s.delta[n].detach() if detach_delta else s.delta[n]) for n in PARAMS}
 
     @staticmethod
     def forward_levels(theta: list[dict[str, torch.Tensor]], h: torch.Tensor) -> torch.Tensor:

@@ -299,29 +299,26 @@ def dgd_momentum_chunk(
     gamma = el * Pb  # (*b,L)
     Gam = gamma.sum(-1)[..., None, None]  # (*b,1,1)
     Cmu = torch.cumsum(el[..., :, None] * rho, -2)  # (*b,L,L) [n,s] = sum_{t<=n} mu_ts
-    nu = Cmu[..., -1, :, None]  # (*b,L,1) over s
-    rhoL, PbL = rho[..., -1, :, None], Pb[..., -1, None, None]  # (*b,L,1), (*b,1,1)
-    keep = keep[..., None]  # (*b,L,1)
+    PbL = Pb[..., -1, None, None]  # (*b,1,1)
+    # masked tokens' gradients zeroed in the per-token weights, not in the (...,L,o) factors: w[..., s, 0] =
+    # rho_Ls (momentum), w[..., s, 1] = -nu_s (weights), one (*b,L,2) tensor for both layers
+    w = torch.stack([rho[..., -1, :], -Cmu[..., -1, :]], -1) * keep[..., None]  # (*b,L,2)
     A1, A2 = anchor if anchor is not None else (None, None)
-    Ac = 1 - Aa if anchor is not None else None  # R = A + D: Aa D_0 = Aa R_0 + (1 - Aa) A - A
 
     # Each line is one pass over a state-sized tensor: the sums over the chunk are (o x L)(L x h) products,
     # the momentum and retention terms fused multiply-adds.
-    e = f.e * keep  # (...,L,o)
-    o = e.shape[-1]
-    P1 = _outer_sum(torch.cat([e * rhoL, e * -nu], -1), f.a)  # (...,2o,h): sum_s rho_Ls g1_s; -sum_s nu_s g1_s
+    o = f.e.shape[-1]
+    P1 = _outer_sum(_weighted(f.e, w), f.a)  # (...,2o,h): sum_s rho_Ls g1_s; -sum_s nu_s g1_s
     S1n = torch.addcmul(P1[..., :o, :], PbL, st.S1)
     R1n = torch.addcmul(torch.addcmul(P1[..., o:, :], Aa, st.R1), Gam, st.S1, value=-1)
-    if A1 is not None:
-        R1n = torch.addcmul(R1n, Ac, A1)
-    dz = f.dz * keep  # (...,L,h)
-    h = dz.shape[-1]
-    P2 = _outer_sum(torch.cat([dz * rhoL, dz * -nu], -1), k)  # (...,2h,i)
+    if A1 is not None:  # R = A + D: Aa D_0 = Aa R_0 + (1 - Aa) A - A
+        R1n = torch.addcmul(R1n, 1 - Aa, A1)
+    h = f.dz.shape[-1]
+    P2 = _outer_sum(_weighted(f.dz, w), k)  # (...,2h,i)
     S2n = torch.addcmul(P2[..., :h, :], PbL, st.S2)
-    R2n = torch.addcmul(torch.addcmul(P2[..., h:, :], Aa, st.R2), Gam, st.S2, value=-1)
-    if A2 is not None:
-        R2n = torch.addcmul(R2n, Ac, A2)
-    if dgd:  # the projector's terms: R2 gets - Y Z
+    D2 = st.R2 if A2 is None else st.R2 - A2  # the written part, what retention and the projector act on
+    R2n = torch.addcmul(torch.addcmul(P2[..., h:, :], Aa, D2), Gam, st.S2, value=-1)
+    if dgd:  # the projector's terms: D2 gets - Y Z
         L = k.shape[-2]
         bp = eta / alpha  # (*b,L)  beta'_t
         if L == 1:  # no later token: z_1 = beta'_1 k_1
@@ -333,13 +330,19 @@ def dgd_momentum_chunk(
         Gam_lt = torch.cumsum(gamma, -1) - gamma  # (*b,L) over n
         # Y^T = Aa K D2_0^T - diag(Gam_<n) K S2_0^T - (Xi o G)^T DZ   (...,L,h); keys on the left: a
         # (L x i)(i x h) product per stream is what the batched matmul does fast
-        KD = k @ st.R2.mT if A2 is None else k @ st.R2.mT - _keys_times_shared(k, A2)
-        YT = Aa * KD - (k * Gam_lt[..., None]) @ st.S2.mT
+        YT = (Aa * k) @ D2.mT - (k * Gam_lt[..., None]) @ st.S2.mT
         if L > 1:
-            XiT = F.pad(Cmu[..., :-1, :], (0, 0, 1, 0))  # (*b,L,L) [n,s] = Xi_sn
-            YT = YT - (XiT * G) @ dz
+            # (*b,L,L) [n,s] = Xi_sn, masked tokens' columns zeroed (their dz is not)
+            XiT = F.pad(Cmu[..., :-1, :], (0, 0, 1, 0)) * keep[..., None, :]
+            YT = YT - (XiT * G) @ f.dz
         R2n = _sub_outer_sum(R2n, YT, Z)
+    R2n = R2n if A2 is None else R2n + A2  # R = A + D
     return MemoryState(st.W1, st.W2, R1n, R2n, S1n, S2n)
+
+
+def _weighted(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """[x * w[..., 0], x * w[..., 1]] along the last dim: x (...,L,m), w (*b,L,2) -> (...,L,2m)."""
+    return torch.cat([x * w[..., :1], x * w[..., 1:]], -1)
 
 
 def _outer_sum(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
@@ -361,16 +364,6 @@ def _sub_outer_sum(X: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> torch.T
     V = V.expand(*lead, *V.shape[-2:])
     flat = (t.reshape(-1, *t.shape[-2:]) for t in (X, U.mT, V))
     return torch.baddbmm(*flat, alpha=-1).view(X.shape)
-
-
-def _keys_times_shared(k: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """K A^T per stream, (...,L,h). k (B,L,i); A (...,1,h,i) shared by all streams (the anchor): one product per
-    memory over all streams' keys, instead of broadcasting A into a copy per stream."""
-    if A.dim() < 4 or A.shape[-3] != 1 or k.dim() != 3:
-        return k @ A.mT
-    B, L, i = k.shape
-    out = k.reshape(B * L, i) @ A.mT  # (...,1,B*L,h)
-    return out.unflatten(-2, (B, L)).squeeze(-4)  # (...,B,L,h)
 
 
 @contextmanager
