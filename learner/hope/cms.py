@@ -98,6 +98,6 @@ class CMS(nn.Module):
         """eq. 70: h (B,L,d) through every level: h <- h + Wb silu(Wa LN(h) + ba) + bb."""
         h = h.float()
         for th in theta:
-            z = torch.einsum("bcd,bld->blc", th["Wa"], F.layer_norm(h, h.shape[-1:])) + th["ba"][:, None]
-            h = h + torch.einsum("bdc,blc->bld", th["Wb"], F.silu(z)) + th["bb"][:, None]
+            z = torch.baddbmm(th["ba"][:, None], F.layer_norm(h, h.shape[-1:]), th["Wa"].mT)  # (B,L,c)
+            h = torch.baddbmm(h + th["bb"][:, None], F.silu(z), th["Wb"].mT)
         return h
