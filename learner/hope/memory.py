@@ -316,9 +316,10 @@ def dgd_momentum_chunk(
     h = f.dz.shape[-1]
     P2 = _outer_sum(_weighted(f.dz, w), k)  # (...,2h,i)
     S2n = torch.addcmul(P2[..., :h, :], PbL, st.S2)
-    D2 = st.R2 if A2 is None else st.R2 - A2  # the written part, what retention and the projector act on
-    R2n = torch.addcmul(torch.addcmul(P2[..., h:, :], Aa, D2), Gam, st.S2, value=-1)
-    if dgd:  # the projector's terms: D2 gets - Y Z
+    R2n = torch.addcmul(torch.addcmul(P2[..., h:, :], Aa, st.R2), Gam, st.S2, value=-1)
+    if A2 is not None:
+        R2n = torch.addcmul(R2n, 1 - Aa, A2)
+    if dgd:  # the projector's terms: R2 gets - Y Z
         L = k.shape[-2]
         bp = eta / alpha  # (*b,L)  beta'_t
         if L == 1:  # no later token: z_1 = beta'_1 k_1
@@ -330,13 +331,14 @@ def dgd_momentum_chunk(
         Gam_lt = torch.cumsum(gamma, -1) - gamma  # (*b,L) over n
         # Y^T = Aa K D2_0^T - diag(Gam_<n) K S2_0^T - (Xi o G)^T DZ   (...,L,h); keys on the left: a
         # (L x i)(i x h) product per stream is what the batched matmul does fast
-        YT = (Aa * k) @ D2.mT - (k * Gam_lt[..., None]) @ st.S2.mT
+        # K D2_0^T = K R2_0^T - K A2^T, the anchor's product shared by all streams (no state-sized R2 - A2)
+        KD = k @ st.R2.mT if A2 is None else k @ st.R2.mT - _keys_times_shared(k, A2)
+        YT = Aa * KD - (k * Gam_lt[..., None]) @ st.S2.mT
         if L > 1:
             # (*b,L,L) [n,s] = Xi_sn, masked tokens' columns zeroed (their dz is not)
             XiT = F.pad(Cmu[..., :-1, :], (0, 0, 1, 0)) * keep[..., None, :]
             YT = YT - (XiT * G) @ f.dz
         R2n = _sub_outer_sum(R2n, YT, Z)
-    R2n = R2n if A2 is None else R2n + A2  # R = A + D
     return MemoryState(st.W1, st.W2, R1n, R2n, S1n, S2n)
 
 
@@ -364,6 +366,16 @@ def _sub_outer_sum(X: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> torch.T
     V = V.expand(*lead, *V.shape[-2:])
     flat = (t.reshape(-1, *t.shape[-2:]) for t in (X, U.mT, V))
     return torch.baddbmm(*flat, alpha=-1).view(X.shape)
+
+
+def _keys_times_shared(k: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """K A^T per stream, (...,L,h). k (B,L,i); A (...,1,h,i) shared by all streams (the anchor): one product per
+    memory over all streams' keys, instead of broadcasting A into a copy per stream."""
+    if A.dim() < 4 or A.shape[-3] != 1 or k.dim() != 3:
+        return k @ A.mT
+    B, L, i = k.shape
+    out = k.reshape(B * L, i) @ A.mT  # (...,1,B*L,h)
+    return out.unflatten(-2, (B, L)).squeeze(-4)  # (...,B,L,h)
 
 
 @contextmanager
