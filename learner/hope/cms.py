@@ -85,16 +85,19 @@ class CMS(nn.Module):
 
     def weights(self, states: list[LevelState], detach_delta: bool = True) -> list[dict[str, torch.Tensor]]:
         """theta_0 + delta per level, (B, ...) each."""
-        return [
-            {n: lvl[n].float() + (s.delta[n].detach() if detach_delta else s.delta[n]) for n in PARAMS}
-            for lvl, s in zip(self.levels, states, strict=True)
-        ]
+        assert len(states) == len(self.levels)
+        return [self.level_weights(i, s, detach_delta) for i, s in enumerate(states)]
+
+    def level_weights(self, i: int, s: LevelState, detach_delta: bool = True) -> dict[str, torch.Tensor]:
+        """Level i's theta_0 + delta, (B, ...) each."""
+        lvl = self.levels[i]
+        return {n: lvl[n].float() + (s.delta[n].detach() if detach_delta else s.delta[n]) for n in PARAMS}
 
     @staticmethod
     def forward_levels(theta: list[dict[str, torch.Tensor]], h: torch.Tensor) -> torch.Tensor:
         """eq. 70: h (B,L,d) through every level: h <- h + Wb silu(Wa LN(h) + ba) + bb."""
         h = h.float()
         for th in theta:
-            z = torch.einsum("bcd,bld->blc", th["Wa"], F.layer_norm(h, h.shape[-1:])) + th["ba"][:, None]
-            h = h + torch.einsum("bdc,blc->bld", th["Wb"], F.silu(z)) + th["bb"][:, None]
+            z = torch.baddbmm(th["ba"][:, None], F.layer_norm(h, h.shape[-1:]), th["Wa"].mT)  # (B,L,c)
+            h = torch.baddbmm(h + th["bb"][:, None], F.silu(z), th["Wb"].mT)
         return h

@@ -299,28 +299,26 @@ def dgd_momentum_chunk(
     gamma = el * Pb  # (*b,L)
     Gam = gamma.sum(-1)[..., None, None]  # (*b,1,1)
     Cmu = torch.cumsum(el[..., :, None] * rho, -2)  # (*b,L,L) [n,s] = sum_{t<=n} mu_ts
-    nu = Cmu[..., -1, :, None]  # (*b,L,1) over s
-    rhoL, PbL = rho[..., -1, :, None], Pb[..., -1, None, None]  # (*b,L,1), (*b,1,1)
-    keep = keep[..., None]  # (*b,L,1)
+    PbL = Pb[..., -1, None, None]  # (*b,1,1)
+    # masked tokens' gradients zeroed in the per-token weights, not in the (...,L,o) factors: w[..., s, 0] =
+    # rho_Ls (momentum), w[..., s, 1] = -nu_s (weights), one (*b,L,2) tensor for both layers
+    w = torch.stack([rho[..., -1, :], -Cmu[..., -1, :]], -1) * keep[..., None]  # (*b,L,2)
     A1, A2 = anchor if anchor is not None else (None, None)
-    Ac = 1 - Aa if anchor is not None else None  # R = A + D: Aa D_0 = Aa R_0 + (1 - Aa) A - A
 
     # Each line is one pass over a state-sized tensor: the sums over the chunk are (o x L)(L x h) products,
     # the momentum and retention terms fused multiply-adds.
-    e = f.e * keep  # (...,L,o)
-    o = e.shape[-1]
-    P1 = _outer_sum(torch.cat([e * rhoL, e * -nu], -1), f.a)  # (...,2o,h): sum_s rho_Ls g1_s; -sum_s nu_s g1_s
+    o = f.e.shape[-1]
+    P1 = _outer_sum(_weighted(f.e, w), f.a)  # (...,2o,h): sum_s rho_Ls g1_s; -sum_s nu_s g1_s
     S1n = torch.addcmul(P1[..., :o, :], PbL, st.S1)
     R1n = torch.addcmul(torch.addcmul(P1[..., o:, :], Aa, st.R1), Gam, st.S1, value=-1)
-    if A1 is not None:
-        R1n = torch.addcmul(R1n, Ac, A1)
-    dz = f.dz * keep  # (...,L,h)
-    h = dz.shape[-1]
-    P2 = _outer_sum(torch.cat([dz * rhoL, dz * -nu], -1), k)  # (...,2h,i)
+    if A1 is not None:  # R = A + D: Aa D_0 = Aa R_0 + (1 - Aa) A - A
+        R1n = torch.addcmul(R1n, 1 - Aa, A1)
+    h = f.dz.shape[-1]
+    P2 = _outer_sum(_weighted(f.dz, w), k)  # (...,2h,i)
     S2n = torch.addcmul(P2[..., :h, :], PbL, st.S2)
     R2n = torch.addcmul(torch.addcmul(P2[..., h:, :], Aa, st.R2), Gam, st.S2, value=-1)
     if A2 is not None:
-        R2n = torch.addcmul(R2n, Ac, A2)
+        R2n = torch.addcmul(R2n, 1 - Aa, A2)
     if dgd:  # the projector's terms: R2 gets - Y Z
         L = k.shape[-2]
         bp = eta / alpha  # (*b,L)  beta'_t
@@ -333,13 +331,20 @@ def dgd_momentum_chunk(
         Gam_lt = torch.cumsum(gamma, -1) - gamma  # (*b,L) over n
         # Y^T = Aa K D2_0^T - diag(Gam_<n) K S2_0^T - (Xi o G)^T DZ   (...,L,h); keys on the left: a
         # (L x i)(i x h) product per stream is what the batched matmul does fast
+        # K D2_0^T = K R2_0^T - K A2^T, the anchor's product shared by all streams (no state-sized R2 - A2)
         KD = k @ st.R2.mT if A2 is None else k @ st.R2.mT - _keys_times_shared(k, A2)
         YT = Aa * KD - (k * Gam_lt[..., None]) @ st.S2.mT
         if L > 1:
-            XiT = F.pad(Cmu[..., :-1, :], (0, 0, 1, 0))  # (*b,L,L) [n,s] = Xi_sn
-            YT = YT - (XiT * G) @ dz
+            # (*b,L,L) [n,s] = Xi_sn, masked tokens' columns zeroed (their dz is not)
+            XiT = F.pad(Cmu[..., :-1, :], (0, 0, 1, 0)) * keep[..., None, :]
+            YT = YT - (XiT * G) @ f.dz
         R2n = _sub_outer_sum(R2n, YT, Z)
     return MemoryState(st.W1, st.W2, R1n, R2n, S1n, S2n)
+
+
+def _weighted(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """[x * w[..., 0], x * w[..., 1]] along the last dim: x (...,L,m), w (*b,L,2) -> (...,L,2m)."""
+    return torch.cat([x * w[..., :1], x * w[..., 1:]], -1)
 
 
 def _outer_sum(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:

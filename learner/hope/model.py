@@ -128,13 +128,13 @@ class HopeNet(nn.Module):
                 lvl.acc[n] = lvl.acc[n] + grads[i]
                 i += 1
 
-    def cms_apply_due(self, levels: list[LevelState], step: int) -> bool:
+    def cms_apply_due(self, levels: list[LevelState], step: int) -> list[int]:
         """eq. 71: level l steps exactly when the bar clock is a multiple of C_l, never otherwise.
-        Returns whether any level stepped (decided on the host, from the clock)."""
+        Returns the levels that stepped (decided on the host, from the clock; empty when none did)."""
         cfg = self.cfg
         opt = LEVEL_OPTIMIZERS[cfg.cms_optimizer]
         zero = torch.zeros_like(levels[0].last_update_norm) if levels else None  # one shared, never written in place
-        stepped = False
+        stepped = []
         for i, (lvl, period) in enumerate(zip(levels, cfg.cms_periods, strict=False)):
             lvl.last_update_norm = zero
             if step == 0 or step % period or not cfg.learn_cms:
@@ -151,7 +151,7 @@ class HopeNet(nn.Module):
                 lvl.delta[n] = lvl.delta[n] - steps[n] * scale.view(-1, *([1] * (steps[n].dim() - 1)))
                 lvl.acc[n] = torch.zeros_like(lvl.acc[n])
             lvl.last_update_norm = (norm * scale).detach()
-            stepped = True
+            stepped.append(i)
         return stepped
 
     def meta_checksum(self) -> str:

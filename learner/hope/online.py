@@ -108,8 +108,9 @@ class Hope(OnlineModel):
                     self._levels(),
                     self._loss_w,
                 )
-        if self.net.cms_apply_due(self.state.cms, self.state.step):
-            self._theta = None  # a level stepped: its weights are rebuilt on next use
+        for i in self.net.cms_apply_due(self.state.cms, self.state.step):
+            if self._theta is not None:  # a level stepped: its weights are rebuilt, the others' kept
+                self._theta[i] = self.net.cms.level_weights(i, self.state.cms[i])
 
     def _ring_index(self, steps: torch.Tensor) -> slice | torch.Tensor:
         """Where bars ``steps`` (host tensor) sit in the ring: a slice for consecutive bars that do not wrap."""
@@ -119,7 +120,8 @@ class Hope(OnlineModel):
         return steps.to(self.device, non_blocking=True) % RING
 
     def _levels(self) -> list[dict[str, torch.Tensor]]:
-        """The CMS levels' weights theta_0 + delta (B, ...), built once per level step, not once per call."""
+        """The CMS levels' weights theta_0 + delta (B, ...), each level's built once per step of it, not once per
+        call."""
         if self._theta is None:
             self._theta = self.net.cms.weights(self.state.cms)
         return self._theta

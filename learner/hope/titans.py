@@ -186,31 +186,41 @@ class SelfModifyingTitans(nn.Module):
         with memory_precision(cfg.mem_precision, x.device.type):
             u, conv = self.causal_conv(x, st.conv)
             q = F.normalize(u @ self.W_q.T, dim=-1)  # eq. 83: the only static projection
+            # what every chunk of the call shares, built once: the memories' inputs (the main memory reads q),
+            # the gate biases, the anchors
+            inp = torch.stack([q if n == "mem" else u for n in MEMORIES])  # (G,B,L,d)
+            bias = torch.stack([self.eta_bias, self.alpha_bias])[:, None, None]  # (2,1,1)
+            anchor = self.initial_memories() if cfg.anchor_memories else None  # (G, 1, ...), broadcast over streams
             mems, outs, pos = st.mems, [], 0
             while pos < L:
                 n = min(L - pos, C - (step0 + pos) % C)
                 sl = slice(pos, pos + n)
-                o, mems, act = self._chunk(mems, u[:, sl], q[:, sl], mask[:, sl], step0 + pos)
+                o, mems, act = self._chunk(mems, inp[:, :, sl], mask[:, sl], step0 + pos, bias, anchor)
                 outs.append(o)
                 pos += n
         return (outs[0] if len(outs) == 1 else torch.cat(outs, 1)), TitansState(conv, mems), act
 
     def _chunk(
-        self, m: MemoryState, u: torch.Tensor, q: torch.Tensor, mask: torch.Tensor, step0: int
+        self,
+        m: MemoryState,
+        inp: torch.Tensor,
+        mask: torch.Tensor,
+        step0: int,
+        bias: torch.Tensor,
+        anchor: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, MemoryState, CallActivity]:
-        """Bars [step0, step0+L) within one memory chunk: u, q (B,L,d) -> o (B,L,d), the memories, activity."""
+        """Bars [step0, step0+L) within one memory chunk: the memories' inputs inp (G,B,L,d) (u, the main memory
+        q) -> o (B,L,d), the memories, activity. ``bias`` (2,1,1): the eta and alpha gate biases; ``anchor``: the
+        initial memories (G,1,...) when writes are anchored."""
         cfg = self.cfg
-        L = u.shape[1]
+        L = inp.shape[2]
         # generation and the read, every memory at its boundary state, one batched call (eqs. 79-84, 90)
-        inp = torch.stack([q if n == "mem" else u for n in MEMORIES])  # (G,B,L,d): the main memory reads q
         out = mem_apply(m.W1, m.W2, inp, self.residual).float()  # (G,B,L,d); fp32 whatever the products ran in
         if cfg.norm_values:  # k and v L2-normalised together
             k, v = F.normalize(out[K : V + 1], dim=-1)  # (B,L,d) each
         else:
             k, v = F.normalize(out[K], dim=-1), out[V]
-        gate = torch.sigmoid(
-            out[ETA : ALPHA + 1, ..., 0] + torch.stack([self.eta_bias, self.alpha_bias])[:, None, None]
-        )
+        gate = torch.sigmoid(out[ETA : ALPHA + 1, ..., 0] + bias)
         # a masked bar writes nothing: eta 0, alpha 1 (memory.dgd_momentum_loop)
         eta = torch.where(mask, cfg.eta_max * gate[0], 0.0)  # (B,L)
         alpha = torch.where(mask, cfg.alpha_min + (1 - cfg.alpha_min) * gate[1], 1.0)
@@ -218,7 +228,6 @@ class SelfModifyingTitans(nn.Module):
         act = CallActivity(eta, alpha, mask, cfg.inner_clip)
         new = m
         if cfg.write_memories:
-            anchor = self.initial_memories() if cfg.anchor_memories else None  # (G, 1, ...), broadcast over streams
             knobs = (cfg.inner_clip, cfg.momentum, cfg.dgd, cfg.stopgrad_vhat)
             if cfg.self_modifying:  # every memory writes
                 new, f = self.write(m, k, v, eta, alpha, mask, self.residual, anchor, *knobs)
