@@ -93,6 +93,39 @@ def to_dot(t: Trace) -> str:
     return "\n".join(lines)
 
 
+Box = tuple[float, float, float, float]  # x, y (top), width, height
+LABEL_H = 11.0  # a 9 px edge label's line height
+
+
+def label_width(text: str, size: float = 9.0) -> float:
+    """A generous width for ``text`` in Helvetica at ``size`` px (0.6 em a character: wider than its average)."""
+    return 0.6 * size * len(text)
+
+
+def fit(text: str, w: float, size: float) -> str:
+    """``text`` cut to width ``w`` at ``size`` px, with ``…`` when cut (the full text is in the tooltip)."""
+    n = int(w / (0.6 * size))
+    return text if len(text) <= n else text[: max(1, n - 1)] + "…"
+
+
+def free_spot(placed: list[Box], x: float, baseline: float, w: float) -> tuple[float, float]:
+    """Where to write a label of width ``w`` near ``(x, baseline)`` without covering anything in ``placed``: the
+    first of baseline, one line below, one above, two below, ... that is clear; the chosen box is added to
+    ``placed``. Greedy and deterministic: edges are labelled in the trace's order (hop, then largest first)."""
+    for k in range(200):
+        shift = (k + 1) // 2 * LABEL_H * (1 if k % 2 else -1)
+        box = (x, baseline + shift - LABEL_H + 2, w, LABEL_H)
+        if all(not _overlap(box, b) for b in placed):
+            placed.append(box)
+            return x, baseline + shift
+    placed.append((x, baseline - LABEL_H + 2, w, LABEL_H))
+    return x, baseline
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
 def to_svg(t: Trace, width: int = 1100) -> str:
     """An SVG drawing: one column per hop (inbound hops to the left of the root, outbound to the right)."""
     nodes = t.nodes.with_columns(
@@ -110,6 +143,7 @@ def to_svg(t: Trace, width: int = 1100) -> str:
         i = counters.get(r["col"], 0)
         counters[r["col"]] = i + 1
         pos[r["address"]] = (20 + cols.index(r["col"]) * step, 40 + i * (box_h + gap_y))
+    first_height = height
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="Helvetica" '
         'font-size="11"><defs><marker id="a" markerWidth="8" markerHeight="8" refX="8" refY="4" orient="auto">'
@@ -118,17 +152,21 @@ def to_svg(t: Trace, width: int = 1100) -> str:
     for c in cols:
         x = 20 + cols.index(c) * step
         out.append(f'<text x="{x}" y="20" fill="#444">hop {c:+d}</text>' if c else f'<text x="{x}" y="20">root</text>')
+    placed: list[Box] = [(x, y, box_w, box_h) for x, y in pos.values()]  # labels keep off the boxes too
     for r, w in zip(t.edges.iter_rows(named=True), edge_widths(t.edges), strict=True):
         (x1, y1), (x2, y2) = pos[r["source"]], pos[r["target"]]
         ax, ay, bx, by = x1 + box_w, y1 + box_h / 2, x2, y2 + box_h / 2
         if x2 <= x1:  # same column or backwards: route around
             ax, bx = x1 + box_w / 2, x2 + box_w / 2
-        lab = html.escape(f"{_fmt(r['value'])} {r['token_label']} ×{r['count']}")
+        text = f"{_fmt(r['value'])} {r['token_label']} ×{r['count']}"
+        lab = html.escape(text)
+        lx, ly = free_spot(placed, (ax + bx) / 2 - label_width(text) / 2, (ay + by) / 2 - 3, label_width(text))
         out.append(
             f'<path d="M{ax},{ay} C{(ax + bx) / 2},{ay} {(ax + bx) / 2},{by} {bx},{by}" stroke="#888" '
             f'stroke-width="{w:.2f}" fill="none" marker-end="url(#a)"><title>{lab}</title></path>'
-            f'<text x="{(ax + bx) / 2}" y="{(ay + by) / 2 - 3}" fill="#555" font-size="9">{lab}</text>'
+            f'<text x="{lx:.1f}" y="{ly:.1f}" fill="#555" font-size="9">{lab}</text>'
         )
+        height = max(height, int(ly) + 20)
     for r in nodes.iter_rows(named=True):
         x, y = pos[r["address"]]
         stroke = ' stroke="#d62728" stroke-width="3"' if r["flagged"] else ' stroke="#555"'
@@ -136,10 +174,11 @@ def to_svg(t: Trace, width: int = 1100) -> str:
         out.append(
             f'<g><title>{tip}</title><rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="6" '
             f'fill="{_color(r, t.root)}"{stroke}/><text x="{x + 6}" y="{y + 14}" fill="#000">'
-            f"{html.escape(node_title(r)[:28])}</text>"
+            f"{html.escape(fit(node_title(r), box_w - 12, 11.0))}</text>"
             f'<text x="{x + 6}" y="{y + 27}" fill="#222" font-size="9">{short(r["address"])}</text></g>'
         )
     out.append("</svg>")
+    out[0] = out[0].replace(f'height="{first_height}"', f'height="{height}"', 1)
     return "".join(out)
 
 

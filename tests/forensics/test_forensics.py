@@ -222,3 +222,30 @@ def test_tables_fit_120_columns_without_nulls(mainnet, capsys, monkeypatch):
         assert max(len(line) for line in table.splitlines()) <= 120, argv
         assert "null" not in out
         assert argv[0] != "trace" or "0x7054…775c" in table
+
+
+def test_graph_labels_never_overlap_each_other_or_the_boxes(tmp_path):
+    """A fan-out to 12 addresses that all pay one: 24 edge labels whose midpoints crowd together; the drawing
+    places each clear of the others and of every node box, and node titles fit their boxes."""
+    import re
+
+    from forensics.graph import LABEL_H, _overlap, label_width, to_svg
+
+    hubs = ["0x" + f"{i:040x}" for i in range(1, 13)]
+    sink = "0x" + "7" * 40
+    rows = [(i, A, h, 1.0 + i, "ETH") for i, h in enumerate(hubs)]
+    rows += [(100 + i, h, sink, 0.5 + i, "ETH") for i, h in enumerate(hubs)]
+    lake = Lake(tmp_path)
+    lake.append("transfer", _frame(rows).with_columns(pl.lit("ethereum").alias("chain")))
+    svg = to_svg(trace(lake, A, hops=2, labels=LABELS))
+    boxes = [(float(x), float(y), float(w), float(h)) for x, y, w, h in
+             re.findall(r'<rect x="([\d.]+)" y="([\d.]+)" width="(\d+)" height="(\d+)"', svg)]  # fmt: skip
+    edge_label = r'<text x="([-\d.]+)" y="([-\d.]+)" fill="#555" font-size="9">([^<]+)</text>'
+    labels = [(float(x), float(y), t) for x, y, t in re.findall(edge_label, svg)]
+    assert len(boxes) == 14 and len(labels) == 24
+    placed = [(x, y - LABEL_H + 2, label_width(t.replace("&amp;", "&")), LABEL_H) for x, y, t in labels]
+    for i, a in enumerate(placed):
+        assert not any(_overlap(a, b) for b in placed[i + 1 :] + boxes), (labels[i], a)
+        assert a[1] >= 0 and a[1] + a[3] <= float(re.search(r'height="(\d+)"', svg).group(1))
+    titles = re.findall(r'fill="#000">([^<]+)</text>', svg)
+    assert titles and all(label_width(t, 11.0) <= 170 - 12 for t in titles)
