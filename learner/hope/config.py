@@ -15,6 +15,11 @@ class HopeConfig:
     d_model: int = 32  # width of the residual stream and of every memory's input
     d_hidden: int = 32  # hidden width of the residual-MLP memories (NL eq. 89)
     conv_window: int = 4  # causal depthwise convolution before the memories (NL §8, "window 4")
+    # Initialisation (meta-learned from there). CHOICE: the conv starts as the identity on the current bar and the
+    # k, v memories near the identity (eq. 89's skip, small W1), so at init k_t ~ v_t and a write stores almost
+    # nothing and mixes no neighbour: recall tasks sit on that saddle (bench/passkey.py, docs/results.md)
+    conv_init_std: float = 0.0  # std of Gaussian noise added to every conv tap at init (0: the identity alone)
+    kv_init_std: float = 0.02  # std of the k and v memories' initial W1 (how far k, v start from x and each other)
     chunk_other: int = 8  # C_oth: write period of the k, v, eta, alpha memories (NL §8.2)
     chunk_mem: int = 8  # C_mem: write period of the main memory; a multiple of chunk_other
     eta_max: float = 0.05  # CHOICE: eta_t = eta_max * sigmoid(.) bounds the inner learning rate

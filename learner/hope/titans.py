@@ -121,7 +121,8 @@ class SelfModifyingTitans(nn.Module):
         self.init_W2 = nn.ParameterDict()
         for name in MEMORIES:
             d_out = 1 if name in SCALAR else d
-            self.init_W1[name] = nn.Parameter(0.02 * torch.randn(d_out, h))
+            std = cfg.kv_init_std if name in ("k", "v") else 0.02
+            self.init_W1[name] = nn.Parameter(std * torch.randn(d_out, h))
             self.init_W2[name] = nn.Parameter(torch.randn(h, d) / d**0.5)
         # CHOICE (ambiguity 5): squashing. eta_t = eta_max sigmoid(.), alpha_t in [alpha_min, 1].
         self.eta_bias = nn.Parameter(torch.tensor(-1.5))
@@ -132,6 +133,9 @@ class SelfModifyingTitans(nn.Module):
         self.register_buffer("residual", res, persistent=False)
         self._initial: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None  # initial_memories' memo
         self.write = write  # the chunk's write; compile_write() swaps in a compiled one
+        if cfg.conv_init_std:  # drawn last, so every other initial weight is the same as without it
+            with torch.no_grad():
+                self.conv_w.add_(cfg.conv_init_std * torch.randn(d, cfg.conv_window))
 
     def compile_write(self) -> None:
         """Run the write through ``torch.compile`` (optional, off by default: it compiles once per call

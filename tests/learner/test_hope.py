@@ -260,3 +260,41 @@ def test_fast_state_refuses_other_meta_weights():
     c = Hope(small_cfg())
     with pytest.raises(MetaMismatchError):
         c.load_state_dict(a.state_dict(), with_slow=False)
+
+
+# ----------------------------------------------------------------------------- initialisation (bench/passkey.py)
+def test_init_knobs_default_to_the_old_init_and_move_nothing_else():
+    """conv_init_std / kv_init_std at their defaults give the same weights as before they existed; set, they change
+    only the conv taps and the k, v memories' W1 (scaled), every other initial weight drawn the same."""
+    torch.manual_seed(3)
+    a = SelfModifyingTitans(small_cfg())
+    torch.manual_seed(3)
+    b = SelfModifyingTitans(small_cfg(conv_init_std=0.5, kv_init_std=0.3))
+    one_hot = torch.zeros_like(a.conv_w)
+    one_hot[:, -1] = 1.0
+    assert torch.equal(a.conv_w.detach(), one_hot)  # the identity on the current bar
+    assert not torch.equal(b.conv_w, a.conv_w)
+    for name, p in a.named_parameters():
+        q = dict(b.named_parameters())[name]
+        if name in ("init_W1.k", "init_W1.v"):
+            torch.testing.assert_close(q, p * (0.3 / 0.02))
+        elif name != "conv_w":
+            assert torch.equal(p, q), name
+
+
+def _init_surprise(**kw) -> float:
+    """The main memory's associative loss ||M(k) - M(v)||^2 at init, on random inputs."""
+    torch.manual_seed(0)
+    t = SelfModifyingTitans(small_cfg(**kw))
+    x = torch.randn(4, 16, 8)
+    with torch.no_grad():
+        _, _, act = t(t.init_state(4), x, torch.ones(4, 16, dtype=torch.bool), 0)
+    return float(act.summary()["surprise"].mean())
+
+
+def test_default_init_writes_almost_nothing_larger_kv_init_does():
+    """The saddle the passkey bench sat on: with the k, v memories near the identity, k ~ v, so the main memory's
+    target M(v) ~ M(k) and its writes carry almost no information; kv_init_std makes k and v differ from the start."""
+    small, large = _init_surprise(), _init_surprise(kv_init_std=0.3)
+    assert small < 0.02, small
+    assert large > 10 * small, (small, large)
