@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from forensics.queries import Trace, _node_totals, _token_totals, labels_frame, transfers
+from forensics.queries import Trace, labels_frame, node_totals, token_totals, transfers
 from forensics.values import NATIVE_KEY, token_key
 
 
@@ -472,7 +472,7 @@ def collapse(trace: Trace, table: pl.DataFrame, kinds: tuple[str, ...] = ("excha
         .select(trace.edges.columns)
         .sort(["hop", "usd", "value"], descending=[False, True, True], nulls_last=True)
     )
-    totals = _token_totals(edges)
+    totals = token_totals(edges)
     nodes = trace.nodes.join(m.select("address", "node", "cluster_id", "name", "cluster_category"), on="address")
     side_rank = pl.col("side").replace_strict({"root": 0}, default=1, return_dtype=pl.Int64)
     seen = (
@@ -495,7 +495,7 @@ def collapse(trace: Trace, table: pl.DataFrame, kinds: tuple[str, ...] = ("excha
         .rename({"node": "address"})
         .with_columns(pl.col("members").list.len().cast(pl.Int64).alias("n_members"))
     )
-    out = _node_totals(seen, edges, totals)
+    out = node_totals(seen, edges, totals)
     cols = [*trace.nodes.columns, "cluster_id", "n_members", "members"]
     nodes_out = out.select(cols).sort("hop", "address")
     return Trace(node_of.get(trace.root, trace.root), trace.direction, trace.hops, nodes_out, edges, totals)

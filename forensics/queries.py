@@ -327,8 +327,8 @@ def trace(
         .select(EDGE_COLUMNS)
         .sort(["hop", "usd", "value"], descending=[False, True, True], nulls_last=True)
     )
-    totals = _token_totals(edges)
-    nodes = _node_totals(seen, edges, totals)
+    totals = token_totals(edges)
+    nodes = node_totals(seen, edges, totals)
     nodes = _tag(nodes, "address", lab).with_columns(
         pl.col("category").is_in(list(RISK_CATEGORIES)).fill_null(False).alias("flagged")
     )
@@ -358,7 +358,7 @@ _RAW_EDGE_SCHEMA = {
 }
 
 
-def _token_totals(edges: pl.DataFrame) -> pl.DataFrame:
+def token_totals(edges: pl.DataFrame) -> pl.DataFrame:
     """Per (address, token): value and count in and out over the traced edges, and USDT where every edge is priced."""
 
     def side(col: str, suffix: str) -> pl.DataFrame:
@@ -379,7 +379,7 @@ def _token_totals(edges: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _node_totals(seen: pl.DataFrame, edges: pl.DataFrame, totals: pl.DataFrame) -> pl.DataFrame:
+def node_totals(seen: pl.DataFrame, edges: pl.DataFrame, totals: pl.DataFrame) -> pl.DataFrame:
     """Per node: transfer counts; the amount and token of a side that carries one token (null when it carries
     several: amounts of different tokens are never added); USDT over the priced tokens and how many are not."""
 

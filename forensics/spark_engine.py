@@ -39,6 +39,8 @@ from forensics.queries import (
     counterparty_table,
     labels_frame,
     large_thresholds,
+    node_totals,
+    token_totals,
 )
 from forensics.rules import ALERT_RULES, DEFAULT_STOP_CATEGORIES, RISK_CATEGORIES
 from forensics.values import DecimalsLookup, finish_edges, token_meta
@@ -325,56 +327,6 @@ def _reach(seen: pl.DataFrame, agg: pl.DataFrame, side: str, hop: int) -> tuple[
         .drop("risk")
     )
     return seen, new
-
-
-def token_totals(edges: pl.DataFrame) -> pl.DataFrame:
-    """Per (address, token): value and count in and out over the traced edges; USDT where every edge is priced."""
-
-    def side(col: str, suffix: str) -> pl.DataFrame:
-        return edges.group_by(pl.col(col).alias("address"), "token", "token_label", "unit", "decimals_source").agg(
-            pl.col("value").sum().alias(f"value_{suffix}"),
-            pl.col("count").sum().alias(f"count_{suffix}"),
-            pl.when(pl.col("usd").null_count() == 0).then(pl.col("usd").sum()).alias(f"usd_{suffix}"),
-        )
-
-    keys = ["address", "token", "token_label", "unit", "decimals_source"]
-    out = side("target", "in").join(side("source", "out"), on=keys, how="full", coalesce=True, nulls_equal=True)
-    return (
-        out.with_columns(
-            pl.col("value_in", "value_out").fill_null(0.0), pl.col("count_in", "count_out").fill_null(0).cast(pl.Int64)
-        )
-        .select(keys + ["value_in", "value_out", "usd_in", "usd_out", "count_in", "count_out"])
-        .sort("address", "token_label")
-    )
-
-
-def node_totals(seen: pl.DataFrame, edges: pl.DataFrame, totals: pl.DataFrame) -> pl.DataFrame:
-    """Per node: transfer counts; the amount and token of a side that carries one token (null when it carries
-    several: amounts of different tokens are never added); USDT over its priced tokens and how many are not."""
-
-    def side(suffix: str) -> pl.DataFrame:
-        t = totals.filter(pl.col(f"count_{suffix}") > 0)
-        one = pl.len() == 1
-        unit = pl.when(pl.col("unit").first() == "raw").then(pl.lit(" (raw units)")).otherwise(pl.lit(""))
-        return t.group_by("address").agg(
-            pl.col(f"count_{suffix}").sum(),
-            pl.when(one).then(pl.col(f"value_{suffix}").first()).alias(f"value_{suffix}"),
-            pl.when(one).then(pl.col("token_label").first() + unit).alias(f"token_{suffix}"),
-            pl.when(pl.col(f"usd_{suffix}").is_not_null().any())
-            .then(pl.col(f"usd_{suffix}").sum())
-            .alias(f"usd_{suffix}"),
-            pl.col(f"usd_{suffix}").is_null().sum().cast(pl.Int64).alias(f"unpriced_{suffix}"),
-            pl.len().cast(pl.Int64).alias(f"n_tokens_{suffix}"),
-        )
-
-    out = seen.join(side("in"), on="address", how="left").join(side("out"), on="address", how="left")
-    names = totals.group_by("address").agg(pl.col("token_label").unique().sort().str.join(",").alias("tokens"))
-    return out.join(names, on="address", how="left").with_columns(
-        pl.col("count_in", "count_out", "unpriced_in", "unpriced_out", "n_tokens_in", "n_tokens_out")
-        .fill_null(0)
-        .cast(pl.Int64),
-        pl.col("tokens").fill_null(""),
-    )
 
 
 def _tag(df: pl.DataFrame, col: str, labels: pl.DataFrame) -> pl.DataFrame:
