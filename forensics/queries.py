@@ -284,42 +284,62 @@ def trace(
                     pl.lit(h, pl.Int64).alias("hop"),
                 )
             )
-            # new nodes: first discovery wins the hop/side; path risk is the union over all parents
-            reached = agg.group_by("next").agg(
-                # time bound for onward hops: earliest arrival (forward) / latest departure (backward)
-                (pl.col("first_ts").min() if side == "out" else pl.col("last_ts").max()).alias("bound"),
-                pl.col("risk").list.explode(keep_nulls=False, empty_as_null=False).unique().sort().alias("risk"),
-            )
-            new = reached.join(seen.select(pl.col("address").alias("next")), on="next", how="anti")
-            seen = pl.concat(
-                [
-                    seen,
-                    new.select(
-                        pl.col("next").alias("address"),
-                        pl.lit(h, pl.Int64).alias("hop"),
-                        pl.lit(side).alias("side"),
-                        pl.col("risk").alias("path_risk"),
-                    ),
-                ]
-            )
-            # merge risk reaching already-seen nodes too (a second path through a mixer still counts)
-            seen = (
-                seen.join(reached.select(pl.col("next").alias("address"), "risk"), on="address", how="left")
-                .with_columns(
-                    pl.concat_list("path_risk", pl.col("risk").fill_null(pl.lit([], pl.List(pl.String))))
-                    .list.unique()
-                    .list.sort()
-                    .alias("path_risk")
-                )
-                .drop("risk")
-            )
+            seen, new = reach(seen, agg, side, h)
             frontiers[side] = new.filter(~pl.col("next").is_in(stop)).select(
                 pl.col("next").alias("node"), "bound", "risk"
             )
 
+    return finish_trace(address, direction, hops, all_edges, seen, lab, decimals)
+
+
+def reach(seen: pl.DataFrame, agg: pl.DataFrame, side: str, hop: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Nodes reached by one hop's edges ``agg`` (``next``, ``first_ts``, ``last_ts``, ``risk``): the first discovery
+    fixes a node's hop and side, its path risk is the union over every path that reaches it (a second path through
+    a mixer still counts). Returns the updated ``seen`` and the new nodes with their time bound for onward hops
+    (earliest arrival going forward, latest departure going backward) and risk. Both engines step with it."""
+    reached = agg.group_by("next").agg(
+        (pl.col("first_ts").min() if side == "out" else pl.col("last_ts").max()).alias("bound"),
+        pl.col("risk").list.explode(keep_nulls=False, empty_as_null=False).unique().sort().alias("risk"),
+    )
+    new = reached.join(seen.select(pl.col("address").alias("next")), on="next", how="anti")
+    seen = pl.concat(
+        [
+            seen,
+            new.select(
+                pl.col("next").alias("address"),
+                pl.lit(hop, pl.Int64).alias("hop"),
+                pl.lit(side).alias("side"),
+                pl.col("risk").alias("path_risk"),
+            ),
+        ]
+    )
+    seen = (
+        seen.join(reached.select(pl.col("next").alias("address"), "risk"), on="address", how="left")
+        .with_columns(
+            pl.concat_list("path_risk", pl.col("risk").fill_null(pl.lit([], pl.List(pl.String))))
+            .list.unique()
+            .list.sort()
+            .alias("path_risk")
+        )
+        .drop("risk")
+    )
+    return seen, new
+
+
+def finish_trace(
+    address: str,
+    direction: str,
+    hops: int,
+    hop_edges: list[pl.DataFrame],
+    seen: pl.DataFrame,
+    lab: pl.DataFrame,
+    decimals: DecimalsLookup | None = None,
+) -> Trace:
+    """The :class:`Trace` from each hop's raw edges (the first of a (source, target, token) wins) and the reached
+    nodes: edge values and USDT, per-token and per-node totals, labels and flags. Both engines end here."""
     raw_edges = (
-        pl.concat(all_edges).unique(subset=["source", "target", "tkey"], keep="first", maintain_order=True)
-        if all_edges
+        pl.concat(hop_edges).unique(subset=["source", "target", "tkey"], keep="first", maintain_order=True)
+        if hop_edges
         else pl.DataFrame(schema=_RAW_EDGE_SCHEMA)
     )
     edges = (

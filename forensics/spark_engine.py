@@ -32,18 +32,16 @@ import polars as pl
 from forensics import spark_lake
 from forensics.queries import (
     _TRANSFER_COLS,
-    EDGE_COLUMNS,
-    NODE_COLUMNS,
     Trace,
     alert_table,
     counterparty_table,
+    finish_trace,
     labels_frame,
     large_thresholds,
-    node_totals,
-    token_totals,
+    reach,
 )
 from forensics.rules import ALERT_RULES, DEFAULT_STOP_CATEGORIES, RISK_CATEGORIES
-from forensics.values import DecimalsLookup, finish_edges, token_meta
+from forensics.values import DecimalsLookup, token_meta
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -64,10 +62,6 @@ _AGG_SCHEMA = {
     "first_ts": pl.Int64,
     "last_ts": pl.Int64,
 }
-_RAW_EDGE_SCHEMA = {"source": pl.String, "target": pl.String} | {
-    k: v for k, v in _AGG_SCHEMA.items() if k not in ("node", "next")
-}
-_RAW_EDGE_SCHEMA["hop"] = pl.Int64
 
 
 def _on_any_lake(query: Callable[..., R]) -> Callable[..., R]:
@@ -168,7 +162,7 @@ def trace(
                     pl.concat_list("risk", "next_cat").list.drop_nulls().list.unique().list.sort().alias("risk")
                 )
                 found.append(_edges_of_hop(agg, side, h))
-                seen, new = _reach(seen, agg, side, h)
+                seen, new = reach(seen, agg, side, h)
                 frontiers[side] = new.filter(~pl.col("next").is_in(stop)).select(
                     pl.col("next").alias("node"), "bound", "risk"
                 )
@@ -176,22 +170,7 @@ def trace(
         for df in held:
             df.unpersist()
 
-    raw = (
-        pl.concat(found).unique(subset=["source", "target", "tkey"], keep="first", maintain_order=True)
-        if found
-        else pl.DataFrame(schema=_RAW_EDGE_SCHEMA)
-    )
-    edges = (
-        finish_edges(raw, decimals)
-        .select(EDGE_COLUMNS)
-        .sort(["hop", "usd", "value"], descending=[False, True, True], nulls_last=True)
-    )
-    totals = token_totals(edges)
-    nodes = node_totals(seen, edges, totals)
-    nodes = _tag(nodes, "address", lab).with_columns(
-        pl.col("category").is_in(list(RISK_CATEGORIES)).fill_null(False).alias("flagged")
-    )
-    return Trace(address, direction, hops, nodes.select(NODE_COLUMNS).sort("hop", "address"), edges, totals)
+    return finish_trace(address, direction, hops, found, seen, lab, decimals)
 
 
 def _hop(
@@ -294,50 +273,6 @@ def _edges_of_hop(agg: pl.DataFrame, side: str, hop: int) -> pl.DataFrame:
         "last_ts",
         pl.lit(hop, pl.Int64).alias("hop"),
     )
-
-
-def _reach(seen: pl.DataFrame, agg: pl.DataFrame, side: str, hop: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Nodes reached by this hop: the first discovery fixes a node's hop and side, its path risk is the union
-    over every path that reaches it; returns the updated ``seen`` and the new nodes with their time bound
-    (earliest arrival going forward, latest departure going backward) and risk."""
-    reached = agg.group_by("next").agg(
-        (pl.col("first_ts").min() if side == "out" else pl.col("last_ts").max()).alias("bound"),
-        pl.col("risk").list.explode(keep_nulls=False, empty_as_null=False).unique().sort().alias("risk"),
-    )
-    new = reached.join(seen.select(pl.col("address").alias("next")), on="next", how="anti")
-    seen = pl.concat(
-        [
-            seen,
-            new.select(
-                pl.col("next").alias("address"),
-                pl.lit(hop, pl.Int64).alias("hop"),
-                pl.lit(side).alias("side"),
-                pl.col("risk").alias("path_risk"),
-            ),
-        ]
-    )
-    seen = (
-        seen.join(reached.select(pl.col("next").alias("address"), "risk"), on="address", how="left")
-        .with_columns(
-            pl.concat_list("path_risk", pl.col("risk").fill_null(pl.lit([], _STR_LIST)))
-            .list.unique()
-            .list.sort()
-            .alias("path_risk")
-        )
-        .drop("risk")
-    )
-    return seen, new
-
-
-def _tag(df: pl.DataFrame, col: str, labels: pl.DataFrame) -> pl.DataFrame:
-    """``label, category, label_source`` of ``col`` from the label set, row order kept."""
-    lab = labels.select(
-        pl.col("address").alias(col),
-        pl.col("name").alias("label"),
-        pl.col("category"),
-        pl.col("source").alias("label_source"),
-    )
-    return df.join(lab, on=col, how="left", maintain_order="left")
 
 
 # --------------------------------------------------------------------------- counterparties
