@@ -26,13 +26,11 @@ from commands.cli import main
 from continuum.lake import Lake
 from continuum.schema import Candle
 from forensics import queries, spark_engine
-from forensics.etl_import import read_export
+from tests.forensics.test_values import mainnet_lake
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-BLOCKS = REPO / "tests" / "data" / "ethereum_etl_mainnet_samples" / "blocks_17173049_17173050"
-ETH_CANDLES = REPO / "data" / "binance" / "ETH_USDT-1h.parquet"
 MAINNET_ROOT = "0x7054b0f980a7eb5b3a6b3446f3c947d80162775c"
 BUSY = "0xef1c6e67703c7bd7107eed8303fbe6ec2554bf6b"  # the busiest WETH address of the sample
 
@@ -133,24 +131,7 @@ def generated(tmp_path_factory) -> Lake:
 
 @pytest.fixture(scope="module")
 def mainnet(tmp_path_factory) -> Lake:
-    lake = Lake(tmp_path_factory.mktemp("mainnet"))
-    lake.append_events(read_export(BLOCKS))
-    day = pl.read_parquet(ETH_CANDLES).filter(pl.col("date").dt.date() == pl.date(2023, 5, 2))
-    lake.append_events(
-        Candle(
-            "binance",
-            "ETH/USDT",
-            "1h",
-            int(r["date"].timestamp() * 1000),
-            r["open"],
-            r["high"],
-            r["low"],
-            r["close"],
-            r["volume"],
-        )  # fmt: skip
-        for r in day.iter_rows(named=True)
-    )
-    return lake
+    return mainnet_lake(tmp_path_factory.mktemp("mainnet"))
 
 
 def _same(got: pl.DataFrame, want: pl.DataFrame) -> None:

@@ -67,10 +67,11 @@ def _eth_close(unix: int) -> float:
     return df["close"][0]
 
 
-@pytest.fixture(scope="module")
-def lake(tmp_path_factory) -> Lake:
-    lake = Lake(tmp_path_factory.mktemp("lake"))
-    lake.append_events(read_export(BLOCKS))  # the JSON-lines export only: it has receipt statuses
+def mainnet_lake(root: Path) -> Lake:
+    """The bundled two mainnet blocks (JSON-lines export: it has receipt statuses) and Binance's ETH/USDT 1h
+    candles of that day, in a lake at ``root``: the case whose values are worked out by hand here."""
+    lake = Lake(root)
+    lake.append_events(read_export(BLOCKS))
     day = pl.read_parquet(ETH_CANDLES).filter(pl.col("date").dt.date() == pl.date(2023, 5, 2))
     lake.append_events(
         Candle(
@@ -87,6 +88,11 @@ def lake(tmp_path_factory) -> Lake:
         for r in day.iter_rows(named=True)
     )
     return lake
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> Lake:
+    return mainnet_lake(tmp_path_factory.mktemp("lake"))
 
 
 def _by_hand(address: str) -> dict[str, dict[str, float | None]]:
