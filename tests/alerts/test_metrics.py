@@ -3,23 +3,17 @@ process runs, agrees with what the webhook receiver saw (posts delivered and fai
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from continuum.lake import Lake
 from tests.alerts.conftest import recent_t0, story
+from tests.services.cli import cli_env, cli_process, terminate
 from tests.services.prometheus import free_port, scrape_until
 from tests.services.webhook import Reply
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_follow_serves_alerts_posts_inputs_and_backlog(tmp_path, receiver):
@@ -27,9 +21,7 @@ def test_follow_serves_alerts_posts_inputs_and_backlog(tmp_path, receiver):
     Lake(tmp_path / "lake").append_events(story(t0=t0))
     receiver.script(Reply(503))  # the first post fails its only try: one failed post, redelivered on the next pass
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTINUUM_")}
-    env.update(
-        PYTHONPATH=str(REPO),
+    env = cli_env(
         CONTINUUM_LAKE__ROOT=str(tmp_path / "lake"),
         CONTINUUM_ALERTS__STATE_DIR=str(tmp_path / "state"),
         CONTINUUM_ALERTS__WEBHOOKS=receiver.url("/hook"),
@@ -41,18 +33,12 @@ def test_follow_serves_alerts_posts_inputs_and_backlog(tmp_path, receiver):
         CONTINUUM_ALERTS__POLL_S="0.2",
     )
     since = datetime.fromtimestamp(t0 / 1000, UTC).strftime("%Y-%m-%d")
-    cmd = [sys.executable, "-m", "commands.cli", "alerts", "--follow", "--since", since, "--metrics-port", str(port)]
-    p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = ["alerts", "--follow", "--since", since, "--metrics-port", str(port)]
     posts = {o: ("continuum_webhook_posts_total", (("hook", _hook_id(receiver.url("/hook"))), ("outcome", o)))
              for o in ("delivered", "failed")}  # fmt: skip
-    try:
+    with cli_process(args, tmp_path, env) as p:
         m = scrape_until(p, port, lambda m: m.get(posts["delivered"], 0) >= 3)
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        _, err = terminate(p, 60)
     assert p.returncode == 0, err[-2000:]
     assert m[posts["delivered"]] == 3 and m[posts["failed"]] == 1
     assert len(receiver.requests) == 4  # 1 failed + 3 delivered: the counters are the receiver's view

@@ -8,7 +8,6 @@ sending it and journalling the answer, which the SIGKILL test provokes on purpos
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,9 +21,8 @@ import polars as pl
 from alerts.engine import Alerter
 from continuum.lake import Lake
 from tests.alerts.conftest import T0, make_config, recent_t0, story, story_keys
+from tests.services.cli import cli_env
 from tests.services.webhook import Reply
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_restart_in_process_posts_each_key_once(tmp_path, receiver):
@@ -78,9 +76,7 @@ def test_a_webhook_added_later_gets_new_alerts_not_the_backlog(tmp_path, receive
 
 # ---------------------------------------------------------------------------------------- as a process
 def _env(tmp_path: Path, url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTINUUM_")}
-    env.update(
-        PYTHONPATH=str(REPO),
+    return cli_env(
         CONTINUUM_LAKE__ROOT=str(tmp_path / "lake"),
         CONTINUUM_ALERTS__STATE_DIR=str(tmp_path / "state"),
         CONTINUUM_ALERTS__WEBHOOKS=url,
@@ -91,7 +87,6 @@ def _env(tmp_path: Path, url: str) -> dict[str, str]:
         CONTINUUM_ALERTS__BACKOFF_S="0.05",
         CONTINUUM_ALERTS__TIMEOUT_S="30",
     )
-    return env
 
 
 def _alerts(tmp_path: Path, url: str, *args: str) -> subprocess.Popen:

@@ -8,22 +8,17 @@ and tests/kafka/test_learn_group.py.)
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
+from tests.services.cli import cli_env, cli_process, terminate
 from tests.services.exchange_server import ExchangeServer
 from tests.services.prometheus import free_port as _port
 from tests.services.prometheus import scrape_until
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 T0 = int(datetime(2024, 1, 10, tzinfo=UTC).timestamp() * 1000)
 
 
@@ -32,28 +27,16 @@ def test_stream_market_serves_events_and_reconnects(tmp_path):
     out = (("direction", "out"), ("topic", "market.candles"))
     with ExchangeServer(symbols=["BTC/USDT"]) as srv:
         srv.set_clock(T0)
-        p = subprocess.Popen(
-            [
-                sys.executable, "-m", "commands.cli", "stream", "market", "--exchange", "binance",
-                "--symbols", "BTC/USDT", "--timeframe", "1h", "--exchange-url", srv.url, "--no-rate-limit",
-                "--quiet", "--metrics-port", str(port),
-            ],
-            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
+        args = ["stream", "market", "--exchange", "binance", "--symbols", "BTC/USDT", "--timeframe", "1h",
+                "--exchange-url", srv.url, "--no-rate-limit", "--quiet", "--metrics-port", str(port)]  # fmt: skip
+        with cli_process(args, tmp_path, cli_env()) as p:
             reconnects = ("continuum_reconnects_total", (("source", "market"),))
             scrape_until(p, port, lambda m: reconnects in m)
             srv.start_live(T0 + 1, updates_per_bar=4, tick_s=0.02)
             scrape_until(p, port, lambda m: m.get(("continuum_events_total", out), 0) >= 3)
             srv.drop_websockets(refuse_ticks=8)
             m = scrape_until(p, port, lambda m: m.get(reconnects, 0) >= 1)
-            p.send_signal(signal.SIGTERM)
-            stdout, _ = p.communicate(timeout=30)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            stdout, _ = terminate(p)
     assert p.returncode == 0
     assert m[("continuum_events_total", out)] >= 3
     assert m[("continuum_reconnects_total", (("source", "market"),))] >= 1

@@ -130,35 +130,23 @@ def test_running_scheduler_serves_job_metrics_and_stops_on_sigterm(tmp_path):
     """The scheduler as a process with ``--now retention,backfill --metrics-port``: retention runs at start and
     prunes; the backfill of a symbol the lake has, against an exchange that is not there, fails; the endpoint
     shows both outcomes, run times, the last success and the next runs; SIGTERM stops it with exit code 0."""
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from continuum.lake import Lake
     from continuum.schema import Candle
+    from tests.services.cli import cli_env, cli_process, terminate
     from tests.services.prometheus import free_port, scrape_until
 
     Lake(tmp_path / "lake").append_events([Candle("binance", "BTC/USDT", "1h", 1_714_521_600_000, 1, 1, 1, 1, 0)])
     d = tmp_path / "ck"
     files = _files(d, 4)
     port, dead = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTINUUM_")}
-    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[2]), CONTINUUM_LAKE__ROOT=str(tmp_path / "lake"))
-    cmd = [sys.executable, "-m", "commands.cli", "scheduler", "--now", "retention,backfill", "--keep", "1",
-           "--checkpoint-dir", str(d), "--exchange-url", f"http://127.0.0.1:{dead}",
-           "--metrics-port", str(port)]  # fmt: skip
+    env = cli_env(CONTINUUM_LAKE__ROOT=str(tmp_path / "lake"))
+    args = ["scheduler", "--now", "retention,backfill", "--keep", "1", "--checkpoint-dir", str(d),
+            "--exchange-url", f"http://127.0.0.1:{dead}", "--metrics-port", str(port)]  # fmt: skip
     t_start = time.time()
-    p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs = lambda job, outcome: ("continuum_job_runs_total", (("job", job), ("outcome", outcome)))  # noqa: E731
-    try:
+    with cli_process(args, tmp_path, env) as p:
         m = scrape_until(p, port, lambda m: m.get(runs("retention", "ok")) and m.get(runs("backfill", "error")))
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        _, err = terminate(p)
     assert p.returncode == 0, err[-2000:]
     assert [f.name for f in d.iterdir()] == [files[-1].name]
     assert m[runs("retention", "ok")] == 1 and m[runs("backfill", "error")] == 1
