@@ -265,16 +265,24 @@ class Lake:
         if not base.exists():
             return []
         cols, unit = PARTITIONS[kind]
+        lo_ms = None if start is None else int(start.timestamp() * 1000)
+        hi_ms = None if end is None else int(end.timestamp() * 1000)
         out = []
         for f in sorted(base.rglob("data.parquet")):
             segs = dict(s.split("=", 1) for s in f.relative_to(base).parent.parts)
             if any(k in cols and segs.get(k) != _safe(v) for k, v in equals.items()):
                 continue
             tp = segs.get(unit, "")
-            if start is not None and tp and tp < _time_part(int(start.timestamp() * 1000), unit)[: len(tp)]:
+            if lo_ms is not None and tp and tp < _time_part(lo_ms, unit)[: len(tp)]:
                 continue
-            if end is not None and tp and tp > _time_part(int(end.timestamp() * 1000), unit)[: len(tp)]:
+            if hi_ms is not None and tp and tp > _time_part(hi_ms, unit)[: len(tp)]:
                 continue
+            # a sorted run names its time range: one outside [start, end) is skipped without opening it (a day's
+            # scan of a month of runs reads the runs of that day, not every run's footer)
+            if "run" in segs:
+                run_lo, run_hi, _ = segs["run"].split("_")
+                if (lo_ms is not None and int(run_hi) < lo_ms) or (hi_ms is not None and int(run_lo) >= hi_ms):
+                    continue
             out.append(f)
         return out
 

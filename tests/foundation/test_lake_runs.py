@@ -123,3 +123,27 @@ def test_partition_written_before_runs_is_read_and_merged(tmp_path, small):
     assert lake.scan("transfer", by="to_address").collect().height == 100
     assert lake.append("transfer", pl.concat([df.slice(0, 10), _transfers(5, seed=7, t0=T0 + 10**8)])) == 5
     assert lake.read("transfer").height == 105
+
+
+def test_a_time_window_opens_only_the_runs_it_overlaps(tmp_path, small, monkeypatch):
+    """Runs name their time range; a scan with ``start``/``end`` skips the others without reading their footers,
+    and returns exactly the rows of the window."""
+    from datetime import UTC, datetime
+
+    lake = Lake(tmp_path)
+    df = _transfers(600, seed=6)
+    for i in range(0, 600, 50):
+        lake.append("transfer", df.slice(i, 50))
+    runs = _runs(tmp_path)
+    assert len(runs) >= 3
+    opened: list[str] = []
+    real = lake_mod.pl.read_parquet_schema
+    monkeypatch.setattr(lake_mod.pl, "read_parquet_schema", lambda p: opened.append(str(p)) or real(p))
+    start, end = T0 + 1000 * 250, T0 + 1000 * 260  # ten rows inside one run
+    got = lake.read(
+        "transfer", start=datetime.fromtimestamp(start / 1000, UTC), end=datetime.fromtimestamp(end / 1000, UTC)
+    )
+    assert got.equals(
+        df.filter(pl.col("ts").is_between(start, end, closed="left")).sort("chain", "tx_hash", "log_index")
+    )
+    assert len(opened) == 1 and len(opened) < len(runs)
