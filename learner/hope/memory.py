@@ -102,6 +102,7 @@ class GradFactors:
     dz: torch.Tensor  # (..., L, h)  c_t 2 (W1^T (M(k_t) - v_hat_t)) * silu'(W2 k_t)
     loss: torch.Tensor  # (..., L)  ||M(k_t) - v_hat_t||^2, the surprise
     norm: torch.Tensor  # (..., L)  ||(g1_t, g2_t)|| before the clip
+    z: torch.Tensor  # (..., L, h)  W2 k_t, the pre-activation at the boundary weights: the write's K W2^T
 
     def materialise(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """g1 (...,L,o,h), g2 (...,L,h,i): the per-token gradients themselves (the reference path, tests)."""
@@ -176,7 +177,7 @@ def _factors(
     loss = sqn(e, e)
     norm = torch.sqrt(4 * loss * sqn(a, a) + sqn(dz, dz) * sqn(k, k) + 1e-12)  # (...,L)
     scale = (clip / norm).clamp(max=1.0)
-    return GradFactors(e * (2 * scale)[..., None], a, dz * scale[..., None], loss, norm)
+    return GradFactors(e * (2 * scale)[..., None], a, dz * scale[..., None], loss, norm, z)
 
 
 def mem_grads(
@@ -331,8 +332,12 @@ def dgd_momentum_chunk(
         Gam_lt = torch.cumsum(gamma, -1) - gamma  # (*b,L) over n
         # Y^T = Aa K D2_0^T - diag(Gam_<n) K S2_0^T - (Xi o G)^T DZ   (...,L,h); keys on the left: a
         # (L x i)(i x h) product per stream is what the batched matmul does fast
-        # K D2_0^T = K R2_0^T - K A2^T, the anchor's product shared by all streams (no state-sized R2 - A2)
-        KD = k @ st.R2.mT if A2 is None else k @ st.R2.mT - _keys_times_shared(k, A2)
+        # K D2_0^T = K R2_0^T - K A2^T, the anchor's product shared by all streams (no state-sized R2 - A2).
+        # At a chunk boundary the running weights are the boundary weights (the same tensor), so K R2_0^T is the
+        # pre-activation the factors computed at k (f.z): no second product. Every chunk of a chunked call starts
+        # there; the per-step form only on a chunk's first bar
+        KR = f.z if st.R2 is st.W2 else k @ st.R2.mT
+        KD = KR if A2 is None else KR - _keys_times_shared(k, A2)
         YT = Aa * KD - (k * Gam_lt[..., None]) @ st.S2.mT
         if L > 1:
             # (*b,L,L) [n,s] = Xi_sn, masked tokens' columns zeroed (their dz is not)
