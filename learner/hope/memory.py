@@ -314,14 +314,17 @@ def dgd_momentum_chunk(
     R1n = torch.addcmul(torch.addcmul(P1[..., o:, :], Aa, st.R1), Gam, st.S1, value=-1)
     if A1 is not None:  # R = A + D: Aa D_0 = Aa R_0 + (1 - Aa) A - A
         R1n = torch.addcmul(R1n, 1 - Aa, A1)
-    h = f.dz.shape[-1]
-    P2 = _outer_sum(_weighted(f.dz, w), k)  # (...,2h,i)
-    S2n = torch.addcmul(P2[..., :h, :], PbL, st.S2)
-    R2n = torch.addcmul(torch.addcmul(P2[..., h:, :], Aa, st.R2), Gam, st.S2, value=-1)
+    h, L = f.dz.shape[-1], k.shape[-2]
+    if dgd and L > 1:  # the weights on the keys' side (*b,L,i); -sum_s nu_s g2_s joins the projector's product below
+        S2n = torch.addcmul(_outer_sum(f.dz, w[..., :1] * k), PbL, st.S2)
+        R2n = torch.addcmul(Aa * st.R2, Gam, st.S2, value=-1)
+    else:
+        P2 = _outer_sum(_weighted(f.dz, w), k)  # (...,2h,i)
+        S2n = torch.addcmul(P2[..., :h, :], PbL, st.S2)
+        R2n = torch.addcmul(torch.addcmul(P2[..., h:, :], Aa, st.R2), Gam, st.S2, value=-1)
     if A2 is not None:
         R2n = torch.addcmul(R2n, 1 - Aa, A2)
     if dgd:  # the projector's terms: R2 gets - Y Z
-        L = k.shape[-2]
         bp = eta / alpha  # (*b,L)  beta'_t
         if L == 1:  # no later token: z_1 = beta'_1 k_1
             Z = bp[..., None] * k
@@ -338,12 +341,16 @@ def dgd_momentum_chunk(
         # there; the per-step form only on a chunk's first bar
         KR = f.z if st.R2 is st.W2 else k @ st.R2.mT
         KD = KR if A2 is None else KR - _keys_times_shared(k, A2)
-        YT = Aa * KD - (k * Gam_lt[..., None]) @ st.S2.mT
-        if L > 1:
-            # (*b,L,L) [n,s] = Xi_sn, masked tokens' columns zeroed (their dz is not)
+        YT = Aa * KD - (k * Gam_lt[..., None]) @ st.S2.mT  # (...,L,h) without its (Xi o G) term
+        if L == 1:
+            R2n = _sub_outer_sum(R2n, YT, Z)
+        else:
+            # Y's (Xi o G) term moved to the keys' side, where it is (*b)-sized: DZ^T (Xi o G)^T Z. With the
+            # gradient sum, R2 gets DZ^T Kt - YT^T Z, Kt = -diag(nu) K + (Xi o G)^T Z, as one product over 2L:
+            # R2 - [YT; DZ]^T [Z; -Kt]. XiT (*b,L,L) [n,s] = Xi_sn, masked tokens' columns zeroed (their dz is not)
             XiT = F.pad(Cmu[..., :-1, :], (0, 0, 1, 0)) * keep[..., None, :]
-            YT = YT - (XiT * G) @ f.dz
-        R2n = _sub_outer_sum(R2n, YT, Z)
+            Kt = torch.addcmul((XiT * G).mT @ Z, w[..., 1:], k)  # (*b,L,i); w[..., 1] = -nu (masked: 0)
+            R2n = _sub_outer_sum(R2n, torch.cat([YT, f.dz], -2), torch.cat([Z, -Kt], -2))
     return MemoryState(st.W1, st.W2, R1n, R2n, S1n, S2n)
 
 
