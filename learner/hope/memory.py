@@ -277,6 +277,10 @@ def dgd_momentum_chunk(
         D2_L = Aa (D2_0 - D2_0 K^T Z) - Gam S2_0 + S2_0 K^T diag(Gam_<n) Z - DZ^T diag(nu) K + DZ^T (Xi o G) Z
             Gam_<n = sum_{t<n} gamma_t, G = K K^T, Xi_sn = sum_{t=s}^{n-1} mu_ts (n > s, else 0)
         W2 (no dgd): the W1 line (Z = 0).
+    Grouped as evaluated for L > 1: Y^T = Aa K D2_0^T - diag(Gam_<n) K S2_0^T (...,L,h) and, on the keys' side
+    (*b-sized, shared by every memory), Kt = -diag(nu) K + (Xi o G) Z (*b,L,i); then the L-dependent part of
+    D2_L is DZ^T Kt - Y^T Z, one product over 2L. L = 1 (the per-step form) has no Xi term and keeps the
+    direct products. At a chunk boundary R2_0 is W2, and K W2^T is the factors' pre-activation (f.z).
 
     docs/learner.md has the derivation. Numerics: over one chunk (L <= the smallest CMS period, 24) the
     products of beta (>= 0) and alpha (>= alpha_min > 0) cannot underflow (0.9^24 ~ 0.08); beta^0 = 1 also

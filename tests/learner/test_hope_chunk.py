@@ -115,6 +115,25 @@ def test_at_a_chunk_boundary_the_write_reuses_the_factors_product(anchored):
         assert _rel(dgd_momentum_chunk(other, blind, k, eta, alpha, mask, 0.9, True, anchor), a) < 1e-12
 
 
+def test_a_stream_restored_at_a_chunk_boundary_repeats_it_bit_for_bit():
+    """The write reuses the factors' product where a chunk starts at a boundary (R2 is W2); a restore there makes
+    them one tensor again, so the restored stream takes the same path and repeats the uninterrupted one exactly
+    (the service re-emits identical signals after a crash), as it does from mid-chunk."""
+    fp = synthetic_panel(T=80, B=3, F=6, seed=5)
+    cfg = HopeConfig(n_features=6)  # the default sizes: products large enough for the BLAS kernels (rounding)
+    torch.manual_seed(0)
+    net = Hope(cfg).net
+    for cut in (24, 29):  # a boundary, mid-chunk
+        a = Hope(cfg, net=copy.deepcopy(net))
+        a.reset(3)
+        run_stream(a, fp, 0, cut, chunk=1)
+        b = Hope(cfg, net=copy.deepcopy(net))
+        b.load_state_dict(copy.deepcopy(a.state_dict()))
+        pa = run_stream(a, fp, cut, chunk=1, clock0=0).preds
+        pb = run_stream(b, fp, cut, chunk=1, clock0=0).preds
+        assert np.array_equal(pa, pb, equal_nan=True), cut
+
+
 def test_outer_gradients_through_the_write_equal_the_loop():
     """Pre-training back-propagates through writes: the parallel form must give the loop's gradients."""
     torch.manual_seed(1)
