@@ -102,6 +102,7 @@ class GradFactors:
     dz: torch.Tensor  # (..., L, h)  c_t 2 (W1^T (M(k_t) - v_hat_t)) * silu'(W2 k_t)
     loss: torch.Tensor  # (..., L)  ||M(k_t) - v_hat_t||^2, the surprise
     norm: torch.Tensor  # (..., L)  ||(g1_t, g2_t)|| before the clip
+    z: torch.Tensor  # (..., L, h)  W2 k_t, the pre-activation at the boundary weights: the write's K W2^T
 
     def materialise(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """g1 (...,L,o,h), g2 (...,L,h,i): the per-token gradients themselves (the reference path, tests)."""
@@ -176,7 +177,7 @@ def _factors(
     loss = sqn(e, e)
     norm = torch.sqrt(4 * loss * sqn(a, a) + sqn(dz, dz) * sqn(k, k) + 1e-12)  # (...,L)
     scale = (clip / norm).clamp(max=1.0)
-    return GradFactors(e * (2 * scale)[..., None], a, dz * scale[..., None], loss, norm)
+    return GradFactors(e * (2 * scale)[..., None], a, dz * scale[..., None], loss, norm, z)
 
 
 def mem_grads(
@@ -276,6 +277,10 @@ def dgd_momentum_chunk(
         D2_L = Aa (D2_0 - D2_0 K^T Z) - Gam S2_0 + S2_0 K^T diag(Gam_<n) Z - DZ^T diag(nu) K + DZ^T (Xi o G) Z
             Gam_<n = sum_{t<n} gamma_t, G = K K^T, Xi_sn = sum_{t=s}^{n-1} mu_ts (n > s, else 0)
         W2 (no dgd): the W1 line (Z = 0).
+    Grouped as evaluated for L > 1: Y^T = Aa K D2_0^T - diag(Gam_<n) K S2_0^T (...,L,h) and, on the keys' side
+    (*b-sized, shared by every memory), Kt = -diag(nu) K + (Xi o G) Z (*b,L,i); then the L-dependent part of
+    D2_L is DZ^T Kt - Y^T Z, one product over 2L. L = 1 (the per-step form) has no Xi term and keeps the
+    direct products. At a chunk boundary R2_0 is W2, and K W2^T is the factors' pre-activation (f.z).
 
     docs/learner.md has the derivation. Numerics: over one chunk (L <= the smallest CMS period, 24) the
     products of beta (>= 0) and alpha (>= alpha_min > 0) cannot underflow (0.9^24 ~ 0.08); beta^0 = 1 also
@@ -313,14 +318,17 @@ def dgd_momentum_chunk(
     R1n = torch.addcmul(torch.addcmul(P1[..., o:, :], Aa, st.R1), Gam, st.S1, value=-1)
     if A1 is not None:  # R = A + D: Aa D_0 = Aa R_0 + (1 - Aa) A - A
         R1n = torch.addcmul(R1n, 1 - Aa, A1)
-    h = f.dz.shape[-1]
-    P2 = _outer_sum(_weighted(f.dz, w), k)  # (...,2h,i)
-    S2n = torch.addcmul(P2[..., :h, :], PbL, st.S2)
-    R2n = torch.addcmul(torch.addcmul(P2[..., h:, :], Aa, st.R2), Gam, st.S2, value=-1)
+    h, L = f.dz.shape[-1], k.shape[-2]
+    if dgd and L > 1:  # the weights on the keys' side (*b,L,i); -sum_s nu_s g2_s joins the projector's product below
+        S2n = torch.addcmul(_outer_sum(f.dz, w[..., :1] * k), PbL, st.S2)
+        R2n = torch.addcmul(Aa * st.R2, Gam, st.S2, value=-1)
+    else:
+        P2 = _outer_sum(_weighted(f.dz, w), k)  # (...,2h,i)
+        S2n = torch.addcmul(P2[..., :h, :], PbL, st.S2)
+        R2n = torch.addcmul(torch.addcmul(P2[..., h:, :], Aa, st.R2), Gam, st.S2, value=-1)
     if A2 is not None:
         R2n = torch.addcmul(R2n, 1 - Aa, A2)
     if dgd:  # the projector's terms: R2 gets - Y Z
-        L = k.shape[-2]
         bp = eta / alpha  # (*b,L)  beta'_t
         if L == 1:  # no later token: z_1 = beta'_1 k_1
             Z = bp[..., None] * k
@@ -331,14 +339,22 @@ def dgd_momentum_chunk(
         Gam_lt = torch.cumsum(gamma, -1) - gamma  # (*b,L) over n
         # Y^T = Aa K D2_0^T - diag(Gam_<n) K S2_0^T - (Xi o G)^T DZ   (...,L,h); keys on the left: a
         # (L x i)(i x h) product per stream is what the batched matmul does fast
-        # K D2_0^T = K R2_0^T - K A2^T, the anchor's product shared by all streams (no state-sized R2 - A2)
-        KD = k @ st.R2.mT if A2 is None else k @ st.R2.mT - _keys_times_shared(k, A2)
-        YT = Aa * KD - (k * Gam_lt[..., None]) @ st.S2.mT
-        if L > 1:
-            # (*b,L,L) [n,s] = Xi_sn, masked tokens' columns zeroed (their dz is not)
+        # K D2_0^T = K R2_0^T - K A2^T, the anchor's product shared by all streams (no state-sized R2 - A2).
+        # At a chunk boundary the running weights are the boundary weights (the same tensor), so K R2_0^T is the
+        # pre-activation the factors computed at k (f.z): no second product. Every chunk of a chunked call starts
+        # there; the per-step form only on a chunk's first bar
+        KR = f.z if st.R2 is st.W2 else k @ st.R2.mT
+        KD = KR if A2 is None else KR - _keys_times_shared(k, A2)
+        YT = Aa * KD - (k * Gam_lt[..., None]) @ st.S2.mT  # (...,L,h) without its (Xi o G) term
+        if L == 1:
+            R2n = _sub_outer_sum(R2n, YT, Z)
+        else:
+            # Y's (Xi o G) term moved to the keys' side, where it is (*b)-sized: DZ^T (Xi o G)^T Z. With the
+            # gradient sum, R2 gets DZ^T Kt - YT^T Z, Kt = -diag(nu) K + (Xi o G)^T Z, as one product over 2L:
+            # R2 - [YT; DZ]^T [Z; -Kt]. XiT (*b,L,L) [n,s] = Xi_sn, masked tokens' columns zeroed (their dz is not)
             XiT = F.pad(Cmu[..., :-1, :], (0, 0, 1, 0)) * keep[..., None, :]
-            YT = YT - (XiT * G) @ f.dz
-        R2n = _sub_outer_sum(R2n, YT, Z)
+            Kt = torch.addcmul((XiT * G).mT @ Z, w[..., 1:], k)  # (*b,L,i); w[..., 1] = -nu (masked: 0)
+            R2n = _sub_outer_sum(R2n, torch.cat([YT, f.dz], -2), torch.cat([Z, -Kt], -2))
     return MemoryState(st.W1, st.W2, R1n, R2n, S1n, S2n)
 
 

@@ -177,6 +177,12 @@ class Hope(OnlineModel):
         from learner.hope.cms import LevelState
 
         mems = pack_memories({n: MemoryState(**{k: to(t) for k, t in m.items()}) for n, m in state["mems"].items()})
+        step = int(state["step"])
+        if step % self.cfg.chunk_mem == 0 and torch.equal(mems.W1, mems.R1) and torch.equal(mems.W2, mems.R2):
+            # at a chunk boundary the running weights are the boundary weights, one tensor, as in the stream that
+            # saved them (titans._chunk): the write reuses the factors' product there (memory.dgd_momentum_chunk),
+            # so a restored stream takes the same path at the same bars and repeats it bit for bit
+            mems = MemoryState(mems.W1, mems.W2, mems.W1, mems.W2, mems.S1, mems.S2)
         cms = [
             LevelState(
                 {k: to(t) for k, t in c["delta"].items()},
@@ -186,6 +192,6 @@ class Hope(OnlineModel):
             )
             for c in state["cms"]
         ]
-        self.state = HopeState(int(state["step"]), TitansState(to(state["conv"]), mems), cms)
+        self.state = HopeState(step, TitansState(to(state["conv"]), mems), cms)
         self.ring = to(state["ring"])
         self._act, self._theta = None, None

@@ -8,6 +8,7 @@ through the write agree to ~1e-15 in float64.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 
 import numpy as np
@@ -93,6 +94,44 @@ def test_packed_layout_shares_keys_and_gates_and_anchors_broadcast(dgd):
         )
         < 1e-10
     )
+
+
+@pytest.mark.parametrize("anchored", [True, False])
+def test_at_a_chunk_boundary_the_write_reuses_the_factors_product(anchored):
+    """R2 is W2 (the same tensor, as after every chunk boundary): the write takes K R2^T from the factors'
+    pre-activation f.z instead of a second product. Same numbers as with the product (R a copy of W) and as
+    the loop; and f.z is what it reads there (zeroing it changes the boundary state's write, not the copy's)."""
+    for L in (1, 8):
+        st, k, v_hat, eta, alpha, mask = _case(torch.float64, L, True, seed=40 + L)
+        at = MemoryState(st.W1, st.W2, st.W1, st.W2, st.S1, st.S2)
+        other = MemoryState(st.W1, st.W2, st.W1.clone(), st.W2.clone(), st.S1, st.S2)
+        anchor = (st.W1 + 0.05, st.W2 - 0.05) if anchored else None
+        f = mem_grad_factors(st.W1, st.W2, k, v_hat, clip=0.5)
+        a = dgd_momentum_chunk(at, f, k, eta, alpha, mask, 0.9, True, anchor)
+        assert _rel(a, dgd_momentum_chunk(other, f, k, eta, alpha, mask, 0.9, True, anchor)) < 1e-12
+        assert _rel(a, _loop(at, f, k, eta, alpha, mask, 0.9, True, anchor)) < 1e-10
+        blind = dataclasses.replace(f, z=torch.zeros_like(f.z))
+        assert _rel(dgd_momentum_chunk(at, blind, k, eta, alpha, mask, 0.9, True, anchor), a) > 1e-3
+        assert _rel(dgd_momentum_chunk(other, blind, k, eta, alpha, mask, 0.9, True, anchor), a) < 1e-12
+
+
+def test_a_stream_restored_at_a_chunk_boundary_repeats_it_bit_for_bit():
+    """The write reuses the factors' product where a chunk starts at a boundary (R2 is W2); a restore there makes
+    them one tensor again, so the restored stream takes the same path and repeats the uninterrupted one exactly
+    (the service re-emits identical signals after a crash), as it does from mid-chunk."""
+    fp = synthetic_panel(T=80, B=3, F=6, seed=5)
+    cfg = HopeConfig(n_features=6)  # the default sizes: products large enough for the BLAS kernels (rounding)
+    torch.manual_seed(0)
+    net = Hope(cfg).net
+    for cut in (24, 29):  # a boundary, mid-chunk
+        a = Hope(cfg, net=copy.deepcopy(net))
+        a.reset(3)
+        run_stream(a, fp, 0, cut, chunk=1)
+        b = Hope(cfg, net=copy.deepcopy(net))
+        b.load_state_dict(copy.deepcopy(a.state_dict()))
+        pa = run_stream(a, fp, cut, chunk=1, clock0=0).preds
+        pb = run_stream(b, fp, cut, chunk=1, clock0=0).preds
+        assert np.array_equal(pa, pb, equal_nan=True), cut
 
 
 def test_outer_gradients_through_the_write_equal_the_loop():
