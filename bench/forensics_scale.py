@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
@@ -148,14 +149,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-duckdb", action="store_true")
     p.add_argument("--result", type=Path, default=None)
+    p.add_argument("--repeats", type=int, default=3, help="runs of each alerts query (medians over them)")
     a = p.parse_args()
     n = a.transfers
     res: dict = {
         "command": " ".join(["python", *sys.argv]),
-        "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
         f"python {platform.python_version()}, polars {pl.__version__}",
         "transfers": n,
         "days": a.days,
+        "load_before": os.getloadavg(),  # the machine is shared: what else ran, as 1/5/15-minute load averages
     }
     root = a.out or Path(tempfile.mkdtemp(prefix="forensics_scale_"))
     try:
@@ -207,32 +210,15 @@ def main() -> None:
                 agree += same_counterparties(cp, d)
         queries["counterparties"] = _row(tp, td, agree, len(starts), None)
         _print_row("counterparties", queries["counterparties"])
-        tp, td, agree = [], [], 0
-        for _ in range(3):
-            dt, hits = timed(alerts, lake, labels=labels)
-            tp.append(dt)
-            if duck:
-                dt, d = timed(duck.alerts, labels, large_thresholds())
-                td.append(dt)
-                mine = set(hits.select("tx_hash", "log_index", "rule").iter_rows())
-                agree += mine == set(d.iter_rows()) and len(mine) == d.height
-        queries["alerts (all rules, whole range)"] = _row(tp, td, agree, 3, [hits.height])
-        _print_row("alerts (all rules, whole range)", queries["alerts (all rules, whole range)"])
-        # what `continuum alerts --start <yesterday>` does: the last day of the range
+        # what `continuum alerts` does over the whole range, and `--start <yesterday>` over the last day
         last = T0_MS + a.days * 86_400_000 - 86_400_000
-        tp, td, agree = [], [], 0
-        for _ in range(3):
-            dt, hits = timed(alerts, lake, labels=labels, start=datetime.fromtimestamp(last / 1000, tz=UTC))
-            tp.append(dt)
-            if duck:
-                dt, d = timed(duck.alerts, labels, large_thresholds(), last)
-                td.append(dt)
-                mine = set(hits.select("tx_hash", "log_index", "rule").iter_rows())
-                agree += mine == set(d.iter_rows()) and len(mine) == d.height
-        queries["alerts (all rules, last day)"] = _row(tp, td, agree, 3, [hits.height])
-        _print_row("alerts (all rules, last day)", queries["alerts (all rules, last day)"])
+        for name, since in (("whole range", None), ("last day", last)):
+            key = f"alerts (all rules, {name})"
+            queries[key] = alert_row(lake, duck, labels, since, a.repeats)
+            _print_row(key, queries[key])
         res["queries"] = queries
         res["rss_peak_mb"] = rss_mb()
+        res["load_after"] = os.getloadavg()
         print(f"peak RSS {res['rss_peak_mb']:,.0f} MB", flush=True)
     finally:
         if a.out is None:
@@ -241,6 +227,30 @@ def main() -> None:
     out = a.result or REPO / "bench" / "results" / f"forensics_scale_{label}.json"
     out.write_text(json.dumps(res, indent=1))
     print(f"results: {out}")
+
+
+def alert_row(lake: Lake, duck: DuckForensics | None, labels: pl.DataFrame, since_ms: int | None, runs: int) -> dict:
+    """``alerts`` (all rules, from ``since_ms`` or the whole range) ``runs`` times, each run followed by the DuckDB
+    query twice: as written for the comparison (the hits' keys only) and returning the transfer columns polars
+    builds its table from (``duckdb_rows``: the same decoding work). Hits are checked to agree on
+    (tx_hash, log_index, rule)."""
+    start = None if since_ms is None else datetime.fromtimestamp(since_ms / 1000, tz=UTC)
+    tp, td, tr, agree = [], [], [], 0
+    for _ in range(runs):
+        dt, hits = timed(alerts, lake, labels=labels, start=start)
+        tp.append(dt)
+        if duck:
+            mine = set(hits.select("tx_hash", "log_index", "rule").iter_rows())
+            dt, d = timed(duck.alerts, labels, large_thresholds(), since_ms)
+            td.append(dt)
+            dt, full = timed(duck.alerts, labels, large_thresholds(), since_ms, rows=True)
+            tr.append(dt)
+            keys = set(full.select("tx_hash", "log_index", "rule").iter_rows())
+            agree += mine == set(d.iter_rows()) == keys and len(mine) == d.height == full.height
+    row = _row(tp, td, agree, runs, [hits.height])
+    if tr:
+        row["duckdb_rows"] = stats(tr)
+    return row
 
 
 def _row(tp: list[float], td: list[float], agree: int, n: int, sizes: list[int] | None) -> dict:
@@ -255,6 +265,8 @@ def _row(tp: list[float], td: list[float], agree: int, n: int, sizes: list[int] 
 def _print_row(name: str, r: dict) -> None:
     d = r.get("duckdb")
     duck = f" | duckdb p50 {d['p50_ms']:8.1f} ms p95 {d['p95_ms']:8.1f} ms | agree {r['agree']}" if d else ""
+    if "duckdb_rows" in r:
+        duck += f" | duckdb, hit rows p50 {r['duckdb_rows']['p50_ms']:8.1f} ms"
     print(
         f"{name:34s} polars p50 {r['polars']['p50_ms']:8.1f} ms p95 {r['polars']['p95_ms']:8.1f} ms{duck}", flush=True
     )
