@@ -38,7 +38,7 @@ from pathlib import Path
 import polars as pl
 
 from continuum.atomic import replace_atomically
-from continuum.schema import EVENT_TYPES, Event
+from continuum.schema import EVENT_TYPES, Event, field_types
 
 # kind -> (partition columns in path order, time partition): declared by each event class (schema.LAKE)
 PARTITIONS: dict[str, tuple[tuple[str, ...], str]] = {k: c.LAKE for k, c in EVENT_TYPES.items() if c.LAKE}
@@ -69,18 +69,31 @@ def natural_key(kind: str) -> list[str]:
     return list(cls.NATURAL_KEY) if cls else ["ts"]
 
 
+# a field's base type (schema.field_types) -> its column's type; dict fields are stored as JSON text
+_COLUMN_TYPES: dict[type, pl.DataType] = {str: pl.String, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
+
+
 def events_frame(events: Iterable[Event]) -> pl.DataFrame:
-    """Events of one kind as a DataFrame with the schema's columns (dict fields become JSON text)."""
+    """Events of one kind as a DataFrame with the schema's columns (dict fields become JSON text).
+
+    A column that is null in every row of the batch (a transfer's labels, an old signal's weight) gets its
+    field's type, not polars' Null type: a Parquet file with a Null column is read by some engines (Spark) only
+    through their slow row reader, and unions with later files by the lake's schema merge alone."""
     import json
 
-    rows = []
+    rows, cls = [], None
     for e in events:
+        cls = type(e)
         d = dataclasses.asdict(e)
         for k, v in d.items():
             if isinstance(v, dict):  # a signal's activity, an alert's detail: JSON text in the lake
                 d[k] = json.dumps(v, sort_keys=True)
         rows.append(d)
-    return pl.DataFrame(rows, infer_schema_length=None)
+    df = pl.DataFrame(rows, infer_schema_length=None)
+    if cls is None:
+        return df
+    typed = {n: _COLUMN_TYPES.get(t, pl.String) for n, t in field_types(cls).items()}
+    return df.cast({n: typed[n] for n, dt in df.schema.items() if dt == pl.Null and n in typed})
 
 
 class Lake:

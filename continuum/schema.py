@@ -49,6 +49,7 @@ __all__ = [
     "decode",
     "ts_from_ms",
     "ms_from_ts",
+    "field_types",
 ]
 
 _ADDRESS = re.compile(r"^0x[0-9a-f]{40}$")
@@ -498,6 +499,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
 DEADLETTER = "deadletter"  # malformed messages, with the reason and their bytes
 TOPICS: tuple[str, ...] = (*dict.fromkeys(c.TOPIC for c in EVENT_TYPES.values()), DEADLETTER)
 _TYPES["dict"] = dict
+
+
+def field_types(cls: type[Event]) -> dict[str, type]:
+    """Each field's base type (``str``, ``int``, ``float``, ``bool``, ``dict``; ``X | None`` gives ``X``): what a
+    column of the event's table holds even when every row of a batch has it null."""
+    return {name: base for name, base, _ in _spec(cls).checks}
 
 
 def encode(event: Event) -> bytes:

@@ -95,3 +95,25 @@ def test_signals_written_before_v2_read_with_the_new_columns_null(tmp_path):
     assert (new.direction, new.weight, new.confidence) == ("long", 0.05, 0.2)
     lake.append("signal", v2.with_columns(ts=pl.lit(1_700_000_000_000 + 3_600_000)))  # v2 into the v1 file
     assert lake.read("signal", symbol="BTC/USDT").height == 3
+
+
+def test_a_column_null_in_every_row_is_written_with_its_fields_type(tmp_path):
+    """A batch of transfers without labels: the label columns are strings in the Parquet file, not Null."""
+    import pyarrow.parquet as pq
+
+    from continuum.schema import Transfer
+
+    t = Transfer(
+        chain="ethereum", block_number=1, block_hash="0x" + "a" * 64, ts=1_700_000_000_000, tx_hash="0x" + "b" * 64,
+        log_index=0, token=None, symbol=None, from_address="0x" + "1" * 40, to_address="0x" + "2" * 40,
+        value=1.0, raw_value="1",
+    )  # fmt: skip
+    lake = Lake(tmp_path)
+    lake.append_events([t])
+    files = list(tmp_path.rglob("*.parquet"))
+    assert files
+    for f in files:
+        schema = pq.read_schema(f)
+        for name in ("token", "symbol", "from_label", "to_label"):
+            assert str(schema.field(name).type) in ("string", "large_string"), (f.name, name, schema.field(name).type)
+    assert lake.read("transfer")["to_label"].dtype == pl.String
