@@ -31,16 +31,19 @@ import torch
 
 from continuum.timeframes import parse_date, to_ms
 from ingest.replay import load_panel
+from learner.evaluation import metrics as M
 from learner.evaluation.harness import evaluate_model, make_setup, summarise_run
 from learner.evaluation.regimes import DEFAULT_REGIMES
 from learner.features import build_features
 from learner.hope.config import HopeConfig
 from learner.pretrain import PretrainConfig, pretrain
-from learner.stream import masked
+from learner.protocol import to_raw
+from learner.stream import masked, release_mask
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("hope", "hope-frozen", "hope[no-writes]", "hope[no-cms-online]")
 HEALTH = ("mem_weight_norm", "surprise", "mem_clip_frac", "mem_update_norm", "eta", "alpha")
+HEALTH += ("ret_calib_1h", "ret_calib_24h")  # the return calibration's multiples (hope[ret-calib])
 
 # recipe -> (HopeConfig changes, PretrainConfig changes), each spelled out in full so a recipe keeps its meaning
 # when the defaults move ("chosen" is today's default; "landed" the first landing's).
@@ -88,6 +91,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--baselines", default="", help="also run these (e.g. gru_online,har), seeded like Hope")
     ap.add_argument("--out", default=str(REPO / "bench/results/validation_hope"))
+    ap.add_argument("--name", default=None, help="JSON file stem (default: the recipe, plus a hash of the changes)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     hchg, pchg = RECIPES[args.recipe]
@@ -120,6 +124,9 @@ def main() -> None:
         }
         if net is not None and hasattr(net.cms, "log_lr"):
             doc["cms_lr_learned"] = [net.cms.lr(i).item() for i in range(len(base.cms_periods))]
+        if net is not None and base.learn_gate_range:
+            eta_max, alpha_min = net.titans.gate_range()
+            doc["gate_range_learned"] = {"eta_max": eta_max.item(), "alpha_min": alpha_min.item()}
         specs = variants + [b for b in args.baselines.split(",") if b]
         for spec in specs:
             # activity (health) is recorded for "hope"; baselines are fitted and seeded by the harness
@@ -133,14 +140,32 @@ def main() -> None:
                     health[k] = {"mean": float(np.nanmean(v)), "max_month": max(per_month), "last_month": per_month[-1]}
             c = block["cumulative"]
             doc["models"][spec] = {"cumulative": c, "forgetting": block["forgetting"], "health": health}
+            if "zero_forecast" not in doc:  # the returns' zero forecast on the same scored bars (issue 12)
+                doc["zero_forecast"] = _zero_forecast(run.preds, setup)
             print(
                 f"{tag:>14} seed {seed} {spec:>20}: vol QLIKE {c['vol_24h_qlike']:.4f}  "
-                f"ret1h MSE {c['ret_1h_mse'] * 1e8:.1f}  avg forgetting {block['forgetting']['avg_forgetting']}  "
+                f"ret1h MSE {c['ret_1h_mse'] * 1e8:.1f}  ret24h MSE {c['ret_24h_mse'] * 1e8:.1f}  "
+                f"avg forgetting {block['forgetting']['avg_forgetting']}  "
                 + "  ".join(f"{k}={v['mean']:.3g}/{v['max_month']:.3g}" for k, v in health.items()),
                 flush=True,
             )
-        name = f"{args.recipe}{'' if tag == args.recipe else '_' + str(abs(hash(tag)) % 10**6)}_seed{seed}.json"
+        stem = args.name or f"{args.recipe}{'' if tag == args.recipe else '_' + str(abs(hash(tag)) % 10**6)}"
+        name = f"{stem}_seed{seed}.json"
         (out / name).write_text(json.dumps(doc, indent=1, default=float))
+
+
+def _zero_forecast(preds: np.ndarray, setup) -> dict:
+    """ret_1h_mse and ret_24h_mse of the zero return forecast on the bars ``preds`` (T,B,3) was scored on."""
+    fp = setup.fp
+    ok = release_mask(fp, setup.skip) & np.isfinite(preds)
+    ok[: setup.cut] = False
+    zero = np.nan_to_num(preds).copy()
+    zero[..., :2] = 0.0
+    errs = M.per_bar(to_raw(zero, fp.sigma), fp.y, ok)
+    rows = np.zeros(len(fp.times), dtype=bool)
+    rows[setup.cut :] = True
+    c = M.summarise(errs, M.rank_ic(zero[..., 1], fp.y[..., 1], ok[..., 1]), rows)
+    return {k: c[k] for k in ("ret_1h_mse", "ret_24h_mse")}
 
 
 if __name__ == "__main__":

@@ -100,8 +100,11 @@ def pretrain(
         net.titans.compile_write()
     # the CMS step-size scales (learn_cms_lr) may learn faster: their gradient comes through a few steps per window
     scales = [p for n, p in net.named_parameters() if n == "cms.log_lr"]
-    rest = [p for n, p in net.named_parameters() if n != "cms.log_lr"]
+    # the gate ranges' logits (learn_gate_range) without weight decay, which would pull them toward 0.5, not 0
+    ranges = [p for n, p in net.named_parameters() if n == "titans.gate_range_logit"]
+    rest = [p for n, p in net.named_parameters() if n not in ("cms.log_lr", "titans.gate_range_logit")]
     groups = [{"params": rest}] + ([{"params": scales, "lr": pcfg.lr * pcfg.step_size_lr_mult}] if scales else [])
+    groups += [{"params": ranges, "weight_decay": 0.0}] if ranges else []
     opt = TORCH_OPTIMIZERS[pcfg.optimizer](groups, lr=pcfg.lr, weight_decay=pcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, pcfg.steps) / pcfg.steps))
