@@ -53,6 +53,8 @@ _LANDED_H = {
     "stopgrad_vhat": True,
     "learn_cms_lr": False,
     "cms_lr": (1e-3, 3e-4, 1e-4),
+    "learn_gate_range": False,
+    "ret_calib": False,  # online only: measured as the variant hope[ret-calib] on the same nets
 }
 _HEALTH_H = {"anchor_memories": True, "norm_values": True, "stopgrad_vhat": False, "learn_cms_lr": True}
 _LANDED_P = {"carry": 1, "weighted": False}

@@ -7,8 +7,9 @@ Names: ``hope``, ``hope-no-cms``, ``hope-frozen``, ``ewma``, ``har``, ``garch``,
 Two attribution variants switch one kind of online learning off and keep the other:
 ``hope[no-writes]`` (the self-modifying memories never write; the CMS levels still step online) and
 ``hope[no-cms-online]`` (the memories write; the CMS levels never step online). ``hope-frozen`` switches
-both off. ``hope[ret-calib]`` shrinks the return outputs toward zero online (``learner.hope.calibration``;
-``ret-calib=N``: a prior of N bars, ``ret-calib-hl=N``: a half-life of N bars); it changes nothing pre-trained.
+both off, and the return calibration with them. ``hope[ret-calib]`` shrinks the return outputs toward zero
+online (``learner.hope.calibration``; on by default; ``ret-calib=N``: a prior of N bars, ``ret-calib-hl=N``: a
+half-life of N bars); it changes nothing pre-trained.
 
 Pre-training is shared where the architecture is the same: ``hope``, ``hope-frozen``, ``hope[no-writes]``
 and ``hope[no-cms-online]`` run the same meta-weights (they differ only online); an architectural change
@@ -73,8 +74,8 @@ def hope_config(spec: str, base: HopeConfig) -> HopeConfig:
     cfg = base
     if name == "hope-no-cms":
         cfg = cfg.with_(cms_periods=(), cms_lr=())
-    if name == "hope-frozen":
-        cfg = cfg.with_(write_memories=False, learn_cms=False)
+    if name == "hope-frozen":  # nothing learns online, the return calibration included
+        cfg = cfg.with_(write_memories=False, learn_cms=False, ret_calib=False)
     for k, v in opts.items():
         if k == "opt":
             from learner.optim import LEVEL_OPTIMIZERS

@@ -56,6 +56,7 @@ class PretrainConfig:
     carry: int = 24  # consecutive windows a stream runs with its state carried (1: a fresh stream every window)
     weighted: bool = True  # outer loss weighted like the online CMS loss (HopeConfig.loss_weights)
     step_size_lr_mult: float = 1.0  # outer learning rate of the CMS step-size scales, relative to ``lr``
+    gate_range_lr_mult: float = 1.0  # outer learning rate of the gate ranges' logits (learn_gate_range), relative
     compile: bool = False  # the memories' write through torch.compile (SelfModifyingTitans.compile_write)
 
 
@@ -104,7 +105,7 @@ def pretrain(
     ranges = [p for n, p in net.named_parameters() if n == "titans.gate_range_logit"]
     rest = [p for n, p in net.named_parameters() if n not in ("cms.log_lr", "titans.gate_range_logit")]
     groups = [{"params": rest}] + ([{"params": scales, "lr": pcfg.lr * pcfg.step_size_lr_mult}] if scales else [])
-    groups += [{"params": ranges, "weight_decay": 0.0}] if ranges else []
+    groups += [{"params": ranges, "lr": pcfg.lr * pcfg.gate_range_lr_mult, "weight_decay": 0.0}] if ranges else []
     opt = TORCH_OPTIMIZERS[pcfg.optimizer](groups, lr=pcfg.lr, weight_decay=pcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, pcfg.steps) / pcfg.steps))

@@ -58,7 +58,8 @@ class HopeConfig:
     # Return calibration (issue 12; learner/hope/calibration.py): the return outputs are multiplied by an online
     # ridge estimate c in [0, 1] fitted on released targets only, with a prior at c = 0 worth ``ret_calib_prior``
     # bars, so it starts as the zero forecast and moves off it only as evidence accumulates. Vol is untouched.
-    ret_calib: bool = False
+    # Online only (pre-training never sees it); on since issue 12 (validation split, docs/results.md)
+    ret_calib: bool = True
     ret_calib_prior: float = 2160.0  # CHOICE: prior strength in bars of every stream (90 days)
     ret_calib_halflife: float = 0.0  # bars; the evidence's half-life (0: never forgotten)
     # Execution (issue 14): the memories' matrix products in lower precision, "fp32" (off), "bf16" (autocast; CPU

@@ -33,6 +33,14 @@ def small_cfg(**kw) -> HopeConfig:
     return HopeConfig(**base)
 
 
+def test_the_return_calibration_is_on_by_default_but_not_for_frozen_or_old_checkpoints():
+    from learner.models import hope_config
+
+    assert HopeConfig().ret_calib and not HopeConfig().learn_gate_range
+    assert not hope_config("hope-frozen", HopeConfig()).ret_calib
+    assert hope_config("hope[ret-calib=720]", HopeConfig()).ret_calib_prior == 720.0
+
+
 def test_checkpoints_from_before_the_knobs_load_with_them_off():
     old = small_cfg().to_dict()
     for k in ("learn_gate_range", "ret_calib", "ret_calib_prior", "ret_calib_halflife"):
@@ -123,7 +131,8 @@ def test_calibration_scales_only_the_returns_and_starts_at_zero():
     fp = synthetic_panel(T=96, B=2, F=6, seed=5)
     torch.manual_seed(0)
     net = HopeNet(small_cfg())
-    raw, cal = Hope(small_cfg(), net=copy.deepcopy(net)), Hope(small_cfg(ret_calib=True, ret_calib_prior=4.0), net=net)
+    raw = Hope(small_cfg(ret_calib=False), net=copy.deepcopy(net))
+    cal = Hope(small_cfg(ret_calib=True, ret_calib_prior=4.0), net=net)
     out = []
     for m in (raw, cal):
         m.reset(2)
