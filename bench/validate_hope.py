@@ -140,6 +140,9 @@ def main() -> None:
                     v = run.activity[k][setup.cut :]
                     per_month = [float(np.nanmean(v[i : i + 720])) for i in range(0, len(v), 720)]
                     health[k] = {"mean": float(np.nanmean(v)), "max_month": max(per_month), "last_month": per_month[-1]}
+                    if k.startswith("ret_calib"):  # the calibration's path, and how often it sat at the zero forecast
+                        live = setup.fp.mask[setup.cut :] & ~setup.skip[setup.cut :, None]  # streamed bars only
+                        health[k] |= {"per_month": per_month, "zero_share": float(np.mean(v[live] == 0))}
             c = block["cumulative"]
             doc["models"][spec] = {"cumulative": c, "forgetting": block["forgetting"], "health": health}
             if "zero_forecast" not in doc:  # the returns' zero forecast on the same scored bars (issue 12)

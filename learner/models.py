@@ -133,7 +133,8 @@ def is_seeded(spec: str) -> bool:
 def pretrain_key(cfg: HopeConfig) -> tuple:
     """Configs that differ only in online behaviour share one pre-trained net."""
     online_only = {"write_memories": True, "learn_cms": True, "ret_calib": False, "ret_calib_prior": 0.0}
-    return tuple(sorted(cfg.with_(**online_only, ret_calib_halflife=0.0).to_dict().items()))
+    online_only |= {"ret_calib_halflife": 0.0, "ret_calib_period": 24}
+    return tuple(sorted(cfg.with_(**online_only).to_dict().items()))
 
 
 @dataclass

@@ -13,13 +13,16 @@ clipped like the training loss), pooled over the streams and discounted with hal
     c_k  = clamp( S_fy / (S_ff + n_0 S_ff / n), 0, 1 )  =  clamp( (S_fy / S_ff) n / (n + n_0), 0, 1 )
 
 i.e. least squares of y on f with a Gaussian prior at c = 0 worth n_0 bars of the forecast's own scale
-(``ret_calib_prior``); c = 0 before any target is released. The forecast returned is c_k f. CHOICE: one c per
+(``ret_calib_prior``); c = 0 before any target is released. The forecast returned is c_k f. c is refreshed, and
+the evidence discounted, only when the bar clock reaches a multiple of ``ret_calib_period`` (like a CMS level,
+eq. 71), so the forecasts are the same whether the stream is fed one bar or a chunk per call. CHOICE: one c per
 output shared by every stream (a property of the shared head; one asset's history is too short to estimate it),
 and clamped to [0, 1]: a shrinkage never flips or amplifies the forecast. The volatility output and everything
 the model learns from (the CMS levels take their gradients at the raw readout) are untouched.
 
-State: the statistics (3, 2) and a ring of the raw return forecasts (B, RING, 2), so a target released up to
-RING bars later finds its forecast; both travel with the model's checkpoint.
+State: the statistics (3, 2), the evidence pending since the last refresh, c, and a ring of the raw return
+forecasts (B, RING, 2), so a target released up to RING bars later finds its forecast; all of it travels with the
+model's checkpoint.
 """
 
 from __future__ import annotations
@@ -32,24 +35,23 @@ from learner.protocol import RET_CLIP
 
 class ReturnCalibration:
     def __init__(self, cfg: HopeConfig, n_streams: int, ring: int, device: torch.device):
-        self.prior = cfg.ret_calib_prior
+        self.prior, self.period = cfg.ret_calib_prior, cfg.ret_calib_period
         self.gamma = 0.5 ** (1.0 / cfg.ret_calib_halflife) if cfg.ret_calib_halflife > 0 else 1.0
         self.stats = torch.zeros(3, 2, device=device)  # rows S_fy, S_ff, n; columns ret_1h, ret_24h
+        self.pending = torch.zeros(3, 2, device=device)  # evidence released since the last refresh
+        self.epoch = 0  # clock // period at the last refresh
+        self.c = torch.zeros(2, device=device)  # the multiple in use
         self.ring = torch.zeros(n_streams, ring, 2, device=device)  # raw return forecasts of the last bars
 
     def factor(self) -> torch.Tensor:
-        """c (2,): the multiple of the raw return forecasts, in [0, 1]."""
+        """c (2,) from the statistics: the multiple of the raw return forecasts, in [0, 1]."""
         s_fy, s_ff, n = self.stats
         return (s_fy * n / (s_ff * (n + self.prior)).clamp(min=1e-12)).clamp(0.0, 1.0)
 
     def apply(self, pred: torch.Tensor, slots: slice | torch.Tensor, keep: int) -> torch.Tensor:
-        """pred (B,L,3) raw -> calibrated; the call's last ``keep`` raw return forecasts go to ring ``slots``.
-        The evidence decays by gamma per bar of the call."""
-        L = pred.shape[1]
-        self.ring[:, slots] = pred[:, L - keep :, :2]
-        if self.gamma < 1.0:
-            self.stats = self.stats * self.gamma**L
-        return torch.cat([pred[..., :2] * self.factor(), pred[..., 2:]], dim=-1)
+        """pred (B,L,3) raw -> calibrated; the call's last ``keep`` raw return forecasts go to ring ``slots``."""
+        self.ring[:, slots] = pred[:, pred.shape[1] - keep :, :2]
+        return torch.cat([pred[..., :2] * self.c, pred[..., 2:]], dim=-1)
 
     def update(self, index: slice | torch.Tensor, y: torch.Tensor, ymask: torch.Tensor) -> None:
         """Add released targets: y, ymask (B,n,3) of the forecasts at ring ``index`` (n bars)."""
@@ -58,11 +60,22 @@ class ReturnCalibration:
         yc = y[..., :2].clamp(-RET_CLIP, RET_CLIP) * w
         B = f.shape[0]
         add = torch.stack([(f * yc).sum((0, 1)), (f * f * w).sum((0, 1)), w.sum((0, 1))]) / B  # per-stream means
-        self.stats = self.stats + add
+        self.pending = self.pending + add
+
+    def tick(self, step: int) -> None:
+        """At the clock's multiples of ``period``: discount, take in the pending evidence, refresh c. On the
+        clock, not per call, so the forecasts do not depend on how the stream is cut into calls (as eq. 71)."""
+        k = step // self.period
+        if k > self.epoch:
+            self.stats = self.stats * self.gamma ** (self.period * (k - self.epoch)) + self.pending
+            self.pending = torch.zeros_like(self.pending)
+            self.epoch, self.c = k, self.factor()
 
     def state_dict(self) -> dict:
-        return {"stats": self.stats.detach().cpu().clone(), "ring": self.ring.detach().cpu().clone()}
+        t = {"stats": self.stats, "pending": self.pending, "c": self.c, "ring": self.ring}
+        return {**{k: v.detach().cpu().clone() for k, v in t.items()}, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        self.stats = state["stats"].to(self.stats.device)
-        self.ring = state["ring"].to(self.ring.device)
+        dev = self.stats.device
+        self.stats, self.pending = state["stats"].to(dev), state["pending"].to(dev)
+        self.c, self.ring, self.epoch = state["c"].to(dev), state["ring"].to(dev), int(state["epoch"])

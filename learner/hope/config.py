@@ -62,6 +62,7 @@ class HopeConfig:
     ret_calib: bool = True
     ret_calib_prior: float = 2160.0  # CHOICE: prior strength in bars of every stream (90 days)
     ret_calib_halflife: float = 0.0  # bars; the evidence's half-life (0: never forgotten)
+    ret_calib_period: int = 24  # bars; c is refreshed at multiples of this on the clock (daily)
     # Execution (issue 14): the memories' matrix products in lower precision, "fp32" (off), "bf16" (autocast; CPU
     # and GPU) or "tf32" (NVIDIA GPUs). Their state, momenta, gates and every CMS level stay fp32 (memory.py)
     mem_precision: str = "fp32"
@@ -83,8 +84,8 @@ class HopeConfig:
             raise ValueError("need 0 < eta_max <= alpha_min <= 1 so alpha I - eta k k^T stays a contraction")
         if self.learn_gate_range and not self.eta_max < self.alpha_min < 1:
             raise ValueError("learn_gate_range needs eta_max < alpha_min < 1 (its logits are finite there)")
-        if self.ret_calib_prior < 0 or self.ret_calib_halflife < 0:
-            raise ValueError("ret_calib_prior and ret_calib_halflife must be >= 0")
+        if self.ret_calib_prior < 0 or self.ret_calib_halflife < 0 or self.ret_calib_period < 1:
+            raise ValueError("need ret_calib_prior >= 0, ret_calib_halflife >= 0, ret_calib_period >= 1")
 
     def to_dict(self) -> dict:
         d = asdict(self)

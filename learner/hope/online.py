@@ -114,6 +114,8 @@ class Hope(OnlineModel):
         for i in self.net.cms_apply_due(self.state.cms, self.state.step):
             if self._theta is not None:  # a level stepped: its weights are rebuilt, the others' kept
                 self._theta[i] = self.net.cms.level_weights(i, self.state.cms[i])
+        if self.calib is not None:  # the return calibration refreshes on the clock too
+            self.calib.tick(self.state.step)
 
     def _ring_index(self, steps: torch.Tensor) -> slice | torch.Tensor:
         """Where bars ``steps`` (host tensor) sit in the ring: a slice for consecutive bars that do not wrap."""
@@ -135,7 +137,7 @@ class Hope(OnlineModel):
             for i, lvl in enumerate(self.state.cms):
                 act[f"cms_l{i}_update_norm"] = lvl.last_update_norm
         if self.calib is not None:  # the return calibration's multiples, shared by every stream
-            c = self.calib.factor()
+            c = self.calib.c
             act["ret_calib_1h"], act["ret_calib_24h"] = (c[i].expand(self.ring.shape[0]) for i in range(2))
         return act
 

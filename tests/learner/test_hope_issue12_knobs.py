@@ -118,21 +118,24 @@ def test_calibration_is_ridge_least_squares_with_a_prior_at_zero():
     m = torch.ones(2, 40, 3, dtype=torch.bool)
     m[1, 30:] = False  # unreleased targets count for nothing
     cal.update(slice(0, 40), y, m)
+    cal.tick(23)
+    assert torch.equal(cal.c, torch.zeros(2))  # refreshed on the clock only (every 24 bars), not per call
+    cal.tick(24)
     w = m[..., :2].float()
     s_fy, s_ff, n = (f * y[..., :2] * w).sum((0, 1)) / 2, (f * f * w).sum((0, 1)) / 2, w.sum((0, 1)) / 2
     expect = (s_fy / s_ff) * n / (n + 50.0)
-    torch.testing.assert_close(cal.factor(), expect)
+    torch.testing.assert_close(cal.c, expect)
     assert (expect > 0.2).all() and (expect < 0.5).all()  # shrunk from ~0.5 toward 0 by the prior (35 vs 50 bars)
 
 
 def test_calibration_scales_only_the_returns_and_starts_at_zero():
     """Vol forecasts and everything learned are those of the uncalibrated model; returns are c x raw, c in [0, 1],
     and 0 before the first target is released."""
-    fp = synthetic_panel(T=96, B=2, F=6, seed=5)
+    fp = synthetic_panel(T=96, B=2, F=6, seed=2)  # a stream on which c leaves 0 (on others it stays there)
     torch.manual_seed(0)
     net = HopeNet(small_cfg())
     raw = Hope(small_cfg(ret_calib=False), net=copy.deepcopy(net))
-    cal = Hope(small_cfg(ret_calib=True, ret_calib_prior=4.0), net=net)
+    cal = Hope(small_cfg(ret_calib=True, ret_calib_prior=4.0, ret_calib_period=4), net=net)
     out = []
     for m in (raw, cal):
         m.reset(2)
