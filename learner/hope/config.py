@@ -61,7 +61,7 @@ class HopeConfig:
     # Online only (pre-training never sees it); on since issue 12 (validation split, docs/results.md)
     ret_calib: bool = True
     ret_calib_prior: float = 2160.0  # CHOICE: prior strength in bars of every stream (90 days)
-    ret_calib_halflife: float = 0.0  # bars; the evidence's half-life (0: never forgotten)
+    ret_calib_halflife: float = 2160.0  # bars; the evidence's half-life (90 days; 0: never forgotten)
     ret_calib_period: int = 24  # bars; c is refreshed at multiples of this on the clock (daily)
     # Execution (issue 14): the memories' matrix products in lower precision, "fp32" (off), "bf16" (autocast; CPU
     # and GPU) or "tf32" (NVIDIA GPUs). Their state, momenta, gates and every CMS level stay fp32 (memory.py)
