@@ -129,7 +129,7 @@ class SelfModifyingTitans(nn.Module):
         # CHOICE (ambiguity 5): squashing. eta_t = eta_max sigmoid(.), alpha_t in [alpha_min, 1].
         self.eta_bias = nn.Parameter(torch.tensor(-1.5))
         self.alpha_bias = nn.Parameter(torch.tensor(4.0))  # alpha ~ 0.998: a half-life of ~385 bars (16 days)
-        if cfg.learn_gate_range:  # the ranges' logits (gate_range), at init exactly the configured constants
+        if cfg.learn_gate_range:  # the ranges' logits (gate_range), at init the configured constants (to rounding)
             a0, r0 = cfg.alpha_min, cfg.eta_max / cfg.alpha_min
             self.gate_range_logit = nn.Parameter(torch.tensor([math.log(a0 / (1 - a0)), math.log(r0 / (1 - r0))]))
         # per packed memory: 1 = skip connection (x + W1 silu(W2 x)), 0 = none (the scalar memories); (G,1,1,1).
@@ -145,8 +145,10 @@ class SelfModifyingTitans(nn.Module):
     def gate_range(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
         """(eta_max, alpha_min): the gates' ranges, eta_t in (0, eta_max), alpha_t in (alpha_min, 1).
 
-        Constants from the config, or with ``learn_gate_range`` meta-parameters (NL §8.1 lets the gates' form be
-        learned):  alpha_min = sigmoid(a),  eta_max = alpha_min sigmoid(b).  Any a, b give
+        Constants from the config, or with ``learn_gate_range`` meta-parameters. In the paper eta_t and alpha_t are
+        outputs of learned memories (eqs. 81-82); squashing them into a range is our CHOICE (ambiguity 5), and this
+        knob meta-learns that range instead of fixing it:  alpha_min = sigmoid(a),  eta_max = alpha_min sigmoid(b).
+        Any a, b give
         0 < eta_max < alpha_min < 1, so the DGD projector alpha I - eta k k^T (|k| = 1) keeps its eigenvalues in
         (0, 1]: a contraction whatever pre-training learns. Initialised at the configured values (float rounding
         aside), so at init the forward is that of the constant ranges."""
