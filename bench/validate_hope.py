@@ -46,7 +46,8 @@ HEALTH = ("mem_weight_norm", "surprise", "mem_clip_frac", "mem_update_norm", "et
 HEALTH += ("ret_calib_1h", "ret_calib_24h")  # the return calibration's multiples (hope[ret-calib])
 
 # recipe -> (HopeConfig changes, PretrainConfig changes), each spelled out in full so a recipe keeps its meaning
-# when the defaults move ("chosen" is today's default; "landed" the first landing's).
+# when the defaults move ("chosen" is today's default; "gates" the same with learned gate ranges; "landed" the first
+# landing's).
 _LANDED_H = {
     "anchor_memories": False,
     "norm_values": False,
@@ -57,14 +58,19 @@ _LANDED_H = {
     "ret_calib": False,  # online only: measured as the variant hope[ret-calib] on the same nets
 }
 _HEALTH_H = {"anchor_memories": True, "norm_values": True, "stopgrad_vhat": False, "learn_cms_lr": True}
-_LANDED_P = {"carry": 1, "weighted": False}
-_LONG_P = {"carry": 24, "weighted": True}
+_LANDED_P = {"carry": 1, "weighted": False, "gate_range_lr_mult": 1.0}
+_LONG_P = {"carry": 24, "weighted": True, "gate_range_lr_mult": 1.0}
 RECIPES: dict[str, tuple[dict, dict]] = {
     "landed": (_LANDED_H, _LANDED_P),
     "long": (_LANDED_H, _LONG_P),
     "health": ({**_LANDED_H, **_HEALTH_H}, _LANDED_P),
     "long-health": ({**_LANDED_H, **_HEALTH_H}, _LONG_P),
     "chosen": ({**_LANDED_H, **_HEALTH_H, "cms_lr": (3e-4, 1e-4, 3e-5)}, _LONG_P),
+    # chosen + meta-learned gate ranges at a 10x outer rate (the return calibration stays a variant)
+    "gates": (
+        {**_LANDED_H, **_HEALTH_H, "cms_lr": (3e-4, 1e-4, 3e-5), "learn_gate_range": True},
+        {**_LONG_P, "gate_range_lr_mult": 10.0},
+    ),
 }
 
 

@@ -53,7 +53,9 @@ class HopeConfig:
     norm_values: bool = True  # v_t L2-normalised like k_t, so targets and errors are O(1) whatever W grows to
     learn_cms_lr: bool = True  # per-level log-scale of eta^(l) is a meta-parameter (pre-training learns it)
     # The gate ranges eta_max and alpha_min as meta-parameters (issue 12): pre-training learns them from the values
-    # above, through a parameterisation that keeps 0 < eta_max < alpha_min < 1 (SelfModifyingTitans.gate_range)
+    # above, through a parameterisation that keeps 0 < eta_max < alpha_min < 1 (SelfModifyingTitans.gate_range).
+    # Off: better on the validation split (PretrainConfig.gate_range_lr_mult 10), but the shipped net re-pre-trained
+    # with it failed the long-stream health bound (docs/results.md)
     learn_gate_range: bool = False
     # Return calibration (issue 12; learner/hope/calibration.py): the return outputs are multiplied by an online
     # ridge estimate c in [0, 1] fitted on released targets only, with a prior at c = 0 worth ``ret_calib_prior``

@@ -33,7 +33,7 @@ def small_cfg(**kw) -> HopeConfig:
     return HopeConfig(**base)
 
 
-def test_the_return_calibration_is_on_by_default_but_not_for_frozen_or_old_checkpoints():
+def test_the_calibration_is_on_by_default_but_not_for_frozen_the_gate_range_is_off():
     from learner.models import hope_config
 
     assert HopeConfig().ret_calib and not HopeConfig().learn_gate_range
@@ -54,7 +54,7 @@ def test_learned_gate_range_starts_at_the_constants_and_moves_nothing_else():
     """At init the learned ranges are the configured constants (to float rounding), every other weight is drawn
     the same, and a whole stream with writes and CMS steps gives the same forecasts."""
     torch.manual_seed(0)
-    a = HopeNet(small_cfg())
+    a = HopeNet(small_cfg(learn_gate_range=False))
     torch.manual_seed(0)
     b = HopeNet(small_cfg(learn_gate_range=True))
     eta_max, alpha_min = (v.detach() for v in b.titans.gate_range())
