@@ -31,35 +31,46 @@ import torch
 
 from continuum.timeframes import parse_date, to_ms
 from ingest.replay import load_panel
+from learner.evaluation import metrics as M
 from learner.evaluation.harness import evaluate_model, make_setup, summarise_run
 from learner.evaluation.regimes import DEFAULT_REGIMES
 from learner.features import build_features
 from learner.hope.config import HopeConfig
 from learner.pretrain import PretrainConfig, pretrain
-from learner.stream import masked
+from learner.protocol import to_raw
+from learner.stream import masked, release_mask
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("hope", "hope-frozen", "hope[no-writes]", "hope[no-cms-online]")
 HEALTH = ("mem_weight_norm", "surprise", "mem_clip_frac", "mem_update_norm", "eta", "alpha")
+HEALTH += ("ret_calib_1h", "ret_calib_24h")  # the return calibration's multiples (hope[ret-calib])
 
 # recipe -> (HopeConfig changes, PretrainConfig changes), each spelled out in full so a recipe keeps its meaning
-# when the defaults move ("chosen" is today's default; "landed" the first landing's).
+# when the defaults move ("chosen" is today's default; "gates" the same with learned gate ranges; "landed" the first
+# landing's).
 _LANDED_H = {
     "anchor_memories": False,
     "norm_values": False,
     "stopgrad_vhat": True,
     "learn_cms_lr": False,
     "cms_lr": (1e-3, 3e-4, 1e-4),
+    "learn_gate_range": False,
+    "ret_calib": False,  # online only: measured as the variant hope[ret-calib] on the same nets
 }
 _HEALTH_H = {"anchor_memories": True, "norm_values": True, "stopgrad_vhat": False, "learn_cms_lr": True}
-_LANDED_P = {"carry": 1, "weighted": False}
-_LONG_P = {"carry": 24, "weighted": True}
+_LANDED_P = {"carry": 1, "weighted": False, "gate_range_lr_mult": 1.0}
+_LONG_P = {"carry": 24, "weighted": True, "gate_range_lr_mult": 1.0}
 RECIPES: dict[str, tuple[dict, dict]] = {
     "landed": (_LANDED_H, _LANDED_P),
     "long": (_LANDED_H, _LONG_P),
     "health": ({**_LANDED_H, **_HEALTH_H}, _LANDED_P),
     "long-health": ({**_LANDED_H, **_HEALTH_H}, _LONG_P),
     "chosen": ({**_LANDED_H, **_HEALTH_H, "cms_lr": (3e-4, 1e-4, 3e-5)}, _LONG_P),
+    # chosen + meta-learned gate ranges at a 10x outer rate (the return calibration stays a variant)
+    "gates": (
+        {**_LANDED_H, **_HEALTH_H, "cms_lr": (3e-4, 1e-4, 3e-5), "learn_gate_range": True},
+        {**_LONG_P, "gate_range_lr_mult": 10.0},
+    ),
 }
 
 
@@ -88,6 +99,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--baselines", default="", help="also run these (e.g. gru_online,har), seeded like Hope")
     ap.add_argument("--out", default=str(REPO / "bench/results/validation_hope"))
+    ap.add_argument("--name", default=None, help="JSON file stem (default: the recipe, plus a hash of the changes)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     hchg, pchg = RECIPES[args.recipe]
@@ -120,6 +132,9 @@ def main() -> None:
         }
         if net is not None and hasattr(net.cms, "log_lr"):
             doc["cms_lr_learned"] = [net.cms.lr(i).item() for i in range(len(base.cms_periods))]
+        if net is not None and base.learn_gate_range:
+            eta_max, alpha_min = net.titans.gate_range()
+            doc["gate_range_learned"] = {"eta_max": eta_max.item(), "alpha_min": alpha_min.item()}
         specs = variants + [b for b in args.baselines.split(",") if b]
         for spec in specs:
             # activity (health) is recorded for "hope"; baselines are fitted and seeded by the harness
@@ -131,16 +146,37 @@ def main() -> None:
                     v = run.activity[k][setup.cut :]
                     per_month = [float(np.nanmean(v[i : i + 720])) for i in range(0, len(v), 720)]
                     health[k] = {"mean": float(np.nanmean(v)), "max_month": max(per_month), "last_month": per_month[-1]}
+                    if k.startswith("ret_calib"):  # the calibration's path, and how often it sat at the zero forecast
+                        live = setup.fp.mask[setup.cut :] & ~setup.skip[setup.cut :, None]  # streamed bars only
+                        health[k] |= {"per_month": per_month, "zero_share": float(np.mean(v[live] == 0))}
             c = block["cumulative"]
             doc["models"][spec] = {"cumulative": c, "forgetting": block["forgetting"], "health": health}
+            if "zero_forecast" not in doc:  # the returns' zero forecast on the same scored bars (issue 12)
+                doc["zero_forecast"] = _zero_forecast(run.preds, setup)
             print(
                 f"{tag:>14} seed {seed} {spec:>20}: vol QLIKE {c['vol_24h_qlike']:.4f}  "
-                f"ret1h MSE {c['ret_1h_mse'] * 1e8:.1f}  avg forgetting {block['forgetting']['avg_forgetting']}  "
+                f"ret1h MSE {c['ret_1h_mse'] * 1e8:.1f}  ret24h MSE {c['ret_24h_mse'] * 1e8:.1f}  "
+                f"avg forgetting {block['forgetting']['avg_forgetting']}  "
                 + "  ".join(f"{k}={v['mean']:.3g}/{v['max_month']:.3g}" for k, v in health.items()),
                 flush=True,
             )
-        name = f"{args.recipe}{'' if tag == args.recipe else '_' + str(abs(hash(tag)) % 10**6)}_seed{seed}.json"
+        stem = args.name or f"{args.recipe}{'' if tag == args.recipe else '_' + str(abs(hash(tag)) % 10**6)}"
+        name = f"{stem}_seed{seed}.json"
         (out / name).write_text(json.dumps(doc, indent=1, default=float))
+
+
+def _zero_forecast(preds: np.ndarray, setup) -> dict:
+    """ret_1h_mse and ret_24h_mse of the zero return forecast on the bars ``preds`` (T,B,3) was scored on."""
+    fp = setup.fp
+    ok = release_mask(fp, setup.skip) & np.isfinite(preds)
+    ok[: setup.cut] = False
+    zero = np.nan_to_num(preds).copy()
+    zero[..., :2] = 0.0
+    errs = M.per_bar(to_raw(zero, fp.sigma), fp.y, ok)
+    rows = np.zeros(len(fp.times), dtype=bool)
+    rows[setup.cut :] = True
+    c = M.summarise(errs, M.rank_ic(zero[..., 1], fp.y[..., 1], ok[..., 1]), rows)
+    return {k: c[k] for k in ("ret_1h_mse", "ret_24h_mse")}
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ Names: ``hope``, ``hope-no-cms``, ``hope-frozen``, ``ewma``, ``har``, ``garch``,
 Two attribution variants switch one kind of online learning off and keep the other:
 ``hope[no-writes]`` (the self-modifying memories never write; the CMS levels still step online) and
 ``hope[no-cms-online]`` (the memories write; the CMS levels never step online). ``hope-frozen`` switches
-both off.
+both off, and the return calibration with them. ``hope[ret-calib]`` shrinks the return outputs toward zero
+online (``learner.hope.calibration``; on by default; ``ret-calib=N``: a prior of N bars, ``ret-calib-hl=N``: a
+half-life of N bars); it changes nothing pre-trained.
 
 Pre-training is shared where the architecture is the same: ``hope``, ``hope-frozen``, ``hope[no-writes]``
 and ``hope[no-cms-online]`` run the same meta-weights (they differ only online); an architectural change
@@ -72,8 +74,8 @@ def hope_config(spec: str, base: HopeConfig) -> HopeConfig:
     cfg = base
     if name == "hope-no-cms":
         cfg = cfg.with_(cms_periods=(), cms_lr=())
-    if name == "hope-frozen":
-        cfg = cfg.with_(write_memories=False, learn_cms=False)
+    if name == "hope-frozen":  # nothing learns online, the return calibration included
+        cfg = cfg.with_(write_memories=False, learn_cms=False, ret_calib=False)
     for k, v in opts.items():
         if k == "opt":
             from learner.optim import LEVEL_OPTIMIZERS
@@ -91,6 +93,10 @@ def hope_config(spec: str, base: HopeConfig) -> HopeConfig:
             cfg = cfg.with_(write_memories=False)
         elif k == "no-cms-online":  # attribution: the CMS levels never step online, the memories still write
             cfg = cfg.with_(learn_cms=False)
+        elif k == "ret-calib":  # the return outputs' online shrinkage toward zero; ret-calib=N: a prior of N bars
+            cfg = cfg.with_(ret_calib=True, **({} if v == "1" else {"ret_calib_prior": float(v)}))
+        elif k == "ret-calib-hl":  # its evidence's half-life in bars
+            cfg = cfg.with_(ret_calib=True, ret_calib_halflife=float(v))
         elif k == "levels":
             n = int(v)
             cfg = cfg.with_(cms_periods=base.cms_periods[:n], cms_lr=base.cms_lr[:n])
@@ -112,7 +118,7 @@ def hope_config(spec: str, base: HopeConfig) -> HopeConfig:
         else:
             raise UserError(
                 f"{spec}: unknown option {k!r} (opt=, no-dgd, no-momentum, no-selfmod, no-writes, no-cms-online, "
-                "levels=, lowest-period=, chunk=)"
+                "ret-calib[=N], ret-calib-hl=, levels=, lowest-period=, chunk=)"
             )
     return cfg
 
@@ -126,7 +132,9 @@ def is_seeded(spec: str) -> bool:
 
 def pretrain_key(cfg: HopeConfig) -> tuple:
     """Configs that differ only in online behaviour share one pre-trained net."""
-    return tuple(sorted(cfg.with_(write_memories=True, learn_cms=True).to_dict().items()))
+    online_only = {"write_memories": True, "learn_cms": True, "ret_calib": False, "ret_calib_prior": 0.0}
+    online_only |= {"ret_calib_halflife": 0.0, "ret_calib_period": 24}
+    return tuple(sorted(cfg.with_(**online_only).to_dict().items()))
 
 
 @dataclass

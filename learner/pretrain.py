@@ -56,6 +56,9 @@ class PretrainConfig:
     carry: int = 24  # consecutive windows a stream runs with its state carried (1: a fresh stream every window)
     weighted: bool = True  # outer loss weighted like the online CMS loss (HopeConfig.loss_weights)
     step_size_lr_mult: float = 1.0  # outer learning rate of the CMS step-size scales, relative to ``lr``
+    # outer learning rate of the gate ranges' logits (when learn_gate_range is on), relative to ``lr``: two logits
+    # moved < 5% in 300 steps at 1x; 10x was the best of 1x, 10x, 30x on the validation split (docs/results.md)
+    gate_range_lr_mult: float = 10.0
     compile: bool = False  # the memories' write through torch.compile (SelfModifyingTitans.compile_write)
 
 
@@ -100,8 +103,11 @@ def pretrain(
         net.titans.compile_write()
     # the CMS step-size scales (learn_cms_lr) may learn faster: their gradient comes through a few steps per window
     scales = [p for n, p in net.named_parameters() if n == "cms.log_lr"]
-    rest = [p for n, p in net.named_parameters() if n != "cms.log_lr"]
+    # the gate ranges' logits (learn_gate_range) without weight decay, which would pull them toward 0.5, not 0
+    ranges = [p for n, p in net.named_parameters() if n == "titans.gate_range_logit"]
+    rest = [p for n, p in net.named_parameters() if n not in ("cms.log_lr", "titans.gate_range_logit")]
     groups = [{"params": rest}] + ([{"params": scales, "lr": pcfg.lr * pcfg.step_size_lr_mult}] if scales else [])
+    groups += [{"params": ranges, "lr": pcfg.lr * pcfg.gate_range_lr_mult, "weight_decay": 0.0}] if ranges else []
     opt = TORCH_OPTIMIZERS[pcfg.optimizer](groups, lr=pcfg.lr, weight_decay=pcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, pcfg.steps) / pcfg.steps))

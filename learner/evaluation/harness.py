@@ -212,7 +212,7 @@ def evaluate_model(
             skip=setup.skip,
             clock0=w0,
             on_chunk=tick,
-            record_activity=spec == "hope",
+            record_activity=spec == "hope" or "ret-calib" in spec,
         )
         seconds += res.seconds
         preds[s:e] = res.preds[s:e]

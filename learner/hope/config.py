@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 # Knobs a checkpoint saved before they existed was trained without (see HopeConfig.from_dict).
-LEGACY = {"anchor_memories": False, "norm_values": False, "learn_cms_lr": False}
+LEGACY = {
+    "anchor_memories": False,
+    "norm_values": False,
+    "learn_cms_lr": False,
+    "learn_gate_range": False,
+    "ret_calib": False,
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,19 @@ class HopeConfig:
     anchor_memories: bool = True  # retention pulls every write back toward the meta-learned initial memory
     norm_values: bool = True  # v_t L2-normalised like k_t, so targets and errors are O(1) whatever W grows to
     learn_cms_lr: bool = True  # per-level log-scale of eta^(l) is a meta-parameter (pre-training learns it)
+    # The gate ranges eta_max and alpha_min as meta-parameters (issue 12): pre-training learns them from the values
+    # above, through a parameterisation that keeps 0 < eta_max < alpha_min < 1 (SelfModifyingTitans.gate_range).
+    # Off: better on the validation split (PretrainConfig.gate_range_lr_mult 10), but the shipped net re-pre-trained
+    # with it failed the long-stream health bound (docs/results.md)
+    learn_gate_range: bool = False
+    # Return calibration (issue 12; learner/hope/calibration.py): the return outputs are multiplied by an online
+    # ridge estimate c in [0, 1] fitted on released targets only, with a prior at c = 0 worth ``ret_calib_prior``
+    # bars, so it starts as the zero forecast and moves off it only as evidence accumulates. Vol is untouched.
+    # Online only (pre-training never sees it); on since issue 12 (validation split, docs/results.md)
+    ret_calib: bool = True
+    ret_calib_prior: float = 2160.0  # CHOICE: prior strength in bars of every stream (90 days)
+    ret_calib_halflife: float = 2160.0  # bars; the evidence's half-life (90 days; 0: never forgotten)
+    ret_calib_period: int = 24  # bars; c is refreshed at multiples of this on the clock (daily)
     # Execution (issue 14): the memories' matrix products in lower precision, "fp32" (off), "bf16" (autocast; CPU
     # and GPU) or "tf32" (NVIDIA GPUs). Their state, momenta, gates and every CMS level stay fp32 (memory.py)
     mem_precision: str = "fp32"
@@ -65,6 +84,10 @@ class HopeConfig:
             raise ValueError(f"mem_precision {self.mem_precision!r}: use fp32, bf16 or tf32")
         if not 0 < self.eta_max <= self.alpha_min <= 1:
             raise ValueError("need 0 < eta_max <= alpha_min <= 1 so alpha I - eta k k^T stays a contraction")
+        if self.learn_gate_range and not self.eta_max < self.alpha_min < 1:
+            raise ValueError("learn_gate_range needs eta_max < alpha_min < 1 (its logits are finite there)")
+        if self.ret_calib_prior < 0 or self.ret_calib_halflife < 0 or self.ret_calib_period < 1:
+            raise ValueError("need ret_calib_prior >= 0, ret_calib_halflife >= 0, ret_calib_period >= 1")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from learner.hope.calibration import ReturnCalibration
 from learner.hope.config import HopeConfig
 from learner.hope.memory import MemoryState
 from learner.hope.model import HopeNet, HopeState
@@ -51,6 +52,7 @@ class Hope(OnlineModel):
         self._act: CallActivity | None = None
         self._theta: list[dict[str, torch.Tensor]] | None = None  # cache of the CMS levels' weights (_levels)
         self._loss_w = torch.tensor(cfg.loss_weights, device=self.device)  # on the device once, not per call
+        self.calib: ReturnCalibration | None = None  # the return outputs' online shrinkage (ret_calib)
 
     # ------------------------------------------------------------------ protocol
     def reset(self, n_streams: int) -> None:
@@ -58,6 +60,7 @@ class Hope(OnlineModel):
             self.state = self.net.init_state(n_streams)
         self.ring = torch.zeros(n_streams, RING, self.cfg.d_model, device=self.device)
         self._act, self._theta = None, None
+        self.calib = ReturnCalibration(self.cfg, n_streams, RING, self.device) if self.cfg.ret_calib else None
 
     def predict(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         assert self.state is not None, "call reset() first"
@@ -75,9 +78,11 @@ class Hope(OnlineModel):
             # the memories split the call at their chunk boundaries themselves (the streaming form is L = 1)
             h, self.state, self._act = self.net.encode(self.state, x, mask)
             keep = min(L, RING)  # a call longer than the ring (possible without CMS levels) keeps its last bars
-            self.ring[:, self._slots(step0 + L - keep, keep)] = h[:, L - keep :]
+            slots = self._slots(step0 + L - keep, keep)
+            self.ring[:, slots] = h[:, L - keep :]
             # the CMS levels only step in learn(), so one readout serves the whole call
-            return self.net.readout(theta, h)
+            pred = self.net.readout(theta, h)
+            return pred if self.calib is None else self.calib.apply(pred, slots, keep)
 
     def _slots(self, first: int, n: int) -> slice | torch.Tensor:
         """Ring positions of bars first..first+n-1: a slice when they do not wrap (no index tensor to build)."""
@@ -90,7 +95,8 @@ class Hope(OnlineModel):
         """No host sync on the way: the checks read ``steps`` and, when it lives on the host (as
         ``learner.stream`` builds it), ``ymask``; a window with no realised target adds exact zeros."""
         assert self.state is not None, "call reset() first"
-        if self.cfg.learn_cms and self.cfg.cms_periods and steps.shape[0]:
+        cms = self.cfg.learn_cms and bool(self.cfg.cms_periods)
+        if (cms or self.calib is not None) and steps.shape[0]:
             steps = steps.cpu()  # bar indices live on the host
             if self.state.step - int(steps.min()) > RING:
                 raise ValueError("targets older than the ring buffer")
@@ -99,18 +105,17 @@ class Hope(OnlineModel):
                 if rows.shape[0] < steps.shape[0]:
                     steps, y, ymask = steps[rows], y[:, rows], ymask[:, rows]
             if steps.shape[0]:
-                h = self.ring[:, self._ring_index(steps)]  # (B,n,d) CMS inputs of the forecast bars
-                self.net.cms_accumulate(
-                    self.state.cms,
-                    h,
-                    y.to(self.device, non_blocking=True),
-                    ymask.to(self.device, non_blocking=True),
-                    self._levels(),
-                    self._loss_w,
-                )
+                index = self._ring_index(steps)
+                y, ymask = y.to(self.device, non_blocking=True), ymask.to(self.device, non_blocking=True)
+                if self.calib is not None:
+                    self.calib.update(index, y, ymask)
+                if cms:  # (B,n,d) CMS inputs of the forecast bars
+                    self.net.cms_accumulate(self.state.cms, self.ring[:, index], y, ymask, self._levels(), self._loss_w)
         for i in self.net.cms_apply_due(self.state.cms, self.state.step):
             if self._theta is not None:  # a level stepped: its weights are rebuilt, the others' kept
                 self._theta[i] = self.net.cms.level_weights(i, self.state.cms[i])
+        if self.calib is not None:  # the return calibration refreshes on the clock too
+            self.calib.tick(self.state.step)
 
     def _ring_index(self, steps: torch.Tensor) -> slice | torch.Tensor:
         """Where bars ``steps`` (host tensor) sit in the ring: a slice for consecutive bars that do not wrap."""
@@ -131,6 +136,9 @@ class Hope(OnlineModel):
         if self.state is not None:
             for i, lvl in enumerate(self.state.cms):
                 act[f"cms_l{i}_update_norm"] = lvl.last_update_norm
+        if self.calib is not None:  # the return calibration's multiples, shared by every stream
+            c = self.calib.c
+            act["ret_calib_1h"], act["ret_calib_24h"] = (c[i].expand(self.ring.shape[0]) for i in range(2))
         return act
 
     # ------------------------------------------------------------------ state
@@ -157,6 +165,7 @@ class Hope(OnlineModel):
                 for lvl in st.cms
             ],
             "ring": self.ring.detach().cpu().clone(),
+            **({"ret_calib": self.calib.state_dict()} if self.calib is not None else {}),
         }
 
     def load_state_dict(self, state: dict, with_slow: bool = True) -> None:
@@ -195,3 +204,7 @@ class Hope(OnlineModel):
         self.state = HopeState(step, TitansState(to(state["conv"]), mems), cms)
         self.ring = to(state["ring"])
         self._act, self._theta = None, None
+        # the return calibration: restored when saved, else it starts again from its prior (c = 0)
+        self.calib = ReturnCalibration(self.cfg, self.ring.shape[0], RING, dev) if self.cfg.ret_calib else None
+        if self.calib is not None and "ret_calib" in state:
+            self.calib.load_state_dict(state["ret_calib"])

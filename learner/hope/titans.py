@@ -27,6 +27,7 @@ numbers are those of five separate memories. Checkpoints keep one entry per memo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -106,7 +107,8 @@ class CallActivity:
 
 
 class SelfModifyingTitans(nn.Module):
-    """Slow (meta) parameters: the initial memories, W_q, the convolution, gate biases."""
+    """Slow (meta) parameters: the initial memories, W_q, the convolution, gate biases (and, with
+    ``learn_gate_range``, the gates' ranges)."""
 
     def __init__(self, cfg: HopeConfig):
         super().__init__()
@@ -127,6 +129,9 @@ class SelfModifyingTitans(nn.Module):
         # CHOICE (ambiguity 5): squashing. eta_t = eta_max sigmoid(.), alpha_t in [alpha_min, 1].
         self.eta_bias = nn.Parameter(torch.tensor(-1.5))
         self.alpha_bias = nn.Parameter(torch.tensor(4.0))  # alpha ~ 0.998: a half-life of ~385 bars (16 days)
+        if cfg.learn_gate_range:  # the ranges' logits (gate_range), at init the configured constants (to rounding)
+            a0, r0 = cfg.alpha_min, cfg.eta_max / cfg.alpha_min
+            self.gate_range_logit = nn.Parameter(torch.tensor([math.log(a0 / (1 - a0)), math.log(r0 / (1 - r0))]))
         # per packed memory: 1 = skip connection (x + W1 silu(W2 x)), 0 = none (the scalar memories); (G,1,1,1).
         # A buffer, not a per-call tensor: it moves with the module and is never copied from the host again
         res = torch.tensor([0.0 if n in SCALAR else 1.0 for n in MEMORIES]).view(-1, 1, 1, 1)
@@ -136,6 +141,21 @@ class SelfModifyingTitans(nn.Module):
         if cfg.conv_init_std:  # drawn last, so every other initial weight is the same as without it
             with torch.no_grad():
                 self.conv_w.add_(cfg.conv_init_std * torch.randn(d, cfg.conv_window))
+
+    def gate_range(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """(eta_max, alpha_min): the gates' ranges, eta_t in (0, eta_max), alpha_t in (alpha_min, 1).
+
+        Constants from the config, or with ``learn_gate_range`` meta-parameters. In the paper eta_t and alpha_t are
+        outputs of learned memories (eqs. 81-82); squashing them into a range is our CHOICE (ambiguity 5), and this
+        knob meta-learns that range instead of fixing it:  alpha_min = sigmoid(a),  eta_max = alpha_min sigmoid(b).
+        Any a, b give
+        0 < eta_max < alpha_min < 1, so the DGD projector alpha I - eta k k^T (|k| = 1) keeps its eigenvalues in
+        (0, 1]: a contraction whatever pre-training learns. Initialised at the configured values (float rounding
+        aside), so at init the forward is that of the constant ranges."""
+        if not self.cfg.learn_gate_range:
+            return self.cfg.eta_max, self.cfg.alpha_min
+        alpha_min = torch.sigmoid(self.gate_range_logit[0])
+        return alpha_min * torch.sigmoid(self.gate_range_logit[1]), alpha_min
 
     def compile_write(self) -> None:
         """Run the write through ``torch.compile`` (optional, off by default: it compiles once per call
@@ -195,11 +215,12 @@ class SelfModifyingTitans(nn.Module):
             inp = torch.stack([q if n == "mem" else u for n in MEMORIES])  # (G,B,L,d)
             bias = torch.stack([self.eta_bias, self.alpha_bias])[:, None, None]  # (2,1,1)
             anchor = self.initial_memories() if cfg.anchor_memories else None  # (G, 1, ...), broadcast over streams
+            ranges = self.gate_range()  # (eta_max, alpha_min)
             mems, outs, pos = st.mems, [], 0
             while pos < L:
                 n = min(L - pos, C - (step0 + pos) % C)
                 sl = slice(pos, pos + n)
-                o, mems, act = self._chunk(mems, inp[:, :, sl], mask[:, sl], step0 + pos, bias, anchor)
+                o, mems, act = self._chunk(mems, inp[:, :, sl], mask[:, sl], step0 + pos, bias, anchor, ranges)
                 outs.append(o)
                 pos += n
         return (outs[0] if len(outs) == 1 else torch.cat(outs, 1)), TitansState(conv, mems), act
@@ -212,10 +233,11 @@ class SelfModifyingTitans(nn.Module):
         step0: int,
         bias: torch.Tensor,
         anchor: tuple[torch.Tensor, torch.Tensor] | None,
+        ranges: tuple[torch.Tensor | float, torch.Tensor | float],
     ) -> tuple[torch.Tensor, MemoryState, CallActivity]:
         """Bars [step0, step0+L) within one memory chunk: the memories' inputs inp (G,B,L,d) (u, the main memory
         q) -> o (B,L,d), the memories, activity. ``bias`` (2,1,1): the eta and alpha gate biases; ``anchor``: the
-        initial memories (G,1,...) when writes are anchored."""
+        initial memories (G,1,...) when writes are anchored; ``ranges``: (eta_max, alpha_min), :meth:`gate_range`."""
         cfg = self.cfg
         L = inp.shape[2]
         # generation and the read, every memory at its boundary state, one batched call (eqs. 79-84, 90)
@@ -226,8 +248,9 @@ class SelfModifyingTitans(nn.Module):
             k, v = F.normalize(out[K], dim=-1), out[V]
         gate = torch.sigmoid(out[ETA : ALPHA + 1, ..., 0] + bias)
         # a masked bar writes nothing: eta 0, alpha 1 (memory.dgd_momentum_loop)
-        eta = torch.where(mask, cfg.eta_max * gate[0], 0.0)  # (B,L)
-        alpha = torch.where(mask, cfg.alpha_min + (1 - cfg.alpha_min) * gate[1], 1.0)
+        eta_max, alpha_min = ranges
+        eta = torch.where(mask, eta_max * gate[0], 0.0)  # (B,L)
+        alpha = torch.where(mask, alpha_min + (1 - alpha_min) * gate[1], 1.0)
         o = out[MEM]  # eq. 84: read before this chunk's writes land
         act = CallActivity(eta, alpha, mask, cfg.inner_clip)
         new = m
