@@ -75,6 +75,7 @@ def add_learner_options(p: argparse.ArgumentParser, group: str = "learner") -> N
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from continuum.bus_factory import make_bus
+
     if args.max_bars is not None and args.max_bars < 1:
         raise UserError("--max-bars must be >= 1")
     if args.partitioned and args.max_bars is not None:

@@ -134,6 +134,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 def _run_roles(args: argparse.Namespace, cfg: Config, source: bool, learner: bool) -> int:
     """Source and/or learner in this process, the dashboard as a child (role ``all``)."""
     from continuum.bus_factory import make_bus
+
     metrics = serve_metrics(args)
     bus = make_bus(cfg)
     stop = threading.Event()

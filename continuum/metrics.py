@@ -59,8 +59,10 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "continuum_reconnects": ("websocket / RPC reconnects of a source", ("source",)),
     "continuum_bars": ("bars processed by the learner", ()),
     "continuum_alerts": ("alerts fired", ("rule", "severity")),
-    "continuum_webhook_posts": ("webhook posts by outcome (hook: first 12 hex digits of the URL's SHA-256)",
-                                ("hook", "outcome")),  # fmt: skip
+    "continuum_webhook_posts": (
+        "webhook posts by outcome (hook: first 12 hex digits of the URL's SHA-256)",
+        ("hook", "outcome"),
+    ),
     "continuum_job_runs": ("scheduler job runs by outcome (ok, error, missed)", ("job", "outcome")),
 }
 
