@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from learner.features import FeaturePanel
+from learner.hope.config import HopeConfig
 
 
 def synthetic_panel(T: int = 96, B: int = 2, F: int = 6, seed: int = 0) -> FeaturePanel:
@@ -29,3 +30,20 @@ def synthetic_panel(T: int = 96, B: int = 2, F: int = 6, seed: int = 0) -> Featu
         ymask=ymask,
         close=np.ones((T, B)),
     )
+
+
+def small_cfg(**kw) -> HopeConfig:
+    """A Hope small enough for a unit test to stream hundreds of bars in a second: width 8, 4-bar memory chunks,
+    two CMS levels (8 and 16 bars) with fast steps, so every part acts within a short synthetic stream."""
+    base = dict(
+        n_features=6,
+        d_model=8,
+        d_hidden=8,
+        cms_hidden=8,
+        chunk_other=4,
+        chunk_mem=4,
+        cms_periods=(8, 16),
+        cms_lr=(0.05, 0.02),
+    )
+    base.update(kw)
+    return HopeConfig(**base)

@@ -14,23 +14,9 @@ from learner.hope.memory import MemoryState, dgd_momentum_loop, mem_apply, mem_g
 from learner.hope.online import Hope, MetaMismatchError
 from learner.hope.titans import SelfModifyingTitans, unpack_memories
 from learner.stream import run_stream
+from tests.learner.synthetic import small_cfg
 
 torch.set_num_threads(1)
-
-
-def small_cfg(**kw) -> HopeConfig:
-    base = dict(
-        n_features=6,
-        d_model=8,
-        d_hidden=8,
-        cms_hidden=8,
-        chunk_other=4,
-        chunk_mem=4,
-        cms_periods=(8, 16),
-        cms_lr=(0.05, 0.02),
-    )
-    base.update(kw)
-    return HopeConfig(**base)
 
 
 # ----------------------------------------------------------------------------- the inner update

@@ -13,24 +13,9 @@ from learner.hope.config import HopeConfig
 from learner.hope.model import HopeNet
 from learner.hope.online import Hope
 from learner.stream import run_stream
-from tests.learner.synthetic import synthetic_panel
+from tests.learner.synthetic import small_cfg, synthetic_panel
 
 torch.set_num_threads(1)
-
-
-def small_cfg(**kw) -> HopeConfig:
-    base = dict(
-        n_features=6,
-        d_model=8,
-        d_hidden=8,
-        cms_hidden=8,
-        chunk_other=4,
-        chunk_mem=4,
-        cms_periods=(8, 16),
-        cms_lr=(0.05, 0.02),
-    )
-    base.update(kw)
-    return HopeConfig(**base)
 
 
 def test_the_calibration_is_on_by_default_but_not_for_frozen_the_gate_range_is_off():
