@@ -216,12 +216,14 @@ def test_chunked_form_equals_streaming_form(C):
     np.testing.assert_allclose(pa, pb, rtol=1e-5, atol=1e-6)
 
 
-def test_checkpoint_restore_continues_exactly(tmp_path):
+# the second case makes the return calibration (issue 12) act within 96 bars: its state travels too
+@pytest.mark.parametrize("knobs", [{}, {"ret_calib": True, "ret_calib_prior": 4.0, "ret_calib_halflife": 48.0}])
+def test_checkpoint_restore_continues_exactly(tmp_path, knobs):
     from learner.checkpoint import load_state, save_state
 
     fp = _random_stream(T=96, seed=7)
     torch.manual_seed(0)
-    cfg = small_cfg()
+    cfg = small_cfg(**knobs)
     full = Hope(cfg)
     net0 = copy.deepcopy(full.net)
     full.reset(2)

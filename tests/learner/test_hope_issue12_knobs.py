@@ -130,23 +130,3 @@ def test_calibration_scales_only_the_returns_and_starts_at_zero():
     ok = np.abs(out[0][..., :2]) > 1e-6
     ratio = out[1][..., :2][ok] / out[0][..., :2][ok]
     assert ratio.min() >= -1e-6 and ratio.max() <= 1 + 1e-6 and ratio.max() > 0
-
-
-def test_calibration_travels_with_the_checkpoint(tmp_path):
-    from learner.checkpoint import load_state, save_state
-
-    fp = synthetic_panel(T=96, B=2, F=6, seed=7)
-    cfg = small_cfg(ret_calib=True, ret_calib_prior=4.0, ret_calib_halflife=48.0)
-    torch.manual_seed(0)
-    full = Hope(cfg)
-    net0 = copy.deepcopy(full.net)
-    full.reset(2)
-    ref = run_stream(full, fp, chunk=4).preds
-    part = Hope(cfg, net=copy.deepcopy(net0))
-    part.reset(2)
-    run_stream(part, fp, start=0, end=44, chunk=4)
-    save_state(tmp_path / "s.pt", part, {"bar": 44})
-    resumed = Hope(cfg)
-    load_state(tmp_path / "s.pt", resumed)
-    rest = run_stream(resumed, fp, start=44, chunk=4, clock0=0).preds
-    np.testing.assert_allclose(rest[44:], ref[44:], rtol=0, atol=1e-6)
