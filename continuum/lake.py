@@ -22,8 +22,9 @@ each row is rewritten O(log n) times, a partition has O(log n) small runs), up t
 
 Appends are idempotent: rows are merged with the existing rows and deduplicated on the event's natural key
 (the newest write wins), so re-ingesting the same events leaves the same rows. Reads are lazy:
-:meth:`Lake.scan` selects partition files from the path (kind, symbol, time range), then returns a
-``LazyFrame`` with the remaining filters pushed into the Parquet scan.
+:meth:`Lake.scan` selects partition files from the path (kind, symbol, time range; a sorted run's directory
+name carries its first and last ``ts``), then returns a ``LazyFrame`` with the remaining filters pushed into the
+Parquet scan.
 """
 
 from __future__ import annotations
