@@ -130,11 +130,21 @@ def is_seeded(spec: str) -> bool:
     return name.startswith("hope") or name in NEURAL
 
 
+# knobs that change only what the model does online, never what pre-training learns
+ONLINE_ONLY = ("write_memories", "learn_cms", "ret_calib", "ret_calib_prior", "ret_calib_halflife", "ret_calib_period")
+
+
+def deployed_config(cfg: HopeConfig) -> HopeConfig:
+    """``cfg`` with its online-only knobs at their defaults: the config a pre-trained net is built and saved with,
+    whichever spec asked for it first, so a net saved by `evaluate` after ``hope-frozen`` pre-trained it still
+    learns online (and calibrates its returns) when `learn` or `demo` load it."""
+    default = HopeConfig()
+    return cfg.with_(**{k: getattr(default, k) for k in ONLINE_ONLY})
+
+
 def pretrain_key(cfg: HopeConfig) -> tuple:
     """Configs that differ only in online behaviour share one pre-trained net."""
-    online_only = {"write_memories": True, "learn_cms": True, "ret_calib": False, "ret_calib_prior": 0.0}
-    online_only |= {"ret_calib_halflife": 0.0, "ret_calib_period": 24}
-    return tuple(sorted(cfg.with_(**online_only).to_dict().items()))
+    return tuple(sorted(deployed_config(cfg).to_dict().items()))
 
 
 @dataclass

@@ -27,7 +27,7 @@ import numpy as np
 from learner.features import MAX_HORIZON, FeaturePanel
 from learner.hope.config import HopeConfig
 from learner.hope.model import HopeNet
-from learner.models import Built, build_model, pretrain_key
+from learner.models import Built, build_model, deployed_config, pretrain_key
 from learner.pretrain import PretrainConfig, pretrain
 from learner.stream import StreamResult, masked, run_stream
 
@@ -66,7 +66,7 @@ class PretrainCache:
         if key not in self.nets:
             t = time.perf_counter()
             net, _ = pretrain(
-                cfg.with_(write_memories=True, learn_cms=True),
+                deployed_config(cfg),
                 self.fp,
                 self.cut,
                 self.pcfg,

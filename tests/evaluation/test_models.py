@@ -39,3 +39,21 @@ def test_spread_is_the_sample_std_over_seeds_and_skips_missing_values():
     assert spread([0.5]) == {"mean": 0.5, "std": 0.0, "values": [0.5]}
     assert spread([None, 1.0, 3.0])["mean"] == 2.0
     assert spread([None, None]) == {"mean": None, "std": None, "values": [None, None]}
+
+
+def test_a_pretrained_net_carries_the_deployed_config_whichever_spec_asked_first():
+    """`evaluate` saves the cache's nets for `learn`/`demo`: a net first asked for by hope-frozen (or a calibration
+    variant) must still learn online and calibrate as deployed when loaded from its file."""
+    from learner.models import deployed_config
+    from learner.pipeline import PretrainCache
+    from learner.pretrain import PretrainConfig
+    from tests.learner.synthetic import small_cfg, synthetic_panel
+
+    fp = synthetic_panel(T=160, B=2, F=6, seed=1)
+    base = small_cfg(ret_calib=True)
+    cache = PretrainCache(fp, 140, PretrainConfig(steps=1, seq_len=16, batch=2, carry=1), progress=False)
+    frozen = hope_config("hope-frozen", base)
+    assert not frozen.write_memories and not frozen.ret_calib
+    net = cache(frozen)
+    assert net.cfg == deployed_config(frozen) and net.cfg.write_memories and net.cfg.learn_cms and net.cfg.ret_calib
+    assert len(cache.nets) == 1 and cache(hope_config("hope[ret-calib=720]", base)).cfg == net.cfg  # one net
