@@ -9,7 +9,8 @@ Two attribution variants switch one kind of online learning off and keep the oth
 ``hope[no-cms-online]`` (the memories write; the CMS levels never step online). ``hope-frozen`` switches
 both off, and the return calibration with them. ``hope[ret-calib]`` shrinks the return outputs toward zero
 online (``learner.hope.calibration``; on by default; ``ret-calib=N``: a prior of N bars, ``ret-calib-hl=N``: a
-half-life of N bars); it changes nothing pre-trained.
+half-life of N bars); it changes nothing pre-trained. ``hope[no-ret-calib]`` switches it off (the raw return
+outputs, as before the calibration existed) on the same pre-trained net.
 
 Pre-training is shared where the architecture is the same: ``hope``, ``hope-frozen``, ``hope[no-writes]``
 and ``hope[no-cms-online]`` run the same meta-weights (they differ only online); an architectural change
@@ -95,6 +96,8 @@ def hope_config(spec: str, base: HopeConfig) -> HopeConfig:
             cfg = cfg.with_(learn_cms=False)
         elif k == "ret-calib":  # the return outputs' online shrinkage toward zero; ret-calib=N: a prior of N bars
             cfg = cfg.with_(ret_calib=True, **({} if v == "1" else {"ret_calib_prior": float(v)}))
+        elif k == "no-ret-calib":  # the raw return outputs (the calibration off); same pre-trained net
+            cfg = cfg.with_(ret_calib=False)
         elif k == "ret-calib-hl":  # its evidence's half-life in bars
             cfg = cfg.with_(ret_calib=True, ret_calib_halflife=float(v))
         elif k == "levels":
@@ -118,7 +121,7 @@ def hope_config(spec: str, base: HopeConfig) -> HopeConfig:
         else:
             raise UserError(
                 f"{spec}: unknown option {k!r} (opt=, no-dgd, no-momentum, no-selfmod, no-writes, no-cms-online, "
-                "ret-calib[=N], ret-calib-hl=, levels=, lowest-period=, chunk=)"
+                "ret-calib[=N], no-ret-calib, ret-calib-hl=, levels=, lowest-period=, chunk=)"
             )
     return cfg
 

@@ -26,6 +26,15 @@ def test_the_calibration_is_on_by_default_but_not_for_frozen_the_gate_range_is_o
     assert hope_config("hope[ret-calib=720]", HopeConfig()).ret_calib_prior == 720.0
 
 
+def test_no_ret_calib_switches_only_the_calibration_off_and_shares_the_pretrained_net():
+    from learner.models import hope_config, pretrain_key
+
+    on, off = hope_config("hope", HopeConfig()), hope_config("hope[no-ret-calib]", HopeConfig())
+    assert on.ret_calib and not off.ret_calib
+    assert off == on.with_(ret_calib=False)
+    assert pretrain_key(off) == pretrain_key(on)
+
+
 def test_checkpoints_from_before_the_knobs_load_with_them_off():
     old = small_cfg().to_dict()
     for k in ("learn_gate_range", "ret_calib", "ret_calib_prior", "ret_calib_halflife"):
