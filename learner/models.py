@@ -72,6 +72,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
 def hope_config(spec: str, base: HopeConfig) -> HopeConfig:
     """The HopeConfig a Hope spec stands for."""
     name, opts = parse_spec(spec)
+    if "no-ret-calib" in opts and {"ret-calib", "ret-calib-hl"} & set(opts):
+        raise UserError(f"{spec}: no-ret-calib switches the calibration off, ret-calib options set it: pick one")
     cfg = base
     if name == "hope-no-cms":
         cfg = cfg.with_(cms_periods=(), cms_lr=())

@@ -33,6 +33,11 @@ def test_no_ret_calib_switches_only_the_calibration_off_and_shares_the_pretraine
     assert on.ret_calib and not off.ret_calib
     assert off == on.with_(ret_calib=False)
     assert pretrain_key(off) == pretrain_key(on)
+    from continuum.errors import UserError
+
+    for contradiction in ("hope[no-ret-calib,ret-calib-hl=720]", "hope[ret-calib=720,no-ret-calib]"):
+        with pytest.raises(UserError, match="pick one"):
+            hope_config(contradiction, HopeConfig())
 
 
 def test_checkpoints_from_before_the_knobs_load_with_them_off():
