@@ -13,7 +13,7 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from dashboard.data import alerts, empty_state, lake_root, refresh_seconds, signals
+from dashboard.data import activity_long, alerts, empty_state, lake_root, refresh_seconds, signals
 from dashboard.formatting import duration
 
 HOUR_MS = 3_600_000
@@ -120,6 +120,14 @@ def forecasts_over_time(sig: pl.DataFrame, symbols: list[str]) -> None:
     st.altair_chart((band + line).properties(height=260, title=f"{symbol}: next-24h return, ± 1 std"), width="stretch")
     vol = base.mark_line(color="#d62728").encode(y=alt.Y("vol_24h_pct:Q", title="24h volatility forecast (%)"))
     st.altair_chart(vol.properties(height=180), width="stretch")
+    # Hope's return calibration (learner/hope/calibration.py) writes its multiple into the activity: a flat-zero
+    # return line is then the calibration holding the forecast at zero, not a broken model
+    calib = activity_long(one.tail(1)).filter(pl.col("key") == "ret_calib_24h")
+    if not calib.is_empty():
+        st.caption(
+            f"Return forecasts are calibrated online: the net's raw 24h forecast × {calib['value'][0]:.2f} at the "
+            "last bar shown (0 until the released targets show skill; docs/signals.md)."
+        )
 
 
 @st.fragment(run_every=refresh or None)

@@ -75,6 +75,29 @@ def test_signals_page_shows_the_feeds_side_weight_and_confidence(dash_env, tmp_p
     assert btc["side"] in ("up", "down")
 
 
+def test_signals_page_says_when_return_forecasts_are_calibrated(dash_env, tmp_path, monkeypatch):
+    """A signal whose activity carries the return calibration's multiple: the forecast chart says so."""
+    import shutil
+
+    from continuum.schema import Signal
+
+    lake_dir = tmp_path / "lake"
+    shutil.copytree(dash_env["lake"], lake_dir)
+    lake = Lake(lake_dir)
+    at = _page()
+    assert "calibrated online" not in _text(at)  # the fixture's signals predate the calibration
+    symbol = at.selectbox(key="asset").value
+    last = lake.read("signal").filter(pl.col("symbol") == symbol).sort("ts").row(-1, named=True)
+    newer = Signal(
+        model=last["model"], exchange=last["exchange"], symbol=symbol, ts=last["ts"] + 3_600_000,
+        ret_1h=0.0, ret_24h=0.003, vol_24h=0.04, ret_1h_std=0.04 / 24**0.5, ret_24h_std=0.04, regime="calm",
+        activity={"ret_calib_1h": 0.2, "ret_calib_24h": 0.34},
+    )  # fmt: skip
+    lake.append_events([newer])
+    monkeypatch.setenv("CONTINUUM_DASHBOARD_LAKE", str(lake_dir))
+    assert "raw 24h forecast × 0.34 at the last bar" in _text(_page())
+
+
 def test_memory_page_plots_every_activity_key(dash_env):
     at = _page("views/memory.py")
     assert "Memory activity" in _text(at)
