@@ -294,8 +294,8 @@ class Lake:
             # a sorted run names its time range: one outside [start, end) is skipped without opening it (a day's
             # scan of a month of runs reads the runs of that day, not every run's footer)
             if "run" in segs:
-                run_lo, run_hi, _ = segs["run"].split("_")
-                if (lo_ms is not None and int(run_hi) < lo_ms) or (hi_ms is not None and int(run_lo) >= hi_ms):
+                run_lo, run_hi = _run_range(segs["run"])
+                if (lo_ms is not None and run_hi < lo_ms) or (hi_ms is not None and run_lo >= hi_ms):
                     continue
             out.append(f)
         return out
@@ -339,12 +339,18 @@ class _Run:
             self.data.parent.rmdir()
 
 
+def _run_range(name: str) -> tuple[int, int]:
+    """First and last ``ts`` of a run from its directory name's value ``<first>_<last>_<id>`` (how
+    :meth:`Lake._write_run` names it)."""
+    lo, hi, _ = name.split("_")
+    return int(lo), int(hi)
+
+
 def _run_of(data: Path) -> _Run:
     name = data.parent.name
     rows = pl.scan_parquet(data).select(pl.len()).collect().item()
     if name.startswith("run="):
-        lo, hi, _ = name[4:].split("_")
-        return _Run(data, int(lo), int(hi), rows)
+        return _Run(data, *_run_range(name[4:]), rows)
     # a partition written before runs existed (one data.parquet): its range from the rows
     lo, hi = (
         pl.scan_parquet(data).select(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")).collect().row(0)

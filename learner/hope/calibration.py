@@ -20,9 +20,9 @@ output shared by every stream (a property of the shared head; one asset's histor
 and clamped to [0, 1]: a shrinkage never flips or amplifies the forecast. The volatility output and everything
 the model learns from (the CMS levels take their gradients at the raw readout) are untouched.
 
-State: the statistics (3, 2), the evidence pending since the last refresh, c, and a ring of the raw return
-forecasts (B, RING, 2), so a target released up to RING bars later finds its forecast; all of it travels with the
-model's checkpoint.
+State: the statistics (3, 2), the evidence pending since the last refresh, and a ring of the raw return forecasts
+(B, RING, 2), so a target released up to RING bars later finds its forecast; all of it travels with the model's
+checkpoint (c does not: it is a function of the statistics).
 """
 
 from __future__ import annotations
@@ -72,10 +72,12 @@ class ReturnCalibration:
             self.epoch, self.c = k, self.factor()
 
     def state_dict(self) -> dict:
-        t = {"stats": self.stats, "pending": self.pending, "c": self.c, "ring": self.ring}
+        """The statistics, pending evidence, ring and epoch; not c, which :meth:`factor` derives from them."""
+        t = {"stats": self.stats, "pending": self.pending, "ring": self.ring}
         return {**{k: v.detach().cpu().clone() for k, v in t.items()}, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
         dev = self.stats.device
         self.stats, self.pending = state["stats"].to(dev), state["pending"].to(dev)
-        self.c, self.ring, self.epoch = state["c"].to(dev), state["ring"].to(dev), int(state["epoch"])
+        self.ring, self.epoch = state["ring"].to(dev), int(state["epoch"])
+        self.c = self.factor()  # c is refreshed only with the statistics (tick), so it is their function
